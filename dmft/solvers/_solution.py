@@ -1,0 +1,61 @@
+"""What every infinite-width solve returns: one `Solution` type for lazy and DMFT solvers."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+from jaxtyping import Float
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Solution:
+    """Infinite-width training dynamics at the saved times.
+
+    Attributes:
+        t: saved gradient-flow times (T,).
+        f_train: train predictions f_μ(t) (T, P).
+        ntk: the NTK K(t) over the training set (T, P, P).
+        f_test: test predictions (T, P_test), when test inputs were given.
+        ntk_test_train: K_{*α}(t) (T, P_test, P), when test inputs were given.
+        phi: equal-time feature kernels Φ^ℓ(t,t), ℓ = 1..L, each (T, P, P) (DMFT solves).
+        g: equal-time gradient kernels G^ℓ(t,t), ℓ = 1..L, each (T, P, P) (DMFT solves).
+        stderr: Monte Carlo standard errors, keyed like the result file (``"f_train"``,
+            ``"ntk"``, ``"phi_L1"``, ...); empty for exact solvers.
+        diagnostics: method, its settings, iterations, residuals, wall time: JSON-ready.
+    """
+
+    t: Float[np.ndarray, " T"]
+    f_train: Float[np.ndarray, "T P"]
+    ntk: Float[np.ndarray, "T P P"]
+    f_test: Float[np.ndarray, "T Ptest"] | None = None
+    ntk_test_train: Float[np.ndarray, "T Ptest P"] | None = None
+    phi: tuple[Float[np.ndarray, "T P P"], ...] = ()
+    g: tuple[Float[np.ndarray, "T P P"], ...] = ()
+    stderr: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    diagnostics: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def losses(self, y_train: np.ndarray, y_test: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """𝓛(t) = (1/2P) Σ_μ (f_μ(t) − y_μ)² on train, and on test when targets are given."""
+        out = {"loss_train": 0.5 * np.mean((np.asarray(self.f_train) - y_train) ** 2, axis=-1)}
+        if y_test is not None and self.f_test is not None:
+            out["loss_test"] = 0.5 * np.mean((np.asarray(self.f_test) - y_test) ** 2, axis=-1)
+        return out
+
+    def arrays(self, y_train: np.ndarray, y_test: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The result-file arrays of conventions §5 (plus ``phi_L{l}``, ``g_L{l}``, ``*_stderr``)."""
+        out: dict[str, Any] = {
+            "t": self.t,
+            "f_train": self.f_train,
+            "ntk": self.ntk,
+            "f_test": self.f_test,
+            "ntk_test_train": self.ntk_test_train,
+            **self.losses(y_train, y_test),
+        }
+        for layer, (phi, g) in enumerate(zip(self.phi, self.g), start=1):
+            out[f"phi_L{layer}"] = phi
+            out[f"g_L{layer}"] = g
+        for key, value in self.stderr.items():
+            out[f"{key}_stderr"] = value
+        return {key: np.asarray(value) for key, value in out.items() if value is not None}

@@ -1,0 +1,90 @@
+"""Reading a spec from a TOML file (conventions §4)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._errors import InputError
+from ._spec import Architecture, Data, Spec, Training
+
+_TABLES = {
+    "architecture": {"hidden_layers", "activation", "parameterization", "sigma_w", "sigma_b", "gamma0"},
+    "data": {"x_train", "y_train", "x_test", "y_test"},
+    "training": {"times"},
+    "solver": None,  # free-form: validated by the solver that reads it
+    "sampler": None,  # free-form: validated by the sampler
+}
+
+
+def _load_array(key: str, value: Any, base: Path) -> np.ndarray:
+    """An array given inline (a TOML list) or as a path relative to the spec file."""
+    if not isinstance(value, str):
+        return np.asarray(value, dtype=object) if value is None else value
+    path = (base / value).resolve()
+    if not path.is_file():
+        raise InputError(f"data.{key}: file not found: {path}")
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if path.suffix in (".txt", ".csv"):
+            return np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=1)
+    except (ValueError, OSError) as error:
+        raise InputError(f"data.{key}: cannot read {path}: {error}") from None
+    raise InputError(f"data.{key}: unsupported file type {path.suffix!r} (use .npy, .csv or .txt)")
+
+
+def spec_from_dict(table: dict[str, Any], base: Path | str = ".", source: str | None = None) -> Spec:
+    """Build a `Spec` from the parsed TOML tables; data paths are relative to `base`."""
+    base = Path(base)
+    for name, value in table.items():
+        if name not in _TABLES:
+            raise InputError(f"unknown table [{name}] in spec (known: {', '.join(_TABLES)})")
+        if not isinstance(value, dict):
+            raise InputError(f"[{name}] must be a table")
+        allowed = _TABLES[name]
+        if allowed is not None:
+            for key in value:
+                if key not in allowed:
+                    raise InputError(
+                        f"unknown key {name}.{key} in spec (known: {', '.join(sorted(allowed))})"
+                    )
+    for name in ("architecture", "data"):
+        if name not in table:
+            raise InputError(f"spec is missing the [{name}] table")
+    architecture_table = dict(table["architecture"])
+    if "hidden_layers" not in architecture_table:
+        raise InputError("spec is missing architecture.hidden_layers")
+    architecture = Architecture(**architecture_table)
+    data_table = table["data"]
+    for key in ("x_train", "y_train"):
+        if key not in data_table:
+            raise InputError(f"spec is missing data.{key}")
+    data = Data(**{key: _load_array(key, value, base) for key, value in data_table.items()})
+    training = Training(**table.get("training", {}))
+    return Spec(
+        architecture=architecture,
+        data=data,
+        training=training,
+        solver=table.get("solver", {}),
+        sampler=table.get("sampler", {}),
+        source=source,
+    )
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read a spec file; every problem raises `InputError` naming the file or key."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"spec file not found: {path}")
+    try:
+        table = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: not valid TOML: {error}") from None
+    try:
+        return spec_from_dict(table, base=path.parent, source=str(path))
+    except TypeError as error:  # e.g. a wrong argument type caught by a dataclass
+        raise InputError(f"{path}: {error}") from None
