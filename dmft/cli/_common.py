@@ -1,0 +1,24 @@
+"""Helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..spec import Spec, default_spec, load_spec
+
+
+def add_spec_argument(parser, optional: bool = False) -> None:
+    if optional:
+        parser.add_argument("spec", nargs="?", default=None,
+                            help="spec file (TOML); omitted: the embedded default problem")
+    else:
+        parser.add_argument("spec", help="spec file (TOML)")
+
+
+def read_spec(path: str | None) -> Spec:
+    return default_spec() if path is None else load_spec(path)
+
+
+def report_written(paths: dict[str, Path]) -> None:
+    for name, path in paths.items():
+        print(f"wrote {path}")

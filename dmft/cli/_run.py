@@ -1,0 +1,54 @@
+"""``dmft run [SPEC] --out DIR``: solve the infinite-width limit and write results + figures."""
+
+from __future__ import annotations
+
+import time
+
+from ..io import write_results
+from ..solvers import solve
+from ._common import add_spec_argument, read_spec, report_written
+
+
+def configure(parser) -> None:
+    add_spec_argument(parser, optional=True)
+    parser.add_argument("--out", default="dmft-out", help="output folder (default: dmft-out)")
+
+
+def execute(args) -> int:
+    spec = read_spec(args.spec)
+    arch, data = spec.architecture, spec.data
+    print(
+        f"dmft run: {spec.source or args.spec}: L = {arch.hidden_layers} {arch.activation} "
+        f"({arch.parameterization}), P = {data.num_train}, P_test = {data.num_test}, "
+        f"{len(spec.training.times)} saved times"
+    )
+    start = time.perf_counter()
+    solution = solve(spec)
+    arrays = solution.arrays(data.y_train, data.y_test)
+    wall_time = time.perf_counter() - start
+
+    def figures(folder):
+        from ..figures import plot_learning_curve
+
+        regime = "lazy (NTK)" if arch.parameterization == "ntk" else f"DMFT, $\\gamma_0={arch.gamma0:g}$"
+        plot_learning_curve(arrays, folder / "learning_curve",
+                            title=f"{arch.activation}, L={arch.hidden_layers}, {regime}")
+        if arch.parameterization == "mup":
+            from ..figures._ntk_evolution import plot_ntk_evolution
+
+            plot_ntk_evolution(solution, data.y_train, folder / "ntk_evolution")
+
+    metadata = {
+        "command": "run",
+        "spec": spec.to_dict(),
+        "solver": solution.diagnostics,
+        "wall_time_s": wall_time,
+    }
+    paths = write_results(args.out, "result.npz", arrays, metadata, figures)
+    report_written(paths)
+    final = arrays["loss_train"][-1]
+    summary = f"final train loss {final:.4g} at t = {arrays['t'][-1]:g}"
+    if "loss_test" in arrays:
+        summary += f", test loss {arrays['loss_test'][-1]:.4g}"
+    print(f"dmft run: {summary} ({wall_time:.2f} s)")
+    return 0

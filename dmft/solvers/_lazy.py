@@ -1,0 +1,161 @@
+"""Lazy (kernel) gradient flow: the infinite-width limit of NTK-parameterized training.
+
+With the NTK K frozen at its initialization value and f(0) = 0 (conventions §2),
+
+    ∂t f = (1/P) K (y − f)          ⇒  f(t)  = (I − e^{−K t/P}) y
+    ∂t f_* = (1/P) K_{*X} (y − f)    ⇒  f_*(t) = K_{*X} K^{-1} (I − e^{−K t/P}) y.
+
+`ClosedForm` evaluates these through the eigendecomposition K = V Λ Vᵀ, using
+(1 − e^{−λt/P})/λ = −expm1(−λt/P)/λ (→ t/P as λ → 0) so that singular kernels are handled
+exactly. `KernelODE` integrates the same flow with Diffrax, as an independent check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from .._errors import InputError, SolveError
+from ..kernels import layer_kernels
+from ..spec import Spec
+from ._solution import Solution
+
+
+@dataclasses.dataclass(frozen=True)
+class ClosedForm:
+    """Exact lazy dynamics from the eigendecomposition of the NTK."""
+
+    def integrate(self, ntk, ntk_test_train, y, times):
+        return _closed_form(ntk, ntk_test_train, y, times)
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelODE:
+    """Integrate ∂t f = (1/P) K (y − f) with Diffrax (Tsit5 and an adaptive PID controller)."""
+
+    rtol: float = 1e-12
+    atol: float = 1e-12
+    max_steps: int = 1_000_000
+
+    def __post_init__(self):
+        for key in ("rtol", "atol"):
+            value = getattr(self, key)
+            if not (isinstance(value, (int, float)) and 1e-16 <= value < 1):
+                raise InputError(f"solver.{key} must be in [1e-16, 1), got {value!r}")
+
+    def integrate(self, ntk, ntk_test_train, y, times):
+        return _kernel_ode(ntk, ntk_test_train, y, times, self.rtol, self.atol, self.max_steps)
+
+
+LazyMethod = ClosedForm | KernelODE
+_METHODS = {"closed_form": ClosedForm, "ode": KernelODE}
+
+
+def lazy_method_from_table(table: Mapping[str, Any]) -> LazyMethod:
+    """The lazy method named by a spec's ``[solver]`` table (``method = "closed_form" | "ode"``)."""
+    table = dict(table)
+    name = table.pop("method", "closed_form")
+    if name not in _METHODS:
+        raise InputError(
+            f"solver.method = {name!r} is not a lazy (ntk) method; use one of {sorted(_METHODS)}"
+        )
+    cls = _METHODS[name]
+    known = {field.name for field in dataclasses.fields(cls)}
+    for key in table:
+        if key not in known:
+            raise InputError(f"unknown key solver.{key} for method {name!r} (known: {sorted(known)})")
+    return cls(**table)
+
+
+@jax.jit
+def _closed_form(
+    ntk: Float[Array, "P P"],
+    ntk_test_train: Float[Array, "Q P"],
+    y: Float[Array, " P"],
+    times: Float[Array, " T"],
+) -> tuple[Float[Array, "T P"], Float[Array, "T Q"]]:
+    num_train = y.shape[0]
+    eigenvalues, eigenvectors = jnp.linalg.eigh(ntk)
+    eigenvalues = jnp.clip(eigenvalues, 0.0)  # round-off can leave PSD kernels slightly negative
+    y_eigen = eigenvectors.T @ y
+    rate_t = eigenvalues[None, :] * times[:, None] / num_train  # (T, P)
+    decayed = -jnp.expm1(-rate_t)  # 1 − e^{−λt/P}
+    f_train = (decayed * y_eigen) @ eigenvectors.T
+    safe = jnp.where(eigenvalues > 0, eigenvalues, 1.0)
+    integral = jnp.where(eigenvalues > 0, decayed / safe, times[:, None] / num_train)
+    f_test = (integral * y_eigen) @ (ntk_test_train @ eigenvectors).T
+    return f_train, f_test
+
+
+def _kernel_ode(ntk, ntk_test_train, y, times, rtol, atol, max_steps):
+    num_train = y.shape[0]
+
+    def vector_field(t, state, args):
+        f_train, f_test = state
+        residual = (y - f_train) / num_train
+        return ntk @ residual, ntk_test_train @ residual
+
+    zeros = (jnp.zeros_like(y), jnp.zeros(ntk_test_train.shape[0], y.dtype))
+    solution = diffrax.diffeqsolve(
+        diffrax.ODETerm(vector_field),
+        diffrax.Tsit5(),
+        t0=0.0,
+        t1=times[-1],
+        dt0=None,
+        y0=zeros,
+        saveat=diffrax.SaveAt(ts=times),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        max_steps=max_steps,
+        throw=False,
+    )
+    if not diffrax.is_successful(solution.result):
+        raise SolveError(f"lazy ODE solve failed: {solution.result}")
+    return solution.ys
+
+
+def solve_lazy(spec: Spec, method: LazyMethod | None = None) -> Solution:
+    """Lazy learning curves of `spec`: train/test predictions under the frozen initial NTK.
+
+    For a "mup" spec this is its γ0 → 0 limit. ``method`` defaults to the spec's
+    ``[solver]`` table (closed form unless it says ``method = "ode"``).
+    """
+    if method is None:
+        method = lazy_method_from_table(spec.solver) if spec.architecture.parameterization == "ntk" \
+            else ClosedForm()
+    start = time.perf_counter()
+    arch, data = spec.architecture, spec.data
+    output_layer = arch.hidden_layers + 1
+    ntk = layer_kernels(arch, data.x_train, layers=(output_layer,)).ntk[-1]
+    x_test = data.x_test if data.x_test is not None else data.x_train[:0]
+    ntk_test_train = layer_kernels(arch, x_test, data.x_train, layers=(output_layer,)).ntk[-1] \
+        if data.num_test else np.zeros((0, data.num_train))
+    times = np.asarray(spec.training.times)
+    f_train, f_test = method.integrate(
+        jnp.asarray(ntk), jnp.asarray(ntk_test_train), jnp.asarray(data.y_train), jnp.asarray(times)
+    )
+    f_train, f_test = np.asarray(f_train), np.asarray(f_test)
+    if not (np.all(np.isfinite(f_train)) and np.all(np.isfinite(f_test))):
+        raise SolveError("lazy solve produced non-finite predictions (is the NTK finite?)")
+    num_times = times.shape[0]
+    has_test = data.num_test > 0
+    return Solution(
+        t=times,
+        f_train=f_train,
+        ntk=np.broadcast_to(ntk, (num_times, *ntk.shape)),
+        f_test=f_test if has_test else None,
+        ntk_test_train=np.broadcast_to(ntk_test_train, (num_times, *ntk_test_train.shape))
+        if has_test else None,
+        diagnostics={
+            "method": type(method).__name__,
+            "settings": dataclasses.asdict(method),
+            "wall_time_s": time.perf_counter() - start,
+        },
+    )
