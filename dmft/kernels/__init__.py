@@ -19,7 +19,7 @@ def kernels(spec: Spec) -> dict[str, np.ndarray]:
         out[f"ntk_L{layer}"] = ntk
     if data.x_test is not None:
         output_layer = arch.hidden_layers + 1
-        test = layer_kernels(arch, data.x_test, data.x_train, layers=(output_layer,))
+        test = layer_kernels(arch, data.x_test, data.x_train, layers=(output_layer,), with_derivative=False)
         out["ntk_test_train"] = test.ntk[-1]
         out["nngp_test_train"] = test.nngp[-1]
     return out

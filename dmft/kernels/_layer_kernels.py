@@ -78,6 +78,7 @@ def layer_kernels(
     x2: Float[Array, "P2 D"] | None = None,
     layers: tuple[int, ...] | None = None,
     block_rows: int = _DEFAULT_BLOCK_ROWS,
+    with_derivative: bool = True,
 ) -> LayerKernels:
     """NNGP Σ^l, NTK Θ^l and Σ̇^l between `x1` and `x2` (default: x1) for each layer l.
 
@@ -88,6 +89,7 @@ def layer_kernels(
             output layer, ``layers=(arch.hidden_layers + 1,)``, bounds the memory to two (P1, P2)
             arrays plus O(block_rows · P2) temporaries.
         block_rows: rows of x1 per compiled block.
+        with_derivative: also keep Σ̇^l (otherwise ``nngp_derivative`` holds None).
     """
     x1 = jnp.asarray(x1)
     x2 = x1 if x2 is None else jnp.asarray(x2)
@@ -100,10 +102,8 @@ def layer_kernels(
     rows, cols = x1.shape[0], x2.shape[0]
     block = min(block_rows, rows)
     dtype = np.dtype(x1.dtype)
-    outputs = {
-        kind: {l: np.empty((rows, cols), dtype) for l in keep}
-        for kind in ("nngp", "ntk", "nngp_derivative")
-    }
+    kinds = ("nngp", "ntk", "nngp_derivative") if with_derivative else ("nngp", "ntk")
+    outputs = {kind: {l: np.empty((rows, cols), dtype) for l in keep} for kind in kinds}
     # Pad the last block to a full one so that every block reuses a single compilation.
     padded = -(-rows // block) * block
     x1_padded = jnp.pad(x1, ((0, padded - rows), (0, 0)))
@@ -117,11 +117,11 @@ def layer_kernels(
             [v[start : start + block] for v in variances1_padded],
             variances2,
         )
-        for kind, values in zip(("nngp", "ntk", "nngp_derivative"), pieces):
+        for kind, values in zip(kinds, pieces):
             for l in keep:
                 outputs[kind][l][start:stop] = np.asarray(values[l - 1][: stop - start])
 
     def by_layer(kind):
-        return tuple(outputs[kind].get(l) for l in range(1, num_layers + 1))
+        return tuple(outputs.get(kind, {}).get(l) for l in range(1, num_layers + 1))
 
     return LayerKernels(by_layer("nngp"), by_layer("ntk"), by_layer("nngp_derivative"))

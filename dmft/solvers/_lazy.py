@@ -133,9 +133,9 @@ def solve_lazy(spec: Spec, method: LazyMethod | None = None) -> Solution:
     start = time.perf_counter()
     arch, data = spec.architecture, spec.data
     output_layer = arch.hidden_layers + 1
-    ntk = layer_kernels(arch, data.x_train, layers=(output_layer,)).ntk[-1]
+    ntk = layer_kernels(arch, data.x_train, layers=(output_layer,), with_derivative=False).ntk[-1]
     x_test = data.x_test if data.x_test is not None else data.x_train[:0]
-    ntk_test_train = layer_kernels(arch, x_test, data.x_train, layers=(output_layer,)).ntk[-1] \
+    ntk_test_train = layer_kernels(arch, x_test, data.x_train, layers=(output_layer,), with_derivative=False).ntk[-1] \
         if data.num_test else np.zeros((0, data.num_train))
     times = np.asarray(spec.training.times)
     f_train, f_test = method.integrate(

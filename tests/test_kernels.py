@@ -1,0 +1,91 @@
+"""Layer kernels agree with neural-tangents and with the closed-form depth recursion."""
+
+import numpy as np
+import pytest
+
+from dmft import Architecture, Spec, Data, kernels, layer_kernels
+
+# The three MLPs of ../shared/reference/neural_tangents_public.npz (see its meta_json).
+NT_CONFIGS = {
+    "relu_w1.3_b0.1": Architecture(2, "relu", "ntk", sigma_w=1.3, sigma_b=0.1),
+    "erf_w1.2_b0.2": Architecture(2, "erf", "ntk", sigma_w=1.2, sigma_b=0.2),
+    "gelu_w1.0_b0": Architecture(2, "gelu", "ntk", sigma_w=1.0, sigma_b=0.0),
+}
+
+
+def relative_error(a, b):
+    return np.max(np.abs(a - b)) / np.max(np.abs(b))
+
+
+@pytest.mark.parametrize("name", sorted(NT_CONFIGS))
+def test_every_layer_matches_neural_tangents(nt_reference, name):
+    arch = NT_CONFIGS[name]
+    x, x_test = nt_reference["x"], nt_reference["x_test"]
+    train = layer_kernels(arch, x)
+    test = layer_kernels(arch, x_test, x)
+    for layer in (1, 2, 3):
+        # Both sides evaluate the same closed forms in float64: agreement to ~1e-15 is expected,
+        # 1e-12 leaves room for a different order of floating-point operations.
+        assert relative_error(train.nngp[layer - 1], nt_reference[f"{name}_nngp_L{layer}"]) < 1e-12
+        assert relative_error(train.ntk[layer - 1], nt_reference[f"{name}_ntk_L{layer}"]) < 1e-12
+    assert relative_error(test.ntk[-1], nt_reference[f"{name}_ntk_test_train"]) < 1e-12
+
+
+# symbolic.md §2.6, "golden depth test": ReLU, σ_w² = 2, σ_b = 0, |x|²/D = 1, x·x'/D = 0.3.
+GOLDEN_RELU_NTK = {1: 0.661840, 2: 1.034601, 3: 1.404034, 4: 1.765827, 5: 2.119000, 6: 2.463778}
+
+
+@pytest.mark.parametrize("hidden_layers", sorted(GOLDEN_RELU_NTK))
+def test_relu_depth_recursion_matches_golden_values(hidden_layers):
+    x = np.array([[1.0, 0.0], [0.3, np.sqrt(1 - 0.3**2)]]) * np.sqrt(2)  # |x|²/D = 1, x·x'/D = 0.3
+    arch = Architecture(hidden_layers, "relu", "ntk", sigma_w=np.sqrt(2.0))
+    ntk = layer_kernels(arch, x).ntk[-1]
+    # The golden values are printed to 6 decimals: agreement to 5e-7 is all they can certify.
+    assert abs(ntk[0, 1] - GOLDEN_RELU_NTK[hidden_layers]) < 5e-7
+
+
+def test_blocked_evaluation_equals_one_block(rng):
+    arch = Architecture(3, "erf", "ntk", sigma_w=1.5, sigma_b=0.3)
+    x = rng.standard_normal((37, 4))
+    whole = layer_kernels(arch, x, block_rows=64)
+    blocked = layer_kernels(arch, x, block_rows=8)  # 5 blocks, the last one padded
+    for a, b in zip(whole.ntk + whole.nngp, blocked.ntk + blocked.nngp):
+        np.testing.assert_allclose(a, b, rtol=1e-14, atol=0)  # identical arithmetic per entry
+
+
+def test_diagonal_is_exact_for_relu(rng):
+    # On the diagonal the ReLU map is q -> σ_w² q / 2 exactly; the stable closed form must not
+    # lose √ε there (an arccos(1 − ε) evaluation would leave errors ~1e-8).
+    x = rng.standard_normal((6, 5))
+    arch = Architecture(4, "relu", "ntk", sigma_w=np.sqrt(2.0))
+    nngp = layer_kernels(arch, x).nngp
+    q = np.sum(x * x, axis=1) * 2 / 5
+    for layer in range(5):
+        np.testing.assert_allclose(np.diag(nngp[layer]), q, rtol=1e-14)
+
+
+def test_kernels_symmetric_and_positive_semidefinite(rng):
+    arch = Architecture(3, "tanh", "ntk", sigma_w=1.7, sigma_b=0.2)
+    x = rng.standard_normal((20, 3))
+    out = layer_kernels(arch, x)
+    for matrix in out.ntk + out.nngp:
+        np.testing.assert_allclose(matrix, matrix.T, rtol=1e-13, atol=1e-15)
+        assert np.linalg.eigvalsh(matrix).min() > -1e-12 * np.abs(matrix).max()
+
+
+def test_kernels_result_keys(rng):
+    x = rng.standard_normal((5, 3))
+    spec = Spec(Architecture(2, "relu"), Data(x, np.ones(5), x_test=x[:2]))
+    arrays = kernels(spec)
+    expected = {f"{k}_L{l}" for k in ("nngp", "ntk") for l in (1, 2, 3)}
+    assert expected | {"ntk_test_train", "nngp_test_train"} == set(arrays)
+    # Test points that coincide with training points give the training rows back.
+    np.testing.assert_allclose(arrays["ntk_test_train"], arrays["ntk_L3"][:2], rtol=1e-13)
+
+
+def test_mup_kernels_are_the_unit_ntk_kernels(rng):
+    x = rng.standard_normal((4, 3))
+    mup = layer_kernels(Architecture(2, "erf", "mup", gamma0=0.7), x)
+    ntk = layer_kernels(Architecture(2, "erf", "ntk"), x)
+    for a, b in zip(mup.ntk, ntk.ntk):
+        np.testing.assert_array_equal(a, b)
