@@ -1,0 +1,225 @@
+"""`sample`: ensembles of finite-width networks of a spec, over widths and seeds, memory-bounded."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jaxtyping import Float
+
+from .._errors import InputError
+from .._progress import progress_bar
+from ..spec import Spec
+from ._network import Network
+from ._train import GradientDescent, GradientFlow, Method, seed_mesh, train_ensemble
+
+GIB = 2.0**30
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Samples:
+    """Observables of trained finite-width ensembles at the saved times.
+
+    ``members[N]`` holds, for width N, arrays with leading axes (seeds, T): ``f_train`` (P),
+    ``loss_train``, ``ntk`` (P, P), ``phi`` and ``g`` (L, P, P: Φ^ℓ(t,t), G^ℓ(t,t) for
+    ℓ = 1..L), and with test inputs ``f_test``, ``ntk_test_train`` and (with targets)
+    ``loss_test``; plus ``num_steps`` (seeds,).
+    """
+
+    t: Float[np.ndarray, " T"]
+    widths: tuple[int, ...]
+    seeds: tuple[int, ...]
+    members: Mapping[int, dict[str, np.ndarray]]
+    diagnostics: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __getitem__(self, width: int) -> dict[str, np.ndarray]:
+        return self.members[width]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Flat result-file arrays (conventions §5): ``t``, ``widths``, ``seeds``,
+        ``N{N}_f_train`` (seeds, T, P), ``N{N}_ntk`` (seeds, T, P, P), ``N{N}_loss_train``,
+        ``N{N}_phi_L{l}``, ``N{N}_g_L{l}`` (seeds, T, P, P), test arrays when present."""
+        out: dict[str, np.ndarray] = {
+            "t": np.asarray(self.t),
+            "widths": np.asarray(self.widths),
+            "seeds": np.asarray(self.seeds),
+        }
+        for width in self.widths:
+            for key, value in self.members[width].items():
+                if key in ("phi", "g"):
+                    for layer in range(value.shape[2]):
+                        out[f"N{width}_{key}_L{layer + 1}"] = value[:, :, layer]
+                else:
+                    out[f"N{width}_{key}"] = value
+        return out
+
+
+def method_from_table(table: Mapping[str, Any]) -> Method:
+    """The training method of a spec's ``[sampler]`` table: ``method = "flow"`` (rtol, atol,
+    max_steps) or ``"gd"`` (dt)."""
+    table = {k: v for k, v in dict(table).items() if k not in ("widths", "seeds", "max_memory_gib")}
+    name = table.pop("method", "flow")
+    classes = {"flow": GradientFlow, "gd": GradientDescent}
+    if name not in classes:
+        raise InputError(f"sampler.method must be 'flow' or 'gd', got {name!r}")
+    cls = classes[name]
+    known = {field.name for field in dataclasses.fields(cls)}
+    for key in table:
+        if key not in known:
+            raise InputError(f"unknown key sampler.{key} for method {name!r} (known: {sorted(known)})")
+    return cls(**table)
+
+
+def _available_bytes() -> float:
+    """Memory one device may use: its own memory on accelerators, a share of host RAM on CPU."""
+    device = jax.devices()[0]
+    stats = None
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - backends without memory stats (CPU)
+        stats = None
+    if stats and "bytes_limit" in stats:
+        return float(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    try:
+        with open("/proc/meminfo") as handle:
+            info = {line.split(":")[0]: line.split()[1] for line in handle}
+        total = float(info["MemAvailable"]) * 1024
+    except (OSError, KeyError, IndexError):
+        total = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    return total / len(jax.devices())
+
+
+def member_bytes(net: Network, method: Method, num_points: int, num_train: int, num_times: int) -> float:
+    """Estimated peak bytes of one ensemble member: solver copies of the parameters, the fields
+    of every layer and the recorded observables."""
+    L, N = net.arch.hidden_layers, net.width
+    words = net.num_params * method.memory_copies
+    words += 8 * L * num_points * N  # h, φ(h), φ'(h), g and their tangents
+    words += num_times * (num_points * num_train + 2 * L * num_train**2 + num_points)
+    return 8.0 * words
+
+
+def _as_widths(widths) -> tuple[int, ...]:
+    if isinstance(widths, (int, np.integer)):
+        widths = (widths,)
+    widths = tuple(widths)
+    if not widths or not all(isinstance(w, (int, np.integer)) and not isinstance(w, bool) for w in widths):
+        raise InputError(f"--widths must be a list of positive integers, got {widths!r}")
+    if min(widths) <= 0:
+        raise InputError(f"--widths must be positive integers, got {list(widths)}")
+    return tuple(int(w) for w in widths)
+
+
+def _as_seeds(seeds) -> tuple[int, ...]:
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        if seeds <= 0:
+            raise InputError(f"--seeds must be a positive number of ensemble members, got {seeds}")
+        return tuple(range(int(seeds)))
+    seeds = tuple(seeds)
+    if not seeds or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0
+                            for s in seeds):
+        raise InputError(f"--seeds must be a positive count or a list of seeds >= 0, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise InputError(f"--seeds contains repeated seeds: {list(seeds)}")
+    return tuple(int(s) for s in seeds)
+
+
+def plan_batches(spec: Spec, widths, seeds, method: Method, max_memory_gib: float | None = None,
+                 batch_size: int | None = None) -> dict[int, int]:
+    """Members per batch for each width, from the memory estimate; InputError if even one
+    member per device does not fit."""
+    widths, seeds = _as_widths(widths), _as_seeds(seeds)
+    data = spec.data
+    devices = len(jax.devices())
+    if max_memory_gib is not None:
+        if not (isinstance(max_memory_gib, (int, float)) and max_memory_gib > 0):
+            raise InputError(f"--max-memory must be a number of GiB > 0, got {max_memory_gib!r}")
+        budget = max_memory_gib * GIB / devices
+    else:
+        budget = 0.6 * _available_bytes()  # headroom for XLA temporaries and the host copies
+    plan = {}
+    for width in widths:
+        net = Network(spec.architecture, width, data.input_dim)
+        per_member = member_bytes(net, method, data.num_train + data.num_test, data.num_train,
+                                  len(spec.training.times))
+        per_device = int(budget // per_member)
+        if per_device < 1:
+            raise InputError(
+                f"ensemble at width {width} needs {per_member / GIB:.2f} GiB per member "
+                f"({net.num_params:,} parameters), but only {budget / GIB:.2f} GiB per device is "
+                f"available; use smaller --widths or pass --max-memory"
+            )
+        size = per_device * devices
+        if batch_size is not None:
+            size = min(size, max(1, int(batch_size)))
+        ceiling = -(-len(seeds) // devices) * devices
+        plan[width] = int(min(size, ceiling))
+    return plan
+
+
+def sample(
+    spec: Spec,
+    widths: int | Sequence[int],
+    seeds: int | Sequence[int],
+    method: Method | None = None,
+    *,
+    batch_size: int | None = None,
+    max_memory_gib: float | None = None,
+) -> Samples:
+    """Train ensembles of width-N networks of `spec` for each N in `widths` and record their
+    observables at ``spec.training.times``.
+
+    Args:
+        spec: architecture, data and saved times; ``spec.sampler`` may name the method.
+        widths: hidden widths N (positive integers).
+        seeds: a number of members (seeds 0..n−1) or explicit non-negative seeds.
+        method: `GradientFlow` (default, Diffrax Tsit5 + PID) or `GradientDescent(dt)`.
+        batch_size: most members trained at once (default: as many as fit in memory).
+        max_memory_gib: memory budget over all devices (default: 60 % of what is available).
+    """
+    widths, seeds = _as_widths(widths), _as_seeds(seeds)
+    if method is None:
+        method = method_from_table(spec.sampler)
+    plan = plan_batches(spec, widths, seeds, method, max_memory_gib, batch_size)
+    data = spec.data
+    times = np.asarray(spec.training.times, dtype=np.float64)
+    if isinstance(method, GradientDescent):
+        method.steps(times)  # validate before any work
+    mesh = seed_mesh()
+    total = sum(-(-len(seeds) // plan[w]) for w in widths)
+    bar = progress_bar(total, "sampling")
+    members: dict[int, dict[str, np.ndarray]] = {}
+    wall: dict[int, float] = {}
+    try:
+        for width in widths:
+            net = Network(spec.architecture, width, data.input_dim)
+            size = plan[width]
+            start = time.perf_counter()
+            pieces = []
+            for first in range(0, len(seeds), size):
+                bar.set_postfix(N=width, seeds=f"{first}-{min(first + size, len(seeds)) - 1}")
+                pieces.append(train_ensemble(net, times, data.x_train, data.y_train, data.x_test,
+                                             seeds[first:first + size], method, mesh, pad_to=size))
+                bar.update(1)
+            merged = {key: np.concatenate([piece[key] for piece in pieces]) for key in pieces[0]}
+            merged["loss_train"] = 0.5 * np.mean((merged["f_train"] - data.y_train) ** 2, axis=-1)
+            if data.y_test is not None:
+                merged["loss_test"] = 0.5 * np.mean((merged["f_test"] - data.y_test) ** 2, axis=-1)
+            members[width] = merged
+            wall[width] = time.perf_counter() - start
+    finally:
+        bar.close()
+    diagnostics = {
+        "method": type(method).__name__,
+        "method_options": dataclasses.asdict(method),
+        "batch_size": plan,
+        "devices": len(jax.devices()),
+        "wall_time_s": wall,
+        "num_steps_max": {w: int(members[w]["num_steps"].max()) for w in widths},
+    }
+    return Samples(t=times, widths=widths, seeds=seeds, members=members, diagnostics=diagnostics)
