@@ -1,0 +1,179 @@
+"""The DMFT entry point: pick a solver family for a "mup" spec and run it.
+
+Every DMFT method is a small immutable object with a ``solve(spec) -> Solution`` method and a
+``from_table(table)`` classmethod that reads the spec's ``[solver]`` table (minus its
+``method`` key). `solve_dmft` dispatches:
+
+    method = "auto"          deep_linear if φ is the identity, two_layer if L = 1, else monte_carlo
+    method = "two_layer"     exact McKean–Vlasov particle dynamics (L = 1, any φ)
+    method = "two_layer_moments"  exact moment closure (L = 1, φ = identity)
+    method = "deep_linear"   exact Gaussian closure (φ = identity, any L)
+    method = "monte_carlo"   self-consistent Monte Carlo over the fields (any L, any φ)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import numpy as np
+import sympy as sp
+
+from .._errors import InputError
+from ..spec import Spec
+from ._solution import Solution
+
+#: Smallest tolerance an ODE or fixed-point solve can honour in float64 (a few ulps of O(1)).
+MIN_TOLERANCE = 1e-14
+
+
+class DMFTMethod(Protocol):
+    """What `solve_dmft` needs from a method object."""
+
+    def solve(self, spec: Spec) -> Solution: ...
+
+
+# method name -> (module, class name); imported lazily so that a missing solver family only
+# fails when it is asked for.
+_METHODS: dict[str, tuple[str, str]] = {
+    "two_layer": ("._two_layer", "TwoLayerDMFT"),
+    "two_layer_moments": ("._two_layer", "TwoLayerMoments"),
+    "deep_linear": ("._deep_linear", "DeepLinearDMFT"),
+    "monte_carlo": ("._deep_nonlinear", "MonteCarloDMFT"),
+}
+
+
+def dmft_methods() -> tuple[str, ...]:
+    """Names accepted by ``solver.method`` for a "mup" spec (besides "auto")."""
+    return tuple(_METHODS)
+
+
+def _method_class(name: str) -> type:
+    module_name, class_name = _METHODS[name]
+    try:
+        module = importlib.import_module(module_name, __package__)
+    except ModuleNotFoundError as error:  # a solver family that is not installed
+        raise InputError(f"solver.method = {name!r} is not available: {error}") from None
+    return getattr(module, class_name)
+
+
+def auto_method_name(spec: Spec) -> str:
+    """The method "auto" resolves to: deep_linear for φ = id, two_layer for L = 1, else monte_carlo."""
+    if is_identity_activation(spec.architecture.activation):
+        return "deep_linear"
+    if spec.architecture.hidden_layers == 1:
+        return "two_layer"
+    return "monte_carlo"
+
+
+def method_from_spec(spec: Spec) -> DMFTMethod:
+    """The method object named by ``spec.solver`` (``method`` key, default "auto")."""
+    table = dict(spec.solver)
+    name = table.pop("method", "auto")
+    if not isinstance(name, str) or (name != "auto" and name not in _METHODS):
+        raise InputError(
+            f"solver.method = {name!r} is not a DMFT method; use one of "
+            f"{['auto', *_METHODS]}"
+        )
+    if name == "auto":
+        name = auto_method_name(spec)
+    return _method_class(name).from_table(table)
+
+
+def solve_dmft(spec: Spec, method: DMFTMethod | None = None) -> Solution:
+    """The feature-learning (μP, richness γ0) infinite-width dynamics of `spec`.
+
+    ``method=None`` reads the spec's ``[solver]`` table. Raises `InputError` for an "ntk" spec
+    (its limit is lazy: use `solve_lazy`) and for options the method cannot honour.
+    """
+    check_mup(spec)
+    if method is None:
+        method = method_from_spec(spec)
+    return method.solve(spec)
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers shared by the DMFT methods.
+
+
+def check_mup(spec: Spec) -> None:
+    """InputError unless `spec` is a μP network (the DMFT's parameterization)."""
+    param = spec.architecture.parameterization
+    if param != "mup":
+        raise InputError(
+            f'architecture.parameterization = "{param}" has a lazy limit; the DMFT solvers need '
+            '"mup" (use dmft.solvers.solve_lazy for "ntk")'
+        )
+
+
+def is_identity_activation(name: str) -> bool:
+    """Whether the activation `name` is φ(x) = x (checked symbolically)."""
+    from ..activations import X, get_activation
+
+    return sp.simplify(get_activation(name).expr - X) == 0
+
+
+def options_from_table(cls: type, table: Mapping[str, Any], method_name: str):
+    """``cls(**table)``, with an InputError naming ``solver.<key>`` for unknown keys."""
+    known = [field.name for field in dataclasses.fields(cls)]
+    for key in table:
+        if key not in known:
+            raise InputError(
+                f"unknown key solver.{key} for method {method_name!r} (known: {sorted(known)})"
+            )
+    return cls(**dict(table))
+
+
+def check_tolerance(key: str, value: Any) -> float:
+    """A relative/absolute tolerance: a number in [MIN_TOLERANCE, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"solver.{key} must be a number, got {value!r}")
+    if value <= 0:
+        raise InputError(f"solver.{key} must be > 0, got {value!r}")
+    if value < MIN_TOLERANCE:
+        raise InputError(
+            f"solver.{key} = {value!r} is below what float64 can reach (>= {MIN_TOLERANCE:g})"
+        )
+    if value >= 1:
+        raise InputError(f"solver.{key} must be < 1, got {value!r}")
+    return float(value)
+
+
+def check_int(key: str, value: Any, minimum: int) -> int:
+    """An integer option >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InputError(f"solver.{key} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_positive(key: str, value: Any) -> float:
+    """A finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value <= 0:
+        raise InputError(f"solver.{key} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"solver.{key} must be true or false, got {value!r}")
+    return value
+
+
+def input_kernel(spec: Spec) -> np.ndarray:
+    """Φ^0 = x·x'/D over the training points followed by the test points, (P + P_test)²."""
+    data = spec.data
+    x = data.x_train if data.x_test is None else np.concatenate([data.x_train, data.x_test])
+    return x @ x.T / data.input_dim
+
+
+__all__ = [
+    "DMFTMethod",
+    "auto_method_name",
+    "dmft_methods",
+    "method_from_spec",
+    "solve_dmft",
+]

@@ -1,0 +1,409 @@
+"""Two-layer networks (L = 1): the exact mean-field (McKean–Vlasov) dynamics.
+
+For L = 1 the DMFT has no response functions (A^0 = 0, B^1 = 0): each hidden neuron is a
+particle (h_μ, z) with h(0) = u ~ N(0, Φ^0), z(0) = r ~ N(0, 1), driven by the error Δ
+that the particle population itself produces (derivations/dmft.md, eq:two_layer_h):
+
+    ∂t h_μ = (γ0/P) Σ_α Δ_α Φ^0_{μα} z φ'(h_α)
+    ∂t z   = (γ0/P) Σ_α Δ_α φ(h_α)
+    ∂t Δ   = −(1/P) K Δ,    K_{μα} = ⟨φ(h_μ)φ(h_α)⟩ + Φ^0_{μα} ⟨z² φ'(h_μ)φ'(h_α)⟩
+
+with test points carried as extra columns of h (zero weight in Δ) and ∂t f_* = (1/P) K_{*α} Δ_α.
+`TwoLayerDMFT` integrates S particles forward with Diffrax: no outer loop. `TwoLayerMoments` is
+the exact closure for φ = identity (second moments of (h, z) obey a closed ODE).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from .._errors import InputError, SolveError
+from .._progress import progress_enabled
+from ..spec import Spec
+from ._dmft import (
+    check_bool,
+    check_int,
+    check_mup,
+    check_tolerance,
+    input_kernel,
+    is_identity_activation,
+    options_from_table,
+)
+from ._solution import Solution
+
+
+def _check_two_layer(spec: Spec, method: str) -> None:
+    check_mup(spec)
+    if spec.architecture.hidden_layers != 1:
+        raise InputError(
+            f"solver.method = {method!r} solves two-layer networks (architecture.hidden_layers = 1), "
+            f"got hidden_layers = {spec.architecture.hidden_layers}"
+        )
+
+
+def _progress_meter():
+    return diffrax.TqdmProgressMeter(refresh_steps=50) if progress_enabled() \
+        else diffrax.NoProgressMeter()
+
+
+def _first_bad_time(times: np.ndarray, *arrays: np.ndarray) -> float | None:
+    """The first saved time at which any of `arrays` (leading axis T) is non-finite."""
+    bad = np.zeros(times.shape[0], dtype=bool)
+    for array in arrays:
+        bad |= ~np.all(np.isfinite(array.reshape(array.shape[0], -1)), axis=1)
+    return float(times[np.argmax(bad)]) if bad.any() else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Particle method
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoLayerDMFT:
+    """Exact mean-field dynamics of a two-layer μP network, by S interacting particles.
+
+    The particles are split into `batches` independent populations of S/B particles, integrated
+    together (vmapped vector field, one adaptive Tsit5 solve); outputs are the batch means and
+    standard errors the batch spread, std_B / √B. Each population is an exact finite-S "network"
+    with f(0) = 0, so the estimate has O(B/S) bias and O(S^{-1/2}) noise.
+
+    Variance reduction (both on by default):
+      - ``antithetic``: particles come in pairs (u, r), (u, −r). (r, γ0) → (−r, −γ0) is an exact
+        symmetry, so the empirical measure is even in γ0: f(0) = ⟨z φ(h)⟩/γ0 = 0 exactly and
+        no O(γ0) noise term survives in K.
+      - ``moment_matching``: each population's sources are whitened so that ⟨u uᵀ⟩ = Φ^0,
+        ⟨r²⟩ = 1, ⟨u r⟩ = 0 hold exactly; for φ = identity the dynamics depend on the sources
+        only through these moments, so the particle solution is then exact.
+
+    Attributes:
+        particles: total number of particles S (split into `batches`).
+        batches: number of independent populations B used for the standard errors.
+        seed: PRNG seed of the sources.
+        rtol, atol: Diffrax PID controller tolerances.
+        antithetic, moment_matching: variance reduction, see above.
+        max_steps: Diffrax step limit.
+    """
+
+    particles: int = 8192
+    batches: int = 8
+    seed: int = 0
+    rtol: float = 1e-8
+    atol: float = 1e-10
+    antithetic: bool = True
+    moment_matching: bool = True
+    max_steps: int = 100_000
+
+    def __post_init__(self):
+        object.__setattr__(self, "particles", check_int("particles", self.particles, 2))
+        object.__setattr__(self, "batches", check_int("batches", self.batches, 1))
+        object.__setattr__(self, "seed", check_int("seed", self.seed, 0))
+        object.__setattr__(self, "max_steps", check_int("max_steps", self.max_steps, 1))
+        for key in ("rtol", "atol"):
+            object.__setattr__(self, key, check_tolerance(key, getattr(self, key)))
+        for key in ("antithetic", "moment_matching"):
+            check_bool(key, getattr(self, key))
+        if self.particles % self.batches:
+            raise InputError(f"solver.particles = {self.particles} must be a multiple of "
+                             f"solver.batches = {self.batches}")
+        if self.antithetic and (self.particles // self.batches) % 2:
+            raise InputError(f"solver.particles / solver.batches = {self.particles // self.batches} "
+                             "must be even with solver.antithetic = true")
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> TwoLayerDMFT:
+        """From a spec's ``[solver]`` table (without its ``method`` key)."""
+        return options_from_table(cls, table, "two_layer")
+
+    def solve(self, spec: Spec) -> Solution:
+        """Integrate the particle system to the spec's times; see the class docstring."""
+        _check_two_layer(spec, "two_layer")
+        from ..activations import get_activation
+
+        start = time.perf_counter()
+        data = spec.data
+        num_train, num_points = data.num_train, data.num_train + data.num_test
+        per_batch = self.particles // self.batches
+        independent = per_batch // 2 if self.antithetic else per_batch
+        if self.moment_matching and independent < num_points + 1:
+            raise InputError(
+                f"solver.particles = {self.particles} is too few for moment matching: each of the "
+                f"{self.batches} batches needs >= {2 * (num_points + 1) if self.antithetic else num_points + 1} "
+                f"particles for P + P_test = {num_points} points"
+            )
+        activation = get_activation(spec.architecture.activation)
+        kx = jnp.asarray(input_kernel(spec))
+        times = np.asarray(spec.training.times, dtype=np.float64)
+        sources = _sources(
+            jax.random.PRNGKey(self.seed), kx, self.batches, per_batch,
+            self.antithetic, self.moment_matching,
+        )
+        saved, stats, result = _integrate_particles(
+            activation, kx, jnp.asarray(data.y_train), jnp.asarray(spec.architecture.gamma0, kx.dtype),
+            sources,
+            jnp.asarray(times), self.rtol, self.atol, self.max_steps,
+        )
+        if not diffrax.is_successful(result):
+            raise SolveError(f"two_layer DMFT: the ODE solve failed ({result}); the dynamics may "
+                             "diverge, or raise solver.max_steps")
+        saved = jax.tree_util.tree_map(np.asarray, saved)
+        phi, g, delta, f_test, f_identity = saved  # leading axes (T, B)
+        bad = _first_bad_time(times, phi, g, delta, f_test)
+        if bad is not None:
+            raise SolveError(f"two_layer DMFT diverged at t = {bad:g} (non-finite kernels)")
+
+        kx_np = np.asarray(kx)
+        ntk = phi + g * kx_np[None, None, :, :num_train]  # (T, B, Q, P)
+        f_train = data.y_train - delta
+        per_batch_out = {
+            "f_train": f_train,
+            "ntk": ntk[:, :, :num_train],
+            "phi_L1": phi[:, :, :num_train],
+            "g_L1": g[:, :, :num_train],
+        }
+        if data.num_test:
+            per_batch_out["f_test"] = f_test
+            per_batch_out["ntk_test_train"] = ntk[:, :, num_train:]
+        mean = {key: value.mean(axis=1) for key, value in per_batch_out.items()}
+        stderr = {}
+        if self.batches > 1:
+            stderr = {key: value.std(axis=1, ddof=1) / np.sqrt(self.batches)
+                      for key, value in per_batch_out.items()}
+        identity_residual = float(np.max(np.abs(f_identity - np.concatenate(
+            [f_train, f_test], axis=-1))))
+        num_times = times.shape[0]
+        return Solution(
+            t=times,
+            f_train=mean["f_train"],
+            ntk=mean["ntk"],
+            f_test=mean.get("f_test"),
+            ntk_test_train=mean.get("ntk_test_train"),
+            phi=(mean["phi_L1"],),
+            g=(mean["g_L1"],),
+            stderr=stderr,
+            diagnostics={
+                "method": "two_layer",
+                "settings": dataclasses.asdict(self),
+                "particles_per_batch": per_batch,
+                "ode_steps": int(stats["num_steps"]),
+                "ode_rejected_steps": int(stats["num_rejected_steps"]),
+                "iterations": 0,
+                # f = γ0⁻¹⟨z φ(h)⟩ holds exactly for the particle system (derivations eq:f_identity):
+                # its violation measures the ODE error.
+                "f_identity_residual": identity_residual,
+                "saved_times": num_times,
+                "wall_time_s": time.perf_counter() - start,
+            },
+        )
+
+
+def _sources(key, kx, batches: int, per_batch: int, antithetic: bool, moment_matching: bool):
+    """u (B, S_b, Q) ~ N(0, Φ^0) and r (B, S_b) ~ N(0, 1) per batch, with variance reduction."""
+    num_points = kx.shape[0]
+    independent = per_batch // 2 if antithetic else per_batch
+    key_u, key_r = jax.random.split(key)
+    xi = jax.random.normal(key_u, (batches, independent, num_points), dtype=kx.dtype)
+    rho = jax.random.normal(key_r, (batches, independent), dtype=kx.dtype)
+    if moment_matching:
+        # Whiten each batch: ξ ← ξ chol(ξᵀξ/n)^{-T} makes the empirical second moment exactly I.
+        second = jnp.einsum("bsi,bsj->bij", xi, xi) / independent
+        chol = jnp.linalg.cholesky(second)
+        xi = jax.vmap(lambda c, x: jax.scipy.linalg.solve_triangular(c, x.T, lower=True).T)(chol, xi)
+        rho = rho / jnp.sqrt(jnp.mean(rho**2, axis=1, keepdims=True))
+    eigenvalues, eigenvectors = jnp.linalg.eigh(kx)
+    root = eigenvectors * jnp.sqrt(jnp.clip(eigenvalues, 0.0))  # root rootᵀ = Φ^0 (PSD, maybe singular)
+    u = xi @ root.T
+    if antithetic:
+        u = jnp.concatenate([u, u], axis=1)
+        rho = jnp.concatenate([rho, -rho], axis=1)
+    return u, rho
+
+
+@eqx.filter_jit
+def _integrate_particles(activation, kx, y, gamma0, sources, times, rtol, atol, max_steps):
+    num_train = y.shape[0]
+    num_test = kx.shape[0] - num_train
+    u, r = sources
+    phi, dphi = activation.phi, activation.dphi
+    kx_train = kx[:, :num_train]  # (Q, P): Φ^0_{μα}, α over training points
+
+    def velocities(h, z, delta):
+        """One population: (∂t h, ∂t z, K Δ over all Q points)."""
+        act, dact = phi(h), dphi(h)  # (S, Q)
+        # v_{iμ} = Σ_α Φ^0_{μα} Δ_α φ'(h_{iα}): the feature-gradient direction of particle i
+        v = (dact[:, :num_train] * delta) @ kx_train.T  # (S, Q)
+        dh = (gamma0 / num_train) * v * z[:, None]
+        dz = (gamma0 / num_train) * (act[:, :num_train] @ delta)
+        # (K Δ)_μ = ⟨φ_μ (φ·Δ)⟩ + ⟨z² φ'_μ v_μ⟩: the Hadamard Φ^0 ⊙ G term without forming G
+        k_delta = jnp.mean(act * (act[:, :num_train] @ delta)[:, None] + (z**2)[:, None] * dact * v,
+                           axis=0)
+        return dh, dz, k_delta
+
+    def field(t, state, args):
+        h, z, delta, f_test = state
+
+        def one(h, z, delta):
+            dh, dz, k_delta = velocities(h, z, delta)
+            return dh, dz, -k_delta[:num_train] / num_train, k_delta[num_train:] / num_train
+
+        return jax.vmap(one)(h, z, delta)
+
+    def save(t, state, args):
+        h, z, delta, f_test = state
+
+        def one(h, z):
+            act, dact = phi(h), dphi(h)
+            s = h.shape[0]
+            phi_k = act.T @ act[:, :num_train] / s  # (Q, P)
+            grad = z[:, None] * dact
+            g_k = grad.T @ grad[:, :num_train] / s
+            f_identity = (z @ act) / (s * gamma0)  # γ0⁻¹⟨z φ(h_μ)⟩, (Q,)
+            return phi_k, g_k, f_identity
+
+        phi_k, g_k, f_identity = jax.vmap(one)(h, z)
+        return phi_k, g_k, delta, f_test, f_identity
+
+    batches = u.shape[0]
+    y0 = (u, r, jnp.broadcast_to(y, (batches, num_train)), jnp.zeros((batches, num_test), y.dtype))
+    t_end = times[-1]
+
+    solution = diffrax.diffeqsolve(
+        diffrax.ODETerm(field),
+        diffrax.Tsit5(),
+        t0=0.0,
+        t1=t_end,
+        dt0=None,
+        y0=y0,
+        saveat=diffrax.SaveAt(ts=times, fn=save),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        max_steps=max_steps,
+        throw=False,
+        progress_meter=_progress_meter(),
+    )
+    return solution.ys, solution.stats, solution.result
+
+
+# ----------------------------------------------------------------------------------------------
+# Exact moment closure for φ = identity
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoLayerMoments:
+    """Exact two-layer DMFT for φ = identity, through the closed ODE of the second moments.
+
+    With φ(h) = h the particle dynamics are linear, so H = ⟨h hᵀ⟩ (Q×Q), m = ⟨h z⟩ (Q) and
+    a = ⟨z²⟩ obey (derivations eq:two_layer_moments; e_α = Δ_α on train points, 0 on test):
+
+        ∂t H = (γ0/P) [(Φ^0 e) mᵀ + m (Φ^0 e)ᵀ],   ∂t m = (γ0/P) [a Φ^0 e + H e],
+        ∂t a = (2γ0/P) e·m,                          f = m/γ0,   K = H + a Φ^0,
+
+    from H = Φ^0, m = 0, a = 1. No sampling: an independent check of the other solvers.
+    """
+
+    rtol: float = 1e-11
+    atol: float = 1e-12
+    max_steps: int = 100_000
+
+    def __post_init__(self):
+        for key in ("rtol", "atol"):
+            object.__setattr__(self, key, check_tolerance(key, getattr(self, key)))
+        object.__setattr__(self, "max_steps", check_int("max_steps", self.max_steps, 1))
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> TwoLayerMoments:
+        """From a spec's ``[solver]`` table (without its ``method`` key)."""
+        return options_from_table(cls, table, "two_layer_moments")
+
+    def solve(self, spec: Spec) -> Solution:
+        _check_two_layer(spec, "two_layer_moments")
+        if not is_identity_activation(spec.architecture.activation):
+            raise InputError(
+                f"solver.method = 'two_layer_moments' needs architecture.activation = \"linear\", "
+                f"got {spec.architecture.activation!r}"
+            )
+        start = time.perf_counter()
+        data = spec.data
+        num_train = data.num_train
+        kx = input_kernel(spec)
+        times = np.asarray(spec.training.times, dtype=np.float64)
+        (big_h, m, a), stats, result = _integrate_moments(
+            jnp.asarray(kx), jnp.asarray(data.y_train), jnp.asarray(spec.architecture.gamma0),
+            jnp.asarray(times), self.rtol, self.atol, self.max_steps,
+        )
+        if not diffrax.is_successful(result):
+            raise SolveError(f"two_layer_moments: the ODE solve failed ({result})")
+        big_h, m, a = np.asarray(big_h), np.asarray(m), np.asarray(a)
+        bad = _first_bad_time(times, big_h, m, a)
+        if bad is not None:
+            raise SolveError(f"two_layer_moments diverged at t = {bad:g}")
+        gamma0 = spec.architecture.gamma0
+        ntk = big_h + a[:, None, None] * kx[None]
+        f = m / gamma0
+        has_test = data.num_test > 0
+        return Solution(
+            t=times,
+            f_train=f[:, :num_train],
+            ntk=ntk[:, :num_train, :num_train],
+            f_test=f[:, num_train:] if has_test else None,
+            ntk_test_train=ntk[:, num_train:, :num_train] if has_test else None,
+            phi=(big_h[:, :num_train, :num_train],),
+            g=(np.broadcast_to(a[:, None, None], (times.shape[0], num_train, num_train)).copy(),),
+            diagnostics={
+                "method": "two_layer_moments",
+                "settings": dataclasses.asdict(self),
+                "ode_steps": int(stats["num_steps"]),
+                "iterations": 0,
+                "wall_time_s": time.perf_counter() - start,
+            },
+        )
+
+
+@eqx.filter_jit
+def _integrate_moments(
+    kx: Float[Array, "Q Q"],
+    y: Float[Array, " P"],
+    gamma0: float,
+    times: Float[Array, " T"],
+    rtol: float,
+    atol: float,
+    max_steps: int,
+):
+    num_train = y.shape[0]
+    num_points = kx.shape[0]
+    scale = gamma0 / num_train
+
+    def field(t, state, args):
+        big_h, m, a = state
+        e = jnp.zeros(num_points, y.dtype).at[:num_train].set(y - m[:num_train] / gamma0)
+        ke = kx @ e
+        d_h = scale * (jnp.outer(ke, m) + jnp.outer(m, ke))
+        d_m = scale * (a * ke + big_h @ e)
+        d_a = 2.0 * scale * (e @ m)
+        return d_h, d_m, d_a
+
+    y0 = (kx, jnp.zeros(num_points, y.dtype), jnp.ones((), y.dtype))
+    solution = diffrax.diffeqsolve(
+        diffrax.ODETerm(field),
+        diffrax.Tsit5(),
+        t0=0.0,
+        t1=times[-1],
+        dt0=None,
+        y0=y0,
+        saveat=diffrax.SaveAt(ts=times),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        max_steps=max_steps,
+        throw=False,
+    )
+    return solution.ys, solution.stats, solution.result
+
+
+__all__ = ["TwoLayerDMFT", "TwoLayerMoments"]
