@@ -1,0 +1,77 @@
+"""The `Activation` type: an elementwise nonlinearity φ together with its dual maps."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Literal
+
+import jax.numpy as jnp
+import sympy as sp
+from jaxtyping import Array, ArrayLike, Float
+
+Tier = Literal["closed-form", "polynomial", "quadrature"]
+
+_Elementwise = Callable[[Array], Array]
+_DualMap = Callable[[Array, Array, Array], Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Activation:
+    """An activation φ and its dual maps for (u, v) ~ N(0, [[q1, c], [c, q2]]):
+
+        dual(q1, q2, c)            = K(q1, q2, c) = E[φ(u) φ(v)]
+        dual_derivative(q1, q2, c) = K̇(q1, q2, c) = E[φ'(u) φ'(v)] = ∂K/∂c   (Price's theorem)
+
+    All four maps are JAX functions: elementwise, broadcasting, jit/vmap-safe, dtype-preserving.
+    For (P, P) kernels pass the variances broadcast, ``dual(q[:, None], q[None, :], K)``: the
+    quadrature tier does per-variance work on the shapes of `q1` and `q2` as given.
+
+    Attributes:
+        name: canonical name ("relu", "leaky_relu(0.01)", or the SymPy string of a user
+            expression).
+        expr: φ as a SymPy expression in `dmft.activations.X`.
+        tier: how the dual maps are computed: "closed-form" (verified table), "polynomial"
+            (exact Isserlis rule), or "quadrature" (numeric).
+        dual_expr, dual_derivative_expr: K and K̇ as SymPy expressions in (Q1, Q2, C), or None for
+            the quadrature tier.
+        dual_error: stated bound on |error of K or K̇| / √(E[φ(u)²] E[φ(v)²]) (the relative
+            error on the diagonal; the scale is that of the pair's Cauchy–Schwarz bound).
+        method: a short description of how the dual maps are evaluated.
+    """
+
+    name: str
+    expr: sp.Expr
+    tier: Tier
+    dual_expr: sp.Expr | None
+    dual_derivative_expr: sp.Expr | None
+    dual_error: float
+    method: str
+    _phi: _Elementwise = dataclasses.field(repr=False, compare=False)
+    _dphi: _Elementwise = dataclasses.field(repr=False, compare=False)
+    _dual: _DualMap = dataclasses.field(repr=False, compare=False)
+    _dual_derivative: _DualMap = dataclasses.field(repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.tier))
+
+    def phi(self, x: ArrayLike) -> Array:
+        """φ(x), elementwise."""
+        return self._phi(_as_float(x))
+
+    def dphi(self, x: ArrayLike) -> Array:
+        """φ'(x), elementwise (almost everywhere: kinks get the one-sided/Heaviside value)."""
+        return self._dphi(_as_float(x))
+
+    def dual(self, q1: ArrayLike, q2: ArrayLike, c: ArrayLike) -> Float[Array, "..."]:
+        """K = E[φ(u)φ(v)], (u, v) ~ N(0, [[q1, c], [c, q2]]), broadcast over q1, q2, c."""
+        return self._dual(*map(_as_float, (q1, q2, c)))
+
+    def dual_derivative(self, q1: ArrayLike, q2: ArrayLike, c: ArrayLike) -> Float[Array, "..."]:
+        """K̇ = E[φ'(u)φ'(v)] = ∂K/∂c, broadcast over q1, q2, c."""
+        return self._dual_derivative(*map(_as_float, (q1, q2, c)))
+
+
+def _as_float(x: ArrayLike) -> Array:
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.inexact) else x.astype(jnp.result_type(float))

@@ -1,0 +1,225 @@
+"""Tier "closed-form": the verified table of dual maps.
+
+Each entry stores φ, K = E[φ(u)φ(v)] and K̇ = E[φ'(u)φ'(v)] = ∂K/∂c as SymPy expressions (for
+printing and verification) and as hand-written, numerically stable JAX functions. Sources and
+checks: shared/notes/symbolic.md §2 (Cho & Saul 2009; Williams 1997; Tsuchida et al. 2020), and
+tests/test_activations.py (quadrature, 30-digit references, Price's theorem).
+
+Stability: angles are θ = atan2(√max(q1 q2 − c², 0), c), never arccos(c/√(q1 q2)), so the maps are
+exact on the diagonal c = q1 = q2 (e.g. relu: K = c/2 exactly, K̇ = 1/2 exactly).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax.numpy as jnp
+import jax.scipy.special as jsp
+import sympy as sp
+
+from ._activation import Activation
+from ._symbols import C, Q1, Q2, X
+
+# Every closed form is a handful of correctly rounded operations: a few ulps, relative to the
+# Cauchy–Schwarz scale (tests hold each entry to this against 30-digit references/quadrature).
+CLOSED_FORM_ERROR = 1e-14
+
+_PI = math.pi
+_S = sp.sqrt(Q1 * Q2 - C**2)
+_THETA = sp.acos(C / sp.sqrt(Q1 * Q2))
+
+
+def _s(q1, q2, c):
+    """√max(q1 q2 − c², 0), with a finite gradient at 0."""
+    det = q1 * q2 - c * c
+    pos = det > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, det, 1.0)), 0.0)
+
+
+def _theta(q1, q2, c):
+    """The angle between u and v: θ = atan2(√(q1 q2 − c²), c) ∈ [0, π]."""
+    return jnp.arctan2(_s(q1, q2, c), c)
+
+
+def _entry(name, expr, K, Kdot, phi, dphi, dual, dual_derivative, method) -> Activation:
+    return Activation(
+        name=name, expr=expr, tier="closed-form", dual_expr=K, dual_derivative_expr=Kdot,
+        dual_error=CLOSED_FORM_ERROR, method=method, _phi=phi, _dphi=dphi, _dual=dual,
+        _dual_derivative=dual_derivative,
+    )
+
+
+def _heaviside(x):
+    return jnp.where(x > 0, 1.0, 0.0).astype(x.dtype)
+
+
+def relu() -> Activation:
+    # K = (√(q1q2−c²) + c(π−θ))/(2π), written as s/2π + c(1/2 − θ/2π) so the diagonal is exact.
+    return _entry(
+        "relu", sp.Max(X, 0),
+        (_S + C * (sp.pi - _THETA)) / (2 * sp.pi), (sp.pi - _THETA) / (2 * sp.pi),
+        lambda x: jnp.maximum(x, 0.0), _heaviside,
+        lambda q1, q2, c: _s(q1, q2, c) / (2 * _PI) + c * (0.5 - _theta(q1, q2, c) / (2 * _PI)),
+        lambda q1, q2, c: 0.5 - _theta(q1, q2, c) / (2 * _PI),
+        "arc-cosine kernel J1 (Cho & Saul 2009)",
+    )
+
+
+def leaky_relu(slope: float = 0.01) -> Activation:
+    a = sp.nsimplify(slope, rational=True) if isinstance(slope, float) else sp.sympify(slope)
+    af = float(a)
+    d2, s2 = (1 - af) ** 2, (1 + af**2) / 2
+    return _entry(
+        f"leaky_relu({af:g})", sp.Max(X, 0) + a * sp.Min(X, 0),
+        (1 - a) ** 2 / (2 * sp.pi) * _S + ((1 + a**2) / 2 - (1 - a) ** 2 * _THETA / (2 * sp.pi)) * C,
+        (1 + a**2) / 2 - (1 - a) ** 2 * _THETA / (2 * sp.pi),
+        lambda x: jnp.where(x > 0, x, af * x),
+        lambda x: jnp.where(x > 0, 1.0, af).astype(x.dtype),
+        lambda q1, q2, c: d2 / (2 * _PI) * _s(q1, q2, c) + (s2 - d2 * _theta(q1, q2, c) / (2 * _PI)) * c,
+        lambda q1, q2, c: s2 - d2 * _theta(q1, q2, c) / (2 * _PI),
+        "arc-cosine kernel of a·min(x,0) + max(x,0)",
+    )
+
+
+def step() -> Activation:
+    # φ' = δ: K̇ = E[δ(u)δ(v)] = 1/(2π√(q1q2−c²)), infinite on the diagonal (as it should be).
+    return _entry(
+        "step", sp.Heaviside(X),
+        (sp.pi - _THETA) / (2 * sp.pi), 1 / (2 * sp.pi * _S),
+        _heaviside, jnp.zeros_like,
+        lambda q1, q2, c: 0.5 - _theta(q1, q2, c) / (2 * _PI),
+        lambda q1, q2, c: 1 / (2 * _PI * _s(q1, q2, c)),
+        "arc-cosine kernel J0; φ' = δ, so K̇ = 1/(2π√(q1q2−c²))",
+    )
+
+
+def sign() -> Activation:
+    return _entry(
+        "sign", sp.sign(X),
+        2 * sp.asin(C / sp.sqrt(Q1 * Q2)) / sp.pi, 2 / (sp.pi * _S),
+        jnp.sign, jnp.zeros_like,
+        lambda q1, q2, c: 1 - 2 * _theta(q1, q2, c) / _PI,
+        lambda q1, q2, c: 2 / (_PI * _s(q1, q2, c)),
+        "K = (2/π) arcsin ρ; φ' = 2δ, so K̇ = 2/(π√(q1q2−c²))",
+    )
+
+
+def abs_() -> Activation:
+    return _entry(
+        "abs", sp.Abs(X),
+        2 * (_S + C * sp.asin(C / sp.sqrt(Q1 * Q2))) / sp.pi, 2 * sp.asin(C / sp.sqrt(Q1 * Q2)) / sp.pi,
+        jnp.abs, jnp.sign,
+        lambda q1, q2, c: 2 / _PI * _s(q1, q2, c) + c * (1 - 2 * _theta(q1, q2, c) / _PI),
+        lambda q1, q2, c: 1 - 2 * _theta(q1, q2, c) / _PI,
+        "K = (2/π)(√(q1q2−c²) + c arcsin ρ)",
+    )
+
+
+def erf() -> Activation:
+    def det(q1, q2, c):
+        return (1 + 2 * q1) * (1 + 2 * q2) - 4 * c * c  # ≥ 1 + 2q1 + 2q2 > 0 for |c| ≤ √(q1q2)
+
+    return _entry(
+        "erf", sp.erf(X),
+        2 * sp.asin(2 * C / sp.sqrt((1 + 2 * Q1) * (1 + 2 * Q2))) / sp.pi,
+        4 / (sp.pi * sp.sqrt((1 + 2 * Q1) * (1 + 2 * Q2) - 4 * C**2)),
+        jsp.erf, lambda x: 2 / math.sqrt(_PI) * jnp.exp(-x * x),
+        lambda q1, q2, c: 2 / _PI * jnp.arctan2(2 * c, jnp.sqrt(det(q1, q2, c))),
+        lambda q1, q2, c: 4 / _PI / jnp.sqrt(det(q1, q2, c)),
+        "K = (2/π) arcsin(2c/√((1+2q1)(1+2q2))) (Williams 1997)",
+    )
+
+
+def gelu() -> Activation:
+    # Exact GELU φ = xΦ(x) (Tsuchida et al. 2020; neural-tangents' Gelu). δ = √((1+q1)(1+q2) − c²).
+    P = (1 + Q1) * (1 + Q2)
+    d = sp.sqrt(P - C**2)
+    K = C / 4 + ((C**2 + Q1 * Q2 * d**2) / (P * d) + C * sp.atan(C / d)) / (2 * sp.pi)
+    Kdot = sp.Rational(1, 4) + sp.atan(C / d) / (2 * sp.pi) + C / (2 * sp.pi * d) * (
+        1 / d**2 + (1 - Q1 * Q2) / P + 1
+    )
+
+    def dual(q1, q2, c):
+        p = (1 + q1) * (1 + q2)
+        dd = jnp.sqrt(p - c * c)
+        return c / 4 + ((c * c + q1 * q2 * dd * dd) / (p * dd) + c * jnp.arctan2(c, dd)) / (2 * _PI)
+
+    def dual_derivative(q1, q2, c):
+        p = (1 + q1) * (1 + q2)
+        dd = jnp.sqrt(p - c * c)
+        return 0.25 + jnp.arctan2(c, dd) / (2 * _PI) + c / (2 * _PI * dd) * (
+            1 / (dd * dd) + (1 - q1 * q2) / p + 1
+        )
+
+    return _entry(
+        "gelu", X * (1 + sp.erf(X / sp.sqrt(2))) / 2, K, Kdot,
+        lambda x: x * jsp.ndtr(x), lambda x: jsp.ndtr(x) + x * jnp.exp(-x * x / 2) / math.sqrt(2 * _PI),
+        dual, dual_derivative, "exact GELU xΦ(x) (Tsuchida et al. 2020)",
+    )
+
+
+def linear() -> Activation:
+    return _entry(
+        "linear", X, C, sp.Integer(1), lambda x: x, jnp.ones_like,
+        lambda q1, q2, c: jnp.broadcast_to(c, jnp.broadcast_shapes(q1.shape, q2.shape, c.shape)),
+        lambda q1, q2, c: jnp.ones(jnp.broadcast_shapes(q1.shape, q2.shape, c.shape), c.dtype),
+        "K = c",
+    )
+
+
+def sin() -> Activation:
+    return _entry(
+        "sin", sp.sin(X), sp.exp(-(Q1 + Q2) / 2) * sp.sinh(C), sp.exp(-(Q1 + Q2) / 2) * sp.cosh(C),
+        jnp.sin, jnp.cos,
+        lambda q1, q2, c: jnp.exp(-(q1 + q2) / 2) * jnp.sinh(c),
+        lambda q1, q2, c: jnp.exp(-(q1 + q2) / 2) * jnp.cosh(c),
+        "characteristic function E[e^{i(au+bv)}]",
+    )
+
+
+def cos() -> Activation:
+    return _entry(
+        "cos", sp.cos(X), sp.exp(-(Q1 + Q2) / 2) * sp.cosh(C), sp.exp(-(Q1 + Q2) / 2) * sp.sinh(C),
+        jnp.cos, lambda x: -jnp.sin(x),
+        lambda q1, q2, c: jnp.exp(-(q1 + q2) / 2) * jnp.cosh(c),
+        lambda q1, q2, c: jnp.exp(-(q1 + q2) / 2) * jnp.sinh(c),
+        "characteristic function E[e^{i(au+bv)}]",
+    )
+
+
+def exp() -> Activation:
+    K = sp.exp((Q1 + Q2) / 2 + C)
+    return _entry(
+        "exp", sp.exp(X), K, K, jnp.exp, jnp.exp,
+        lambda q1, q2, c: jnp.exp((q1 + q2) / 2 + c), lambda q1, q2, c: jnp.exp((q1 + q2) / 2 + c),
+        "moment generating function",
+    )
+
+
+def gaussian() -> Activation:
+    det = (1 + Q1) * (1 + Q2) - C**2
+    return _entry(
+        "gaussian", sp.exp(-(X**2) / 2), 1 / sp.sqrt(det), C / det ** sp.Rational(3, 2),
+        lambda x: jnp.exp(-x * x / 2), lambda x: -x * jnp.exp(-x * x / 2),
+        lambda q1, q2, c: 1 / jnp.sqrt((1 + q1) * (1 + q2) - c * c),
+        lambda q1, q2, c: c / ((1 + q1) * (1 + q2) - c * c) ** 1.5,
+        "Gaussian determinant rule det(I + AΣ)^{-1/2}",
+    )
+
+
+TABLE: dict[str, Callable[..., Activation]] = {
+    "relu": relu,
+    "leaky_relu": leaky_relu,
+    "step": step,
+    "sign": sign,
+    "abs": abs_,
+    "erf": erf,
+    "gelu": gelu,
+    "linear": linear,
+    "sin": sin,
+    "cos": cos,
+    "exp": exp,
+    "gaussian": gaussian,
+}
+"""Closed-form entries by canonical name; `leaky_relu` takes its negative slope (default 0.01)."""
