@@ -1,0 +1,433 @@
+"""Derive the infinite-width equations of an architecture mechanically.
+
+The architecture becomes a straight-line program of dense layers (`Dense` ops, the NETSOR-style
+MatMul + Nonlin chain). Each op is turned into equations by the infinite-width rules, one layer
+at a time (static single assignment: a layer's equation names the previous layer's kernels and
+never inlines them):
+
+- forward (kernel) rule, NTK parameterization (conventions §1a):
+  Σ^1 = σ_w² x·x'/D + σ_b², Σ^{l+1} = σ_w² E[φ(u)φ(v)] + σ_b², (u, v) ~ N(0, Σ^l);
+- tangent rule: Θ^1 = Σ^1, Θ^{l+1} = Σ^{l+1} + σ_w² E[φ'(u)φ'(v)] Θ^l;
+- residual block h^{l+1} = h^l + (α/√L) branch(h^l): Σ^{l+1} = Σ^l + (α²/L)[σ_w² E[φφ] + σ_b²],
+  Θ^{l+1} = Θ^l + (α²/L)[σ_w² E[φφ] + σ_b² + σ_w² E[φ'φ'] Θ^l];
+- μP with richness γ0 (conventions §1b): each MatMul by W^l gives a forward Gaussian source
+  u^{l+1} ~ GP(0, Φ^l), its transpose a backward source r^l ~ GP(0, G^{l+1}), the weight's
+  gradient-flow update the γ0 Δ-memory terms and the correlation of W(0) with later fields
+  the causal responses A, B (Bordelon & Pehlevan 2022; derivations/dmft.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Literal
+
+import sympy as sp
+
+from .._errors import InputError
+from ..spec import Architecture
+from . import _ir as ir
+from ._ir import (
+    Act, DualKernel, Equation, ErrorSignal, Expect, Field, FuncDeriv, GaussianProcess, Kernel,
+    Node, Notation, Response, Scalar, TimeDerivative, add, data_sum, integral, mul,
+)
+
+# Declared input symbols of the layer maps (what `dmft verify --quantity` accepts).
+q1 = sp.Symbol("q1", positive=True)
+q2 = sp.Symbol("q2", positive=True)
+c = sp.Symbol("c", real=True)
+theta_prev = sp.Symbol("theta_prev", real=True)
+kx = sp.Symbol("kx", real=True)
+
+LAYER_SYMBOLS_DOC = (
+    "layer 1: kx = x·x'/D; layer l >= 2: q1 = Σ^{l-1}(x,x), q2 = Σ^{l-1}(x',x'), "
+    "c = Σ^{l-1}(x,x'), theta_prev = Θ^{l-1}(x,x'); the spec's sigma_w, sigma_b (and "
+    "alpha_res, L for residual nets) may be written as symbols"
+)
+
+
+def _activation(name: str):
+    from ..activations import get_activation
+
+    return get_activation(name)
+
+
+def _rename_to_declared(expr: sp.Expr | None) -> sp.Expr | None:
+    """The activation's SymPy duals use its own (q1, q2, c); map them onto ours by name."""
+    if expr is None:
+        return None
+    mapping = {s: {"q1": q1, "q2": q2, "c": c}[s.name] for s in expr.free_symbols
+               if s.name in ("q1", "q2", "c")}
+    return expr.xreplace(mapping)
+
+
+def _exact(value: float) -> sp.Rational:
+    """A float spec value as the exact decimal it was written as (1.4 -> 7/5)."""
+    return sp.Rational(repr(float(value)))
+
+
+# ----------------------------------------------------------------------------------------------
+# The program: one Dense op per weight matrix.
+
+
+@dataclasses.dataclass(frozen=True)
+class Dense:
+    """h^{layer} = [h^{layer-1} +] scale · W^{layer-1} φ(h^{layer-1}) / √fan_in (+ bias)."""
+
+    layer: int
+    source: Literal["input", "hidden"]
+    residual: bool = False
+    readout: bool = False
+
+
+def program(arch: Architecture, residual: bool = False) -> tuple[Dense, ...]:
+    """The straight-line program of an L-hidden-layer MLP: L + 1 dense ops."""
+    L = arch.hidden_layers
+    ops = [Dense(1, "input")]
+    ops += [Dense(l, "hidden", residual=residual) for l in range(2, L + 1)]
+    ops.append(Dense(L + 1, "hidden", readout=True))
+    return tuple(ops)
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernel recursions.
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LayerMap:
+    """One layer's recursion: the printed IR equation and the scalar SymPy map it implements.
+
+    ``expr`` is in the declared ``inputs`` (kx for layer 1; q1, q2, c, theta_prev above) and
+    the scalar parameters (σ_w, σ_b, α, L); ``numeric()`` substitutes the spec's values.
+    """
+
+    quantity: str
+    layer: int
+    equation: Equation
+    expr: sp.Expr
+    inputs: tuple[sp.Symbol, ...]
+    parameters: Mapping[sp.Symbol, sp.Expr]
+
+    def numeric(self) -> sp.Expr:
+        return self.expr.xreplace(dict(self.parameters))
+
+
+def _sigma(l: int, a: str = "x", b: str = "x'") -> Kernel:
+    return Kernel("Sigma", l, data=(a, b), time=(None, None))
+
+
+def _theta(l: int) -> Kernel:
+    return Kernel("Theta", l, data=("x", "x'"), time=(None, None))
+
+
+def _sigmadot(l: int) -> Kernel:
+    return Kernel("Sigmadot", l, data=("x", "x'"), time=(None, None))
+
+
+def _kx() -> Node:
+    return Notation(r"\frac{x\cdot x'}{D}", "x·x'/D")
+
+
+def _recursions(arch, ops, dual, dual_derivative, parameters, residual_scale):
+    nngp, ntk, derivative = [], [], []
+    # μP kernels are those of σ_w = 1, σ_b = 0 (conventions §1b): no σ symbols to print.
+    mup = arch.parameterization == "mup"
+    w2, b2 = (sp.Integer(1), sp.Integer(0)) if mup else (ir.sigma_w**2, ir.sigma_b**2)
+    beta2 = ir.residual_alpha**2 / ir.num_hidden
+    for op in ops:
+        l = op.layer
+        if op.source == "input":
+            s_expr = w2 * kx + b2
+            s_rhs = add(mul(Scalar(w2), _kx()), Scalar(b2))
+            nngp.append(LayerMap(f"nngp_L{l}", l, Equation(_sigma(l), s_rhs, f"nngp_L{l}"),
+                                 s_expr, (kx,), parameters))
+            ntk.append(LayerMap(f"ntk_L{l}", l, Equation(_theta(l), _sigma(l), f"ntk_L{l}"),
+                                s_expr, (kx,), parameters))
+            continue
+        prev = l - 1
+        cov = (_sigma(prev, "x", "x"), _sigma(prev, "x'", "x'"), _sigma(prev))
+        k_node = DualKernel(0, cov, dual)
+        kdot_node = DualKernel(1, cov, dual_derivative)
+        k_expr = dual if dual is not None else sp.Function("K_phi")(q1, q2, c)
+        kdot_expr = (dual_derivative if dual_derivative is not None
+                     else sp.Function("Kdot_phi")(q1, q2, c))
+        branch_expr = w2 * k_expr + b2
+        branch_rhs = add(mul(Scalar(w2), k_node), Scalar(b2))
+        sdot_expr = w2 * kdot_expr
+        sdot_rhs = mul(Scalar(w2), kdot_node)
+        inputs = (q1, q2, c)
+        if op.residual:
+            s_expr = c + beta2 * branch_expr
+            s_rhs = add(_sigma(prev), mul(Scalar(beta2), branch_rhs))
+            t_expr = theta_prev + beta2 * (branch_expr + sdot_expr * theta_prev)
+            t_rhs = add(_theta(prev), mul(Scalar(beta2), add(branch_rhs,
+                                                             mul(_sigmadot(l), _theta(prev)))))
+            note = f"residual block, branch scale α/√L = {residual_scale}/√{arch.hidden_layers}"
+        else:
+            s_expr = branch_expr
+            s_rhs = branch_rhs
+            t_expr = s_expr + sdot_expr * theta_prev
+            t_rhs = add(_sigma(l), mul(_sigmadot(l), _theta(prev)))
+            note = ""
+        nngp.append(LayerMap(f"nngp_L{l}", l, Equation(_sigma(l), s_rhs, f"nngp_L{l}", note=note),
+                             s_expr, inputs, parameters))
+        derivative.append(LayerMap(f"nngp_derivative_L{l}", l,
+                                   Equation(_sigmadot(l), sdot_rhs, f"nngp_derivative_L{l}"),
+                                   sdot_expr, inputs, parameters))
+        ntk.append(LayerMap(f"ntk_L{l}", l, Equation(_theta(l), t_rhs, f"ntk_L{l}", note=note),
+                            t_expr, inputs + (theta_prev,), parameters))
+    return tuple(nngp), tuple(ntk), tuple(derivative)
+
+
+# ----------------------------------------------------------------------------------------------
+# DMFT (μP) and lazy-limit equations.
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DMFTSystem:
+    """The dynamics' equations, grouped in titled sections (in print order).
+
+    ``fields[l]`` is the IR of the h^l field equation (μP; lowered by `lower_expression`).
+    """
+
+    sections: tuple[tuple[str, tuple[Equation, ...]], ...]
+    fields: Mapping[int, Equation] = dataclasses.field(default_factory=dict)
+    backward: Mapping[int, Equation] = dataclasses.field(default_factory=dict)
+
+    def equations(self) -> tuple[Equation, ...]:
+        return tuple(eq for _, eqs in self.sections for eq in eqs)
+
+
+def _phi_kernel(l: int, time=("t", "s")) -> Node:
+    if l == 0:
+        return Kernel("Kx", None, time=(None, None))
+    return Kernel("Phi", l, time=time)
+
+
+def _g_kernel(l: int, L: int, time=("t", "s")) -> Node:
+    return Scalar(sp.Integer(1)) if l == L + 1 else Kernel("G", l, time=time)
+
+
+def _dmft_mup(arch: Architecture, ops: tuple[Dense, ...]) -> DMFTSystem:
+    L = arch.hidden_layers
+    g0, P = ir.gamma0, ir.num_train
+    sources, fields_eqs, backward_eqs, closure, responses = [], [], [], [], []
+    field_map, backward_map = {}, {}
+    for op in ops:
+        l = op.layer
+        # Forward rule: a MatMul into a hidden layer l <= L gives h^l and its source u^l.
+        if not op.readout:
+            static = l == 1
+            u = Field("u", l, "mu", None if static else "t")
+            sources.append(Equation(u, GaussianProcess(u, _phi_kernel(l - 1,
+                                    (None, None) if static else ("t", "s"))),
+                                    f"source_u{l}", relation="~",
+                                    note="static (time independent)" if static else ""))
+            memory = add(
+                Scalar(sp.Integer(0)) if l == 1 else Response("A", l - 1),
+                mul(Scalar(1 / P), _phi_kernel(l - 1, (None, None) if l == 1 else ("t", "s")),
+                    ErrorSignal("alpha", "s")),
+            )
+            rhs = add(u, mul(Scalar(g0), integral("s", "t", data_sum(
+                "alpha", mul(memory, Field("g", l, "alpha", "s"))))))
+            eq = Equation(Field("h", l), rhs, f"h{l}",
+                          note="A^0 = 0: the input layer has no backward source" if l == 1 else "")
+            fields_eqs.append(eq)
+            field_map[l] = eq
+        # Backward rule: the transpose of the MatMul reading φ(h^{l-1}) gives z^{l-1}, r^{l-1}.
+        k = l - 1
+        if k >= 1:
+            last = k == L
+            r = Field("r", k, None if last else "mu", None if last else "t")
+            sources.append(Equation(r, GaussianProcess(r, _g_kernel(k + 1, L)), f"source_r{k}",
+                                    relation="~",
+                                    note="G^{L+1} = 1: one static N(0,1) scalar per neuron"
+                                    if last else ""))
+            memory = add(
+                Scalar(sp.Integer(0)) if last else Response("B", k),
+                mul(Scalar(1 / P), _g_kernel(k + 1, L), ErrorSignal("alpha", "s")),
+            )
+            rhs = add(r, mul(Scalar(g0), integral("s", "t", data_sum(
+                "alpha", mul(memory, Act(Field("h", k, "alpha", "s")))))))
+            # z^L = w^L is one number per neuron: it carries no data index.
+            z = Field("z", k, None if last else "mu")
+            eq = Equation(z, rhs, f"z{k}",
+                          note="B^L = 0; z^L = w^L carries no data index" if last else "")
+            backward_eqs.append(eq)
+            backward_map[k] = eq
+            backward_eqs.append(Equation(Field("g", k), mul(Act(Field("h", k), 1), z), f"g{k}"))
+    for l in range(1, L + 1):
+        closure.append(Equation(Kernel("Phi", l), Expect(mul(Act(Field("h", l, "mu", "t")),
+                                                             Act(Field("h", l, "alpha", "s")))),
+                                f"Phi{l}"))
+        closure.append(Equation(Kernel("G", l), Expect(mul(Field("g", l, "mu", "t"),
+                                                           Field("g", l, "alpha", "s"))),
+                                f"G{l}"))
+    for l in range(1, L):
+        responses.append(Equation(Response("A", l), mul(Scalar(1 / g0), Expect(FuncDeriv(
+            Act(Field("h", l, "mu", "t")), Field("r", l, "alpha", "s")))), f"A{l}",
+            note="causal: 0 for s >= t"))
+        responses.append(Equation(Response("B", l), mul(Scalar(1 / g0), Expect(FuncDeriv(
+            Field("g", l + 1, "mu", "t"), Field("u", l + 1, "alpha", "s")))), f"B{l}",
+            note="causal: 0 for s >= t"))
+    ntk_terms = [mul(_g_kernel(l + 1, L, ("t", "t")), _phi_kernel(l, ("t", "t")))
+                 for l in range(0, L + 1)]
+    ntk = Equation(Kernel("K", None, time=("t", None)), add(*ntk_terms), "ntk")
+    output = [
+        ntk,
+        Equation(TimeDerivative(Field("f", None, "mu", "t")),
+                 mul(Scalar(1 / P), data_sum("alpha", mul(Kernel("K", None, time=("t", None)),
+                                                          ErrorSignal("alpha", "t")))),
+                 "output", note="Δ_α(t) = y_α − f_α(t), f_μ(0) = 0"),
+    ]
+    test = [
+        Equation(TimeDerivative(Field("f", None, "star", "t")),
+                 mul(Scalar(1 / P), data_sum("alpha", mul(
+                     Kernel("K", None, data=("star", "alpha"), time=("t", None)),
+                     ErrorSignal("alpha", "t")))),
+                 "test",
+                 note="test points x_⋆ join the index set: u^1 ~ N(0, K^x) over train ∪ test; "
+                      "every Σ_α runs over train only"),
+    ]
+    lazy = [
+        Equation(Field("h", "l"), Field("u", "l"), "lazy_h", note="γ0 → 0"),
+        Equation(Field("z", "l"), Field("r", "l"), "lazy_z", note="γ0 → 0"),
+        Equation(Kernel("K", None, time=("t", None)),
+                 Notation(r"\Theta^{(L+1)}(x_\mu,x_\alpha)\big|_{\sigma_w=1,\sigma_b=0}",
+                          "Θ^(L+1)(x_μ,x_α) at σ_w=1, σ_b=0"),
+                 "lazy_ntk", note="static; corrections are O(γ0²): K(t) = K(0) + γ0² K₂(t) + …"),
+    ]
+    sections = (
+        ("Gaussian sources (independent across layers)", tuple(sources)),
+        ("Forward fields", tuple(fields_eqs)),
+        ("Backward fields", tuple(backward_eqs)),
+        ("Closure", tuple(closure)),
+        ("Response functions", tuple(responses)),
+        ("NTK and output dynamics", tuple(output)),
+        ("Test points", tuple(test)),
+        ("Lazy limit", tuple(lazy)),
+    )
+    return DMFTSystem(tuple((t, e) for t, e in sections if e), field_map, backward_map)
+
+
+def _lazy_ntk(arch: Architecture) -> DMFTSystem:
+    L = arch.hidden_layers
+    theta = Notation(rf"\Theta^{{({L + 1})}}", f"Θ^({L + 1})")
+    eqs = (
+        Equation(Kernel("K", None, time=(None, None)), theta, "lazy_ntk",
+                 note="static NTK of the output layer"),
+        Equation(Field("f", None, "mu", "t"),
+                 Notation(r"\left[\left(I - e^{-K t/P}\right) y\right]_\mu",
+                          "[(I − exp(−K t/P)) y]_μ"),
+                 "lazy_f", note="f(0) = 0; ∂_t f = (1/P) K Δ, Δ = y − f"),
+        Equation(Field("f", None, "star", "t"),
+                 Notation(r"\left[K_{\star X} K^{-1}\left(I - e^{-K t/P}\right) y\right]_\star",
+                          "[K_⋆X K⁻¹ (I − exp(−K t/P)) y]_⋆"),
+                 "lazy_test"),
+    )
+    return DMFTSystem((("Lazy (kernel gradient flow) dynamics", eqs),))
+
+
+# ----------------------------------------------------------------------------------------------
+# The Derivation object.
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Derivation:
+    """Everything derived from one architecture.
+
+    Attributes:
+        architecture: the input.
+        activation: the activation's name; ``dual`` / ``dual_derivative`` its K and K̇ (SymPy in
+            q1, q2, c) or None (numeric tier).
+        nngp_recursion, ntk_recursion: one `LayerMap` per layer l = 1..L+1;
+        nngp_derivative: Σ̇^l for l = 2..L+1.
+        dmft: the μP single-site process, closure, responses, NTK, output dynamics and test
+            points; for "ntk" the lazy (kernel gradient flow) dynamics.
+        residual_scale: α of residual blocks h^{l+1} = h^l + (α/√L)·branch, or None.
+    """
+
+    architecture: Architecture
+    activation: str
+    activation_expr: sp.Expr
+    dual: sp.Expr | None
+    dual_derivative: sp.Expr | None
+    nngp_recursion: tuple[LayerMap, ...]
+    ntk_recursion: tuple[LayerMap, ...]
+    nngp_derivative: tuple[LayerMap, ...]
+    dmft: DMFTSystem
+    parameters: Mapping[sp.Symbol, sp.Expr]
+    residual_scale: float | None = None
+
+    def quantities(self) -> tuple[str, ...]:
+        maps = self.nngp_recursion + self.ntk_recursion + self.nngp_derivative
+        return tuple(m.quantity for m in maps)
+
+    def quantity(self, name: str) -> LayerMap:
+        """The layer map called ``name`` (``nngp_L2``, ``ntk_L3``, ``nngp_derivative_L2``)."""
+        for m in self.nngp_recursion + self.ntk_recursion + self.nngp_derivative:
+            if m.quantity == name:
+                return m
+        raise InputError(
+            f"unknown quantity {name!r} (known for this spec: {', '.join(self.quantities())})"
+        )
+
+    def latex(self) -> str:
+        from ._printing import derivation_latex
+
+        return derivation_latex(self)
+
+    def __str__(self) -> str:
+        from ._printing import derivation_text
+
+        return derivation_text(self)
+
+
+def derive(arch: Architecture, *, residual_scale: float | None = None) -> Derivation:
+    """Derive the kernel recursions and the training dynamics of ``arch``.
+
+    Args:
+        arch: the architecture (`dmft.spec.Architecture`).
+        residual_scale: α for a residual MLP, h^{l+1} = h^l + (α/√L)·(σ_w W^l φ(h^l)/√N
+            + σ_b b^l) for the hidden-to-hidden layers (depth-μP branch scaling); None for a
+            plain MLP.
+    """
+    if not isinstance(arch, Architecture):
+        raise InputError(f"derive needs a dmft.spec.Architecture, got {type(arch).__name__}")
+    if residual_scale is not None:
+        if not (isinstance(residual_scale, (int, float)) and residual_scale > 0):
+            raise InputError(f"residual_scale must be a number > 0, got {residual_scale!r}")
+    activation = _activation(arch.activation)
+    dual = _rename_to_declared(activation.dual_expr)
+    dual_derivative = _rename_to_declared(activation.dual_derivative_expr)
+    residual = residual_scale is not None
+    ops = program(arch, residual=residual)
+    parameters = {
+        ir.sigma_w: _exact(arch.sigma_w),
+        ir.sigma_b: _exact(arch.sigma_b),
+        ir.num_hidden: sp.Integer(arch.hidden_layers),
+    }
+    if residual:
+        parameters[ir.residual_alpha] = _exact(residual_scale)
+    nngp, ntk, derivative = _recursions(arch, ops, dual, dual_derivative, parameters,
+                                        residual_scale)
+    if arch.parameterization == "mup" and not residual:
+        dmft = _dmft_mup(arch, ops)
+    elif arch.parameterization == "mup":
+        raise InputError("the DMFT of residual μP networks is not derived yet; use "
+                         "parameterization = \"ntk\" for residual recursions")
+    else:
+        dmft = _lazy_ntk(arch)
+    return Derivation(
+        architecture=arch,
+        activation=activation.name,
+        activation_expr=activation.expr,
+        dual=dual,
+        dual_derivative=dual_derivative,
+        nngp_recursion=nngp,
+        ntk_recursion=ntk,
+        nngp_derivative=derivative,
+        dmft=dmft,
+        parameters=parameters,
+        residual_scale=float(residual_scale) if residual else None,
+    )

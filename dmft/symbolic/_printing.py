@@ -1,0 +1,142 @@
+"""Printing a `Derivation`: terminal text and a standalone LaTeX document."""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from ._ir import sympy_latex, sympy_text
+
+
+def _header_lines(d) -> list[str]:
+    a = d.architecture
+    lines = [
+        f"architecture: MLP, L = {a.hidden_layers} hidden layers, activation φ = {d.activation} "
+        f"(φ(x) = {sp.sstr(d.activation_expr)}), parameterization = {a.parameterization}",
+    ]
+    if a.parameterization == "ntk":
+        lines.append(f"σ_w = {a.sigma_w:g}, σ_b = {a.sigma_b:g}"
+                     + ("" if a.sigma_b else " (no bias)"))
+    else:
+        lines.append(f"γ0 = {a.gamma0:g} (richness); unit weights, no bias; "
+                     "learning rate η = γ0² N")
+    if d.residual_scale is not None:
+        lines.append(f"residual blocks h^(l+1) = h^l + (α/√L)·branch, α = {d.residual_scale:g}")
+    lines.append("conventions: loss (1/2P) Σ_μ (f_μ − y_μ)², Δ = y − f, gradient-flow time t; "
+                 "(u,v) ~ N(0, [[q1, c], [c, q2]])")
+    return lines
+
+
+def _dual_lines(d) -> list[str]:
+    if d.dual is None:
+        return ["K_φ(q1,q2,c) = E[φ(u)φ(v)] and K̇_φ = E[φ'(u)φ'(v)] have no closed form "
+                "for this activation (evaluated by quadrature)"]
+    return [f"K_φ(q1,q2,c) = E[φ(u)φ(v)] = {sympy_text(d.dual)}",
+            f"K̇_φ(q1,q2,c) = E[φ'(u)φ'(v)] = {sympy_text(d.dual_derivative)}"]
+
+
+def derivation_text(d) -> str:
+    """Terminal-readable: header, dual kernels, per-layer recursions, then the dynamics."""
+    out = ["# dmft derivation", *_header_lines(d), "", "## Dual activation", *_dual_lines(d), "",
+           "## NNGP recursion (Σ^(l), l = 1..L+1)"]
+    out += [f"  {m.equation.text()}" for m in d.nngp_recursion]
+    out += ["", "## NTK recursion (Θ^(l), with Σ̇^(l) = σ_w² K̇_φ)"]
+    out += [f"  {m.equation.text()}" for m in d.nngp_derivative]
+    out += [f"  {m.equation.text()}" for m in d.ntk_recursion]
+    for title, equations in d.dmft.sections:
+        out += ["", f"## {title}"]
+        out += [f"  {eq.text()}" for eq in equations]
+    return "\n".join(out) + "\n"
+
+
+_PREAMBLE = r"""\documentclass[11pt]{article}
+\usepackage{amsmath,amssymb}
+\usepackage[margin=2cm]{geometry}
+\allowdisplaybreaks
+\begin{document}
+"""
+
+
+def _escape(text: str) -> str:
+    replacements = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                    "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                    "^": r"\textasciicircum{}"}
+    return "".join(replacements.get(ch, ch) for ch in text)
+
+
+def _ascii_note(note: str) -> str:
+    table = {"γ": r"$\gamma$", "Δ": r"$\Delta$", "α": r"$\alpha$", "μ": r"$\mu$", "σ": r"$\sigma$",
+             "⋆": r"$\star$", "∪": r"$\cup$", "Σ": r"$\Sigma$", "→": r"$\to$", "≥": r"$\geq$",
+             "−": "-", "²": r"$^2$", "₂": r"$_2$", "…": r"\dots{}", "√": r"$\surd$",
+             "Θ": r"$\Theta$", "φ": r"$\phi$", "ℓ": r"$\ell$", "⁻¹": r"$^{-1}$", "·": r"$\cdot$",
+             "⟨": r"$\langle$", "⟩": r"$\rangle$"}
+    out = []
+    for ch in note:
+        out.append(table.get(ch, _escape(ch)))
+    return "".join(out)
+
+
+def _align(equations) -> list[str]:
+    rows = []
+    for eq in equations:
+        rel = r"\sim" if eq.relation == "~" else "="
+        note = rf" && \text{{{_ascii_note(eq.note)}}}" if eq.note else ""
+        rows.append(f"  {eq.lhs.latex()} &{rel} {eq.rhs.latex()}{note}")
+    return [r"\begin{align*}", " \\\\\n".join(rows), r"\end{align*}"]
+
+
+def derivation_latex(d) -> str:
+    """A standalone LaTeX document (amsmath) with every derived equation."""
+    a = d.architecture
+    lines = [_PREAMBLE, r"\section*{Derived equations}", r"\begin{itemize}"]
+    lines += [rf"\item {_ascii_note(line)}" for line in _header_lines(d)]
+    lines += [r"\end{itemize}", r"\subsection*{Dual activation}"]
+    lines.append(rf"$\phi(x) = {sympy_latex(d.activation_expr)}$, and for "
+                 r"$(u,v)\sim\mathcal{N}\!\left(0,\begin{pmatrix}q_1 & c\\ c & q_2\end{pmatrix}"
+                 r"\right)$:")
+    if d.dual is not None:
+        lines += [r"\begin{align*}",
+                  r"  \mathcal{K}_\phi(q_1,q_2,c) &= \mathbb{E}[\phi(u)\phi(v)] = "
+                  + sympy_latex(d.dual) + r" \\",
+                  r"  \dot{\mathcal{K}}_\phi(q_1,q_2,c) &= \mathbb{E}[\phi'(u)\phi'(v)] = "
+                  + sympy_latex(d.dual_derivative),
+                  r"\end{align*}"]
+    else:
+        lines += [r"\[ \mathcal{K}_\phi = \mathbb{E}[\phi(u)\phi(v)],\quad "
+                  r"\dot{\mathcal{K}}_\phi = \mathbb{E}[\phi'(u)\phi'(v)] \]",
+                  "(no closed form: evaluated by quadrature)."]
+    lines.append(rf"\subsection*{{NNGP recursion, $l = 1,\dots,{a.hidden_layers + 1}$}}")
+    lines += _align([m.equation for m in d.nngp_recursion])
+    lines.append(r"\subsection*{NTK recursion}")
+    lines += _align([m.equation for m in d.nngp_derivative + d.ntk_recursion])
+    for title, equations in d.dmft.sections:
+        lines.append(rf"\subsection*{{{_ascii_note(title)}}}")
+        lines += _align(equations)
+    lines.append(r"\end{document}")
+    return "\n".join(lines) + "\n"
+
+
+def braces_balanced(text: str) -> bool:
+    """Whether every unescaped ``{`` has its ``}`` (and ``\\left``/``\\right`` pair up)."""
+    depth = 0
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text) and text[i + 1] in "{}":
+            i += 2
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth < 0:
+                return False
+        i += 1
+    if depth != 0:
+        return False
+    import re
+
+    lefts = len(re.findall(r"\\left\b", text))
+    rights = len(re.findall(r"\\right\b", text))
+    begins = re.findall(r"\\begin\{(\w+\*?)\}", text)
+    ends = re.findall(r"\\end\{(\w+\*?)\}", text)
+    return lefts == rights and sorted(begins) == sorted(ends)

@@ -1,0 +1,471 @@
+"""Check a hand-derived expression against a derived one: proof, 30-digit numerics, counterexample.
+
+Pipeline (notes/symbolic.md §4):
+1. parse the user's string with `sympy.parsing.sympy_parser.parse_expr` over a whitelist of
+   functions and declared symbols (never Python `eval` of the raw string; unknown names and
+   undeclared symbols are one-line errors);
+2. evaluate both sides with mpmath at 60 digits at random points of the domain plus its edges
+   (c = 0, |c| → √(q1 q2), q1 = q2); the worst relative error above 1e-30 is a counterexample;
+3. otherwise try a proof: canonicalize (rewrite acos → asin, trig/hyperbolic → exp) and
+   ``simplify(a − b) == 0``, in a subprocess under a wall-clock limit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+import re
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import mpmath
+import numpy as np
+import sympy as sp
+from sympy.parsing.sympy_parser import (
+    auto_number, auto_symbol, convert_xor, factorial_notation, implicit_multiplication,
+    lambda_notation, parse_expr, repeated_decimals,
+)
+
+from .._errors import InputError
+
+_FUNCTIONS: dict[str, object] = {
+    "sqrt": sp.sqrt, "exp": sp.exp, "log": sp.log, "ln": sp.log,
+    "sin": sp.sin, "cos": sp.cos, "tan": sp.tan,
+    "asin": sp.asin, "acos": sp.acos, "atan": sp.atan, "atan2": sp.atan2,
+    "arcsin": sp.asin, "arccos": sp.acos, "arctan": sp.atan,
+    "sinh": sp.sinh, "cosh": sp.cosh, "tanh": sp.tanh,
+    "asinh": sp.asinh, "acosh": sp.acosh, "atanh": sp.atanh,
+    "erf": sp.erf, "erfc": sp.erfc, "gamma": sp.gamma, "factorial": sp.factorial,
+    "Abs": sp.Abs, "abs": sp.Abs, "sign": sp.sign, "Max": sp.Max, "Min": sp.Min,
+    "max": sp.Max, "min": sp.Min, "Heaviside": sp.Heaviside,
+    "pi": sp.pi, "E": sp.E,
+}
+_PARSER_GLOBALS = {"Symbol": sp.Symbol, "Integer": sp.Integer, "Float": sp.Float,
+                   "Rational": sp.Rational, "Function": sp.Function, "factorial": sp.factorial}
+_TRANSFORMATIONS = (lambda_notation, auto_symbol, repeated_decimals, auto_number,
+                    factorial_notation, convert_xor, implicit_multiplication)
+_ALLOWED_CHARS = re.compile(r"^[A-Za-z0-9_+\-*/^().,!\s]*$")
+
+EQUAL_DIGITS = 30
+"""Digits to which two expressions must agree at every sampled point to be called equal."""
+_WORK_DPS = 60  # working precision: well beyond EQUAL_DIGITS so rounding never decides
+
+
+def parse_expression(text: str, symbols: Mapping[str, sp.Symbol], what: str = "--expr") -> sp.Expr:
+    """Parse a SymPy-syntax string over the declared ``symbols`` and a whitelist of functions.
+
+    ``^`` means power; implicit multiplication (``2 c``) is allowed. Raises `InputError` with one
+    line for syntax errors, unknown functions and undeclared symbols (naming them).
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(f"{what} is empty")
+    if not _ALLOWED_CHARS.match(text) or "__" in text or re.search(r"(?<!\d)\.(?!\d)", text):
+        bad = sorted(set(re.sub(r"[A-Za-z0-9_+\-*/^(),!\s]", "", text)) - {"."}) or ["."]
+        raise InputError(f"cannot parse {what} {text!r}: unsupported character(s) "
+                         f"{' '.join(bad)} (use SymPy syntax: + - * / ** ^ ( ) and functions)")
+    for name in re.findall(r"([A-Za-z_]\w*)\s*\(", text):
+        if name not in _FUNCTIONS and name not in symbols:
+            raise InputError(f"{what} uses unknown function {name!r} (known: "
+                             f"{', '.join(sorted(k for k in _FUNCTIONS if k not in ('pi', 'E')))})")
+    if text.count("(") != text.count(")"):
+        raise InputError(f"cannot parse {what} {text!r}: unbalanced parentheses "
+                         f"({text.count('(')} '(' vs {text.count(')')} ')')")
+    local = dict(_FUNCTIONS)
+    local.update(symbols)
+    try:
+        expr = parse_expr(text, local_dict=local,
+                          global_dict={"__builtins__": {}, **_PARSER_GLOBALS},
+                          transformations=_TRANSFORMATIONS)
+    except Exception as error:  # SyntaxError, TokenError, TypeError: all mean "cannot parse"
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise InputError(f"cannot parse {what} {text!r}: {reason}") from None
+    if not isinstance(expr, sp.Expr):
+        raise InputError(f"cannot parse {what} {text!r}: not a scalar expression")
+    undefined = sorted({str(f.func) for f in expr.atoms(sp.core.function.AppliedUndef)})
+    if undefined:
+        raise InputError(f"{what} uses unknown function(s) {', '.join(undefined)} (known: "
+                         f"{', '.join(sorted(k for k in _FUNCTIONS if k not in ('pi', 'E')))})")
+    undeclared = sorted(s.name for s in expr.free_symbols if s.name not in symbols)
+    if undeclared:
+        raise InputError(f"{what} uses undeclared symbol(s) {', '.join(undeclared)}; "
+                         f"declared: {', '.join(symbols)}")
+    return expr
+
+
+# ----------------------------------------------------------------------------------------------
+# Domains.
+
+
+@dataclasses.dataclass(frozen=True)
+class Domain:
+    """Where two expressions are compared.
+
+    ``variables`` are (name, kind) pairs, kind "positive" (log-uniform on [0.05, 20]) or "real"
+    (uniform on [-3, 3]). ``covariance`` names a (q1, q2, c) triple constrained to a valid
+    2×2 covariance: c = ρ √(q1 q2) with |ρ| < 1, including the edges ρ = 0 and |ρ| → 1.
+    """
+
+    variables: tuple[tuple[str, Literal["positive", "real"]], ...]
+    covariance: tuple[str, str, str] | None = None
+
+    def symbols(self) -> dict[str, sp.Symbol]:
+        return {name: sp.Symbol(name, positive=True) if kind == "positive"
+                else sp.Symbol(name, real=True) for name, kind in self.variables}
+
+    def points(self, count: int, seed: int) -> list[dict[str, mpmath.mpf]]:
+        rng = np.random.default_rng(seed)
+        out = []
+        # Random interior points, then edges: c = 0, |c| → √(q1 q2), equal variances.
+        rhos = list(rng.uniform(-1.0, 1.0, count))
+        edges = [0.0, 1.0, -1.0, 1.0, -1.0, 0.5, 0.0]
+        for i, rho in enumerate(rhos + edges):
+            point = {}
+            for name, kind in self.variables:
+                if kind == "positive":
+                    point[name] = mpmath.mpf(float(np.exp(rng.uniform(np.log(0.05), np.log(20.0)))))
+                else:
+                    point[name] = mpmath.mpf(float(rng.uniform(-3.0, 3.0)))
+            if self.covariance is not None:
+                a, b, cname = self.covariance
+                if i >= count + 3:  # equal-variance edge points
+                    point[b] = point[a]
+                if abs(rho) == 1.0:
+                    r = mpmath.mpf(rho) * (1 - mpmath.mpf(10) ** -40)
+                else:
+                    r = mpmath.mpf(float(rho))
+                point[cname] = r * mpmath.sqrt(point[a] * point[b])
+            out.append(point)
+        return out
+
+
+COVARIANCE_DOMAIN = Domain((("q1", "positive"), ("q2", "positive"), ("c", "real")),
+                           covariance=("q1", "q2", "c"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Results.
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """The outcome of `verify`.
+
+    Attributes:
+        status: "proven" (SymPy showed a − b = 0), "numeric" (equal to `EQUAL_DIGITS` digits at
+            every sampled point, no proof found) or "counterexample".
+        yours, derived: the two SymPy expressions compared.
+        max_rel_error: worst relative difference over the points.
+        points: how many points were evaluated.
+        counterexample: the worst point with both values (status "counterexample" only).
+        method: how equality was proven (e.g. "simplify after rewrite(asin)").
+    """
+
+    status: Literal["proven", "numeric", "counterexample"]
+    yours: sp.Expr
+    derived: sp.Expr
+    max_rel_error: float
+    points: int
+    counterexample: Mapping[str, float] | None = None
+    method: str = ""
+    digits: int = EQUAL_DIGITS
+
+    @property
+    def equal(self) -> bool:
+        return self.status != "counterexample"
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.equal else 1
+
+    def message(self) -> str:
+        if self.status == "proven":
+            return f"proven equal ({self.method})"
+        if self.status == "numeric":
+            return (f"numerically equal to {self.digits} digits over the domain "
+                    f"({self.points} points, worst relative difference "
+                    f"{self.max_rel_error:.1e}; no proof found)")
+        ce = dict(self.counterexample or {})
+        yours, derived = ce.pop("yours"), ce.pop("derived")
+        where = ", ".join(f"{k}={_fmt(v)}" for k, v in ce.items())
+        return (f"counterexample at {where}: yours={_fmt(yours)}, derived={_fmt(derived)} "
+                f"(relative difference {self.max_rel_error:.3g})")
+
+    def __str__(self) -> str:
+        return self.message()
+
+
+def _fmt(value) -> str:
+    if isinstance(value, complex):
+        return f"{value.real:.10g}{value.imag:+.10g}j"
+    return f"{value:.10g}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Numeric comparison.
+
+
+def _evaluator(expr: sp.Expr, names: Sequence[str]):
+    symbols = [s for s in expr.free_symbols]
+    by_name = {s.name: s for s in symbols}
+    args = [by_name.get(n, sp.Symbol(n)) for n in names]
+    try:
+        f = sp.lambdify(args, expr, modules="mpmath")
+    except Exception:  # pragma: no cover - printer gaps: fall back to evalf
+        f = None
+
+    def evaluate(point):
+        values = [point[n] for n in names]
+        if f is not None:
+            try:
+                return mpmath.mpmathify(f(*values))
+            except Exception:
+                pass
+        subs = {args[i]: sp.Float(values[i], _WORK_DPS) for i in range(len(names))}
+        value = sp.N(expr.xreplace(subs), _WORK_DPS)
+        return mpmath.mpmathify(complex(value)) if not value.is_real else mpmath.mpf(str(value))
+
+    return evaluate
+
+
+def _numeric_compare(yours, derived, domain: Domain, count: int, seed: int):
+    names = [n for n, _ in domain.variables]
+    f_yours, f_derived = _evaluator(yours, names), _evaluator(derived, names)
+    rows = []
+    with mpmath.workdps(_WORK_DPS):
+        for point in domain.points(count, seed):
+            try:
+                a, b = f_yours(point), f_derived(point)
+            except (ZeroDivisionError, ValueError, TypeError) as error:
+                raise InputError(f"cannot evaluate the expressions at "
+                                 f"{ {k: float(v) for k, v in point.items()} }: {error}") from None
+            rows.append((point, a, b))
+        scale = max((max(abs(a), abs(b)) for _, a, b in rows
+                     if mpmath.isfinite(abs(a)) and mpmath.isfinite(abs(b))), default=1)
+        floor = mpmath.mpf(10) ** -20 * (scale if scale > 0 else 1)
+        worst, worst_row = mpmath.mpf(0), rows[0]
+        for row in rows:
+            _, a, b = row
+            if not (mpmath.isfinite(abs(a)) and mpmath.isfinite(abs(b))):
+                err = mpmath.mpf(0) if a == b else mpmath.inf
+            else:
+                err = abs(a - b) / max(abs(a), abs(b), floor)
+            if err > worst:
+                worst, worst_row = err, row
+    point, a, b = worst_row
+
+    def py(v):
+        v = mpmath.mpmathify(v)
+        return complex(v) if isinstance(v, mpmath.mpc) and v.imag != 0 else float(mpmath.re(v))
+
+    example = {k: float(v) for k, v in point.items()}
+    example.update(yours=py(a), derived=py(b))
+    return float(worst), len(rows), example
+
+
+# ----------------------------------------------------------------------------------------------
+# Symbolic proof, in a subprocess so that a runaway `simplify` can be stopped.
+
+_PROVER = r"""
+import json, pickle, sys
+import sympy as sp
+a, b = pickle.loads(sys.stdin.buffer.read())
+d = a - b
+steps = [
+    ("simplify", lambda e: e),
+    ("simplify after rewrite(asin)", lambda e: e.rewrite(sp.asin)),
+    ("simplify after rewrite(exp)", lambda e: e.rewrite(sp.exp)),
+    ("simplify after rewrite(asin) and rewrite(exp)", lambda e: e.rewrite(sp.asin).rewrite(sp.exp)),
+]
+for name, step in steps:
+    try:
+        if sp.simplify(step(d)) == 0:
+            print(json.dumps({"proven": True, "method": name}))
+            sys.exit(0)
+    except Exception:
+        pass
+print(json.dumps({"proven": False}))
+"""
+
+
+def _prove(yours: sp.Expr, derived: sp.Expr, timeout: float) -> str | None:
+    """The method that proved ``yours == derived``, or None (not proven within ``timeout`` s)."""
+    if sp.expand(yours - derived) == 0:
+        return "expand"
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROVER], input=pickle.dumps((yours, derived)),
+                              capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+    try:
+        answer = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return None
+    return answer["method"] if answer.get("proven") else None
+
+
+def verify(
+    expr: str | sp.Expr,
+    against: sp.Expr,
+    *,
+    domain: Domain = COVARIANCE_DOMAIN,
+    constants: Mapping[str, sp.Expr] | None = None,
+    points: int = 200,
+    seed: int = 0,
+    timeout: float = 20.0,
+) -> Verdict:
+    """Compare ``expr`` (a SymPy string or expression) with the derived expression ``against``.
+
+    Args:
+        expr: the user's expression in the domain's variables (and the names in ``constants``).
+        against: the derived expression (its symbols are matched to the domain's by name).
+        domain: the variables and their ranges.
+        constants: named constants (e.g. the spec's ``sigma_w``) that may appear on either side
+            and are substituted before comparing.
+        points: random points (plus edge points) for the numeric check.
+        timeout: wall-clock seconds for the symbolic proof attempt.
+    """
+    declared = domain.symbols()
+    constants = dict(constants or {})
+    names = dict(declared)
+    names.update({k: sp.Symbol(k) for k in constants})
+    yours = parse_expression(expr, names) if isinstance(expr, str) else sp.sympify(expr)
+
+    def canonical(e: sp.Expr) -> sp.Expr:
+        mapping = {s: declared[s.name] for s in e.free_symbols if s.name in declared}
+        mapping.update({s: constants[s.name] for s in e.free_symbols if s.name in constants})
+        return e.xreplace(mapping)
+
+    yours, derived = canonical(yours), canonical(sp.sympify(against))
+    for side, e in (("expression", yours), ("derived expression", derived)):
+        extra = sorted(s.name for s in e.free_symbols if s.name not in declared)
+        if extra:
+            raise InputError(f"the {side} has symbols outside the domain: {', '.join(extra)}")
+    error, count, example = _numeric_compare(yours, derived, domain, points, seed)
+    if not error < 10.0 ** -EQUAL_DIGITS:
+        return Verdict("counterexample", yours, derived, error, count, example)
+    method = _prove(yours, derived, timeout)
+    if method is not None:
+        return Verdict("proven", yours, derived, error, count, method=method)
+    return Verdict("numeric", yours, derived, error, count)
+
+
+# ----------------------------------------------------------------------------------------------
+# The two forms `dmft verify` offers.
+
+
+def dual_expression(activation: str, kernel: Literal["nngp", "ntk"]) -> sp.Expr:
+    """E[φ(u)φ(v)] ("nngp") or E[φ'(u)φ'(v)] ("ntk") of an activation, in q1, q2, c."""
+    from ._derive import _activation, _rename_to_declared
+
+    if kernel not in ("nngp", "ntk"):
+        raise InputError(f"--kernel must be 'nngp' or 'ntk', got {kernel!r}")
+    act = _activation(activation)
+    expr = act.dual_expr if kernel == "nngp" else act.dual_derivative_expr
+    if expr is None:
+        raise InputError(f"activation {act.name!r} has no closed-form dual kernel "
+                         f"(tier {act.tier!r}); verify needs one")
+    return _rename_to_declared(expr)
+
+
+def verify_dual(activation: str, kernel: Literal["nngp", "ntk"], expr: str | sp.Expr,
+                **options) -> Verdict:
+    """Verify ``expr`` (in q1, q2, c) against an activation's dual kernel."""
+    return verify(expr, dual_expression(activation, kernel), domain=COVARIANCE_DOMAIN, **options)
+
+
+def quantity_domain(layer_map) -> Domain:
+    names = [s.name for s in layer_map.inputs]
+    if names == ["kx"]:
+        return Domain((("kx", "real"),))
+    variables = [("q1", "positive"), ("q2", "positive"), ("c", "real")]
+    if "theta_prev" in names:
+        variables.append(("theta_prev", "real"))
+    return Domain(tuple(variables), covariance=("q1", "q2", "c"))
+
+
+def verify_quantity(derivation, quantity: str, expr: str | sp.Expr, **options) -> Verdict:
+    """Verify ``expr`` against one layer map of a `Derivation` (e.g. ``"ntk_L2"``).
+
+    The layer map's inputs are the declared symbols (see `LAYER_SYMBOLS_DOC`); the spec's
+    parameters ``sigma_w``, ``sigma_b`` (and ``alpha_res``, ``L``) may be written by name.
+    """
+    layer_map = derivation.quantity(quantity)
+    derived = layer_map.numeric()
+    if derived.atoms(sp.core.function.AppliedUndef):
+        raise InputError(f"activation {derivation.activation!r} has no closed-form dual kernel; "
+                         f"{quantity} cannot be verified symbolically")
+    constants = {s.name: v for s, v in layer_map.parameters.items()}
+    return verify(expr, derived, domain=quantity_domain(layer_map), constants=constants,
+                  **options)
+
+
+def latex_parser_status() -> str | None:
+    """None when LaTeX input works, else why not (antlr4-python3-runtime 4.11 is required)."""
+    try:
+        import antlr4  # noqa: F401
+        from importlib.metadata import version
+
+        found = version("antlr4-python3-runtime")
+    except Exception:
+        return "LaTeX input needs the optional antlr4-python3-runtime==4.11.* (not installed)"
+    if not found.startswith("4.11"):
+        return (f"LaTeX input needs antlr4-python3-runtime==4.11.* (found {found}, which "
+                "SymPy's parse_latex cannot use); pass a SymPy string with --expr instead")
+    return None
+
+
+_LATEX_MACROS = (
+    (r"\\operatorname\{(\w+)\}", r"\\\1"),
+    (r"\\mathrm\{(\w+)\}", r"\\\1"),
+    (r"\\left|\\right", ""),
+    (r"\\,|\\;|\\!|\\quad", " "),
+)
+
+
+def parse_latex_expression(text: str, symbols: Mapping[str, sp.Symbol]) -> sp.Expr:
+    """Parse LaTeX (``\\frac{...}{...}``, ``\\arccos``, ``q_1``) into a SymPy expression.
+
+    Needs antlr4-python3-runtime 4.11. ``\\pi`` and ``e`` become the constants, ``q_{1}`` /
+    ``q_1`` become ``q1``; undeclared symbols and functions are errors.
+    """
+    problem = latex_parser_status()
+    if problem:
+        raise InputError(problem)
+    from sympy.parsing.latex import parse_latex
+
+    cleaned = text
+    for pattern, repl in _LATEX_MACROS:
+        cleaned = re.sub(pattern, repl, cleaned)
+    try:
+        expr = parse_latex(cleaned)
+    except Exception as error:
+        raise InputError(f"cannot parse --expr-latex {text!r}: "
+                         f"{' '.join(str(error).split())[:200]}") from None
+    mapping = {}
+    for s in expr.free_symbols:
+        name = re.sub(r"[{}_\\]", "", s.name)
+        if name == "pi":
+            mapping[s] = sp.pi
+        elif name == "e":
+            mapping[s] = sp.E
+        elif name in symbols:
+            mapping[s] = symbols[name]
+    expr = expr.xreplace(mapping)
+    undeclared = sorted(s.name for s in expr.free_symbols if s not in set(symbols.values()))
+    if undeclared:
+        raise InputError(f"--expr-latex uses undeclared symbol(s) {', '.join(undeclared)}; "
+                         f"declared: {', '.join(symbols)}")
+    undefined = sorted({str(f.func) for f in expr.atoms(sp.core.function.AppliedUndef)})
+    if undefined:
+        raise InputError(f"--expr-latex applies undeclared function(s) {', '.join(undefined)}")
+    return expr
+
+
+__all__ = [
+    "COVARIANCE_DOMAIN", "Domain", "EQUAL_DIGITS", "Verdict", "dual_expression",
+    "parse_expression", "parse_latex_expression", "quantity_domain", "verify", "verify_dual",
+    "verify_quantity",
+]
