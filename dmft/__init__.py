@@ -1,6 +1,37 @@
-"""dmft: wide neural networks from first principles (public API assembled as modules land)."""
+"""dmft: wide neural networks from first principles.
+
+From one architecture spec: infinite-width kernels (NNGP, NTK), lazy and feature-learning (DMFT)
+learning curves, the equations behind them, and checks against real finite-width networks.
+
+Float64 is not switched on at import; entry points (the CLI, tests, examples) enable it with
+``jax.config.update("jax_enable_x64", True)``.
+"""
 
 from ._errors import DmftError, InputError, SolveError
+from .activations import Activation, get_activation, known_activations
+from .kernels import LayerKernels, kernels, layer_kernels
+from .solvers import Solution, solve, solve_lazy
 from .spec import Architecture, Data, Spec, Training, default_spec, load_spec
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Activation",
+    "Architecture",
+    "Data",
+    "DmftError",
+    "InputError",
+    "LayerKernels",
+    "Solution",
+    "SolveError",
+    "Spec",
+    "Training",
+    "default_spec",
+    "get_activation",
+    "kernels",
+    "known_activations",
+    "layer_kernels",
+    "load_spec",
+    "solve",
+    "solve_lazy",
+]

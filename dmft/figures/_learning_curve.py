@@ -36,6 +36,9 @@ def plot_learning_curve(
                                 alpha=0.25, linewidth=0)
         _time_axis(ax, t)
         ax.set_yscale("log")
+        initial = np.nanmax(np.asarray(arrays["loss_train"]))
+        if np.isfinite(initial) and initial > 0:
+            ax.set_ylim(bottom=max(ax.get_ylim()[0], 1e-10 * initial))  # show ten decades at most
         ax.set_ylabel(r"loss $\mathcal{L}(t)$")
         if title:
             ax.set_title(title)

@@ -53,16 +53,24 @@ def _diagonal_recursion(arch: Architecture, activation: Activation, x) -> list[j
     return variances
 
 
-@functools.partial(jax.jit, static_argnames=("arch",))
-def _block(arch: Architecture, x1, x2, variances1, variances2):
-    """All layers' (Σ^l, Σ̇^l, Θ^l) for one row block x1 against x2."""
+@functools.partial(jax.jit, static_argnames=("arch", "same_inputs"))
+def _block(arch: Architecture, x1, x2, variances1, variances2, first_row, same_inputs: bool):
+    """All layers' (Σ^l, Σ̇^l, Θ^l) for one row block x1 (rows first_row, ...) against x2."""
     activation = get_activation(arch.activation)
     sigma = _input_kernel(arch, x1, x2)
+    if same_inputs:
+        # Pin the diagonal to the variances: a matmul and a sum of squares can differ in the last
+        # bit, and the ReLU-type maps have a √ε sensitivity at correlation 1.
+        rows = first_row + jnp.arange(x1.shape[0])
+        diagonal = rows[:, None] == jnp.arange(x2.shape[0])[None, :]
+        sigma = jnp.where(diagonal, variances1[0][:, None], sigma)
     theta = sigma
     nngp, ntk, derivative = [sigma], [theta], [jnp.zeros_like(sigma)]
     for layer in range(arch.hidden_layers):
         q1 = variances1[layer][:, None]
         q2 = variances2[layer][None, :]
+        if same_inputs:
+            sigma = jnp.where(diagonal, q1, sigma)
         sigma_dot = arch.sigma_w**2 * activation.dual_derivative(q1, q2, sigma)
         sigma = arch.sigma_w**2 * activation.dual(q1, q2, sigma) + arch.sigma_b**2
         theta = sigma + sigma_dot * theta
@@ -92,12 +100,13 @@ def layer_kernels(
         with_derivative: also keep Σ̇^l (otherwise ``nngp_derivative`` holds None).
     """
     x1 = jnp.asarray(x1)
-    x2 = x1 if x2 is None else jnp.asarray(x2)
+    same_inputs = x2 is None
+    x2 = x1 if same_inputs else jnp.asarray(x2)
     num_layers = arch.hidden_layers + 1
     keep = tuple(range(1, num_layers + 1)) if layers is None else tuple(layers)
     activation = get_activation(arch.activation)
     variances1 = _diagonal_recursion(arch, activation, x1)
-    variances2 = variances1 if x2 is x1 else _diagonal_recursion(arch, activation, x2)
+    variances2 = variances1 if same_inputs else _diagonal_recursion(arch, activation, x2)
 
     rows, cols = x1.shape[0], x2.shape[0]
     block = min(block_rows, rows)
@@ -116,6 +125,8 @@ def layer_kernels(
             x2,
             [v[start : start + block] for v in variances1_padded],
             variances2,
+            start,
+            same_inputs,
         )
         for kind, values in zip(kinds, pieces):
             for l in keep:
