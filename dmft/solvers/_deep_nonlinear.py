@@ -1,0 +1,635 @@
+r"""Deep nonlinear DMFT: the single-site process solved by Monte Carlo, marched causally in time.
+
+The process (derivations/dmft.md; notes §2), for layers ℓ = 1..L on the uniform grid t_k = k·dt,
+with Q = P + P_test points (test points have zero weight in Δ):
+
+    h^ℓ(t) = u^ℓ(t) + [𝒜^{ℓ-1} g^ℓ](t) + (γ0/P) ∫_0^t ds Σ_α Δ_α(s) Φ^{ℓ-1}_{μα}(t,s) g^ℓ_α(s)
+    z^ℓ(t) = r^ℓ(t) + [ℬ^ℓ φ^ℓ](t)     + (γ0/P) ∫_0^t ds Σ_α Δ_α(s) G^{ℓ+1}_{μα}(t,s) φ^ℓ_α(s)
+    g^ℓ = φ'(h^ℓ) z^ℓ,   u^ℓ ~ GP(0, Φ^{ℓ-1}),  r^ℓ ~ GP(0, G^{ℓ+1}),  G^{L+1} = 1,  Φ^0 = xx'/D
+    Φ^ℓ = ⟨φ(h^ℓ)φ(h^ℓ)ᵀ⟩,  G^ℓ = ⟨g^ℓ g^ℓᵀ⟩,  K = Σ_{ℓ=0}^{L} G^{ℓ+1}⊙Φ^ℓ,  ∂t Δ = −K Δ / P
+
+𝒜^ℓ = γ0 A^ℓ and ℬ^ℓ = γ0 B^ℓ are the discrete response operators (the measure ds absorbed):
+𝒜^ℓ(t,s) = ⟨∂φ(h^ℓ(t))/∂r^ℓ(s)⟩ (s < t) and ℬ^ℓ(t,s) = ⟨∂g^{ℓ+1}(t)/∂u^{ℓ+1}(s)⟩ (s ≤ t; the
+equal-time part ⟨φ''(h^{ℓ+1})z^{ℓ+1}⟩δ_{μα} is the Onsager term of W^T g(W φ)). They are
+estimated by Stein's lemma in whitened coordinates, which needs no φ'' (ReLU works): with
+u = 𝐋ε, ε standard normal and 𝐋 the block Cholesky factor of the source covariance,
+
+    ⟨∂F/∂u⟩ = ⟨(F − b) εᵀ⟩ 𝐋⁻¹,
+
+where b is a control variate with ⟨b εᵀ⟩ = 0 exactly (b = φ(u^ℓ) for 𝒜^ℓ, b = φ'(u^{ℓ+1}) r^{ℓ+1}
+for ℬ^ℓ: the lazy values of F, independent of ε); F − b = O(γ0 t) so the estimator's noise is
+O(γ0 t / √S) instead of O(1/√S). Near-singular directions of the conditional covariances
+(smooth-in-time sources, singular Φ^0 or G^{L+1} = 1) are dropped below a relative eigenvalue
+cutoff `rcond`: a direction the sources do not span carries no response. Entries known to vanish
+(e.g. ℬ off the diagonal at equal times, responses to test-point sources) are *not* zeroed: in
+the original coordinates 𝐋⁻¹ has huge entries whose cancellations against the smooth histories
+keep the noise O(1/√S) per whitened direction, and zeroing single entries destroys them.
+
+**Algorithm: causal time-marching with common random numbers.** All standard-normal draws ε are
+fixed up front. Everything at t_k depends only on rows ≤ k of the kernels, so one forward
+`lax.scan` over k computes, at each step: the forward pass ℓ = 1..L (new Cholesky row of Φ^{ℓ-1},
+sample u^ℓ(t_k) conditionally on its past, the 𝒜^{ℓ-1} row, h^ℓ(t_k), the Φ^ℓ row), the backward
+pass ℓ = L..1 (Cholesky row of G^{ℓ+1}, r^ℓ(t_k), the ℬ^ℓ row, z^ℓ and g^ℓ(t_k), the G^ℓ row),
+then K(t_k) and Δ(t_k). The result is exactly the fixed point of the Picard map with these draws
+(the reference algorithm's iteration, redrawing noise each sweep, never settles: notes §3, §7b):
+no damping or outer loop is needed. `check_sweeps > 0` re-applies the map with every kernel,
+response and Δ frozen at the marched values and reports the residual (max-abs change of Δ and
+of the equal-time kernels) per sweep; it must be at round-off level.
+
+**Time discretisation (order 2).** Memory integrals use the trapezoid rule; the endpoint s = t_k
+of the h-integral (whose g^ℓ(t_k) is not yet known) is linearly extrapolated from t_{k-1},
+t_{k-2}, keeping the march explicit; Δ uses the trapezoid rule (a P×P linear solve per step).
+The discrete process is itself a well-defined "network" (weights W(t_k) = W(0) + Σ_s w_ks ΔW_s),
+so its Stein responses are exact for it and the scheme is consistent of order 2 (tested).
+
+**Cost and memory.** Per step and layer: O(S·T·Q²) for sampling, kernel rows, Stein moments and
+the memory sums, O(Q·(TQ)²) for the Cholesky/response rows; in total O(L·T²Q²·(S + TQ)) flops.
+Memory (float64 words): per-sample state ≈ (4L − 2)·S·T·Q (φ and g histories, the draws), plus
+2(L − 1)·(TQ)² for the inverse Cholesky factors — O(S·T·Q + (TQ)²), never O(S·T²Q²).
+
+**Standard errors.** The S samples are split into `num_batches` groups; kernels are averaged per
+group at the final fixed point (batch means) and f per group follows from its own K. This counts
+the Monte Carlo noise of each estimate but not its feedback through the self-consistency, which
+is second order in the noise amplitude (O(1/S) bias, as is finite width itself).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from .._errors import InputError, SolveError
+from .._progress import progress_bar
+from ..spec import Spec
+from ._dmft import check_bool, check_int, check_mup, check_positive, input_kernel
+from ._sharding import constrain_samples, largest_divisor_at_most, sample_mesh, shard_samples
+from ._solution import Solution
+
+
+def _check_unit_interval(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 < value <= 1:
+        raise InputError(f"solver.{key} must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
+def _check_tol(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"solver.{key} must be a number, got {value!r}")
+    if value <= 0:
+        raise InputError(f"solver.{key} must be > 0, got {value!r}")
+    if value < 1e-15:
+        raise InputError(f"solver.{key} = {value!r} is impossible in float64 (use >= 1e-15)")
+    return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class MonteCarloDMFT:
+    """Self-consistent Monte Carlo DMFT for deep μP networks (any L >= 1, any φ).
+
+    See the module docstring for the equations and the algorithm (causal march with common
+    random numbers, Stein responses, second-order time stepping).
+
+    Attributes:
+        num_samples: Monte Carlo samples S of the single-site process (split into batches).
+        num_batches: groups of samples used for the standard errors (S must be a multiple).
+        dt: time step; None picks the largest step <= `max_dt` that ends on the last spec time.
+        max_dt: largest default time step.
+        seed: PRNG seed of the draws (the answer is independent of the number of devices).
+        rcond: relative eigenvalue cutoff of the conditional source covariances (Stein inverse).
+        control_variates: subtract the lazy values in the Stein estimators (less noise).
+        check_sweeps: Picard sweeps with frozen kernels after the march (0 = none); each reports
+            the residual, which must fall below `tol`.
+        tol: largest acceptable check residual (max-abs change of Δ and kernels).
+        max_iter: upper bound on `check_sweeps` (kept for the common solver options).
+        damping: mixing weight of the check sweeps' update (new = damping·F(x) + (1−damping)·x).
+        allow_unconverged: keep (and warn about) a result whose residual exceeds `tol`.
+        devices: number of devices to shard the samples over (None: all that divide S).
+    """
+
+    num_samples: int = 4096
+    num_batches: int = 8
+    dt: float | None = None
+    max_dt: float = 0.1
+    seed: int = 0
+    rcond: float = 1e-9
+    control_variates: bool = True
+    check_sweeps: int = 0
+    tol: float = 1e-8
+    max_iter: int = 10
+    damping: float = 1.0
+    allow_unconverged: bool = False
+    devices: int | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "num_samples", check_int("num_samples", self.num_samples, 1))
+        object.__setattr__(self, "num_batches", check_int("num_batches", self.num_batches, 1))
+        if self.num_samples % self.num_batches:
+            raise InputError(f"solver.num_samples = {self.num_samples} must be a multiple of "
+                             f"solver.num_batches = {self.num_batches}")
+        if self.dt is not None:
+            object.__setattr__(self, "dt", check_positive("dt", self.dt))
+        object.__setattr__(self, "max_dt", check_positive("max_dt", self.max_dt))
+        object.__setattr__(self, "seed", check_int("seed", self.seed, 0))
+        object.__setattr__(self, "rcond", _check_tol("rcond", self.rcond))
+        check_bool("control_variates", self.control_variates)
+        object.__setattr__(self, "check_sweeps", check_int("check_sweeps", self.check_sweeps, 0))
+        object.__setattr__(self, "tol", _check_tol("tol", self.tol))
+        object.__setattr__(self, "max_iter", check_int("max_iter", self.max_iter, 1))
+        object.__setattr__(self, "damping", _check_unit_interval("damping", self.damping))
+        check_bool("allow_unconverged", self.allow_unconverged)
+        if self.devices is not None:
+            object.__setattr__(self, "devices", check_int("devices", self.devices, 1))
+        if self.check_sweeps > self.max_iter:
+            raise InputError(f"solver.check_sweeps = {self.check_sweeps} exceeds "
+                             f"solver.max_iter = {self.max_iter}")
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> MonteCarloDMFT:
+        """From a spec's ``[solver]`` table; the key ``method`` is ignored."""
+        table = {key: value for key, value in table.items() if key != "method"}
+        known = {field.name for field in dataclasses.fields(cls)}
+        for key in table:
+            if key not in known:
+                raise InputError(f"unknown key solver.{key} for method 'monte_carlo' "
+                                 f"(known: {sorted(known)})")
+        return cls(**table)
+
+    # ------------------------------------------------------------------------------------------
+
+    def time_grid(self, times: np.ndarray) -> tuple[float, int]:
+        """(dt, number of steps n): the grid t_k = k·dt, k = 0..n, ends at the last spec time."""
+        t_end = float(times[-1])
+        if t_end == 0.0:
+            return (self.dt or self.max_dt), 0
+        target = self.dt if self.dt is not None else self.max_dt
+        steps = max(1, int(math.ceil(t_end / target - 1e-9)))
+        return t_end / steps, steps
+
+    def solve(self, spec: Spec) -> Solution:
+        """March the single-site process over the spec's times; see the module docstring."""
+        check_mup(spec)
+        from ..activations import get_activation
+
+        start = time.perf_counter()
+        arch, data = spec.architecture, spec.data
+        activation = get_activation(arch.activation)
+        num_layers = arch.hidden_layers
+        num_train = data.num_train
+        num_points = num_train + data.num_test
+        times = np.asarray(spec.training.times, dtype=np.float64)
+        dt, steps = self.time_grid(times)
+        num_grid = steps + 1
+        dtype = jnp.result_type(float)
+        if dtype != jnp.float64:
+            warnings.warn("MonteCarloDMFT runs in float32: enable jax_enable_x64 for float64",
+                          stacklevel=2)
+
+        n_dev = largest_divisor_at_most(self.num_samples, len(jax.devices())
+                                        if self.devices is None else self.devices)
+        if self.devices is not None and n_dev != self.devices:
+            raise InputError(f"solver.devices = {self.devices} does not divide solver.num_samples"
+                             f" = {self.num_samples} (or exceeds the {len(jax.devices())} devices)")
+        mesh = sample_mesh(n_dev) if n_dev > 1 else None
+
+        kx = jnp.asarray(input_kernel(spec), dtype)
+        y = jnp.asarray(data.y_train, dtype)
+        draws = _draw(jax.random.PRNGKey(self.seed), kx, self.num_samples, num_grid, num_layers)
+        if mesh is not None:
+            draws = jax.tree_util.tree_map(lambda x: shard_samples(x, mesh), draws)
+
+        config = _Config(
+            num_layers=num_layers, num_train=num_train, num_points=num_points,
+            num_grid=num_grid, num_samples=self.num_samples, num_batches=self.num_batches,
+            rcond=self.rcond, control_variates=self.control_variates, activation=activation,
+            mesh=mesh, keep_rows=self.check_sweeps > 0,
+        )
+        scalars = (jnp.asarray(dt, dtype), jnp.asarray(arch.gamma0, dtype))
+        bar = progress_bar(1 + self.check_sweeps, "DMFT monte carlo")
+        bar.set_postfix(steps=num_grid, S=self.num_samples, L=num_layers)
+        out = _march(config, *scalars, kx, y, draws)
+        out = jax.tree_util.tree_map(np.asarray, jax.block_until_ready(out))
+        bar.update(1)
+        _check_finite(out, dt)
+
+        residuals: list[float] = []
+        if self.check_sweeps:
+            frozen = out.pop("frozen")
+            for _ in range(self.check_sweeps):
+                new = _sweep(config, *scalars, kx, y, draws, frozen)
+                new = jax.tree_util.tree_map(np.asarray, jax.block_until_ready(new))
+                _check_finite(new, dt)
+                new_frozen = new.pop("frozen")
+                residual = _residual(new_frozen, frozen)
+                residuals.append(residual)
+                bar.set_postfix(residual=f"{residual:.2e}")
+                bar.update(1)
+                beta = self.damping
+                frozen = jax.tree_util.tree_map(lambda a, b: beta * a + (1 - beta) * b,
+                                                new_frozen, frozen)
+                out = new
+                if residual < self.tol:
+                    break
+        bar.close()
+        if residuals and residuals[-1] >= self.tol:
+            message = (f"DMFT did not converge: residual {residuals[-1]:.3g} > tol {self.tol:g} "
+                       f"after {len(residuals)} iterations")
+            if not self.allow_unconverged:
+                raise SolveError(message)
+            warnings.warn(message + " (kept: solver.allow_unconverged = true)", stacklevel=2)
+
+        return self._solution(spec, times, dt, steps, kx, out, residuals, n_dev,
+                              time.perf_counter() - start)
+
+    def _solution(self, spec, times, dt, steps, kx, out, residuals, n_dev, wall) -> Solution:
+        data = spec.data
+        num_train = data.num_train
+        num_layers = spec.architecture.hidden_layers
+        grid = dt * np.arange(steps + 1)
+        interp = _interpolation_matrix(grid, times)  # (T, T_grid)
+
+        def at_times(x):
+            return np.tensordot(interp, x, axes=(1, 0))
+
+        delta = out["delta"]  # (Tg, P)
+        ntk = out["ntk"]  # (Tg, Q, Q)
+        phi_kk, g_kk = out["phi"], out["g"]  # (Tg, L, Q, Q)
+        f_train = data.y_train - delta
+        has_test = data.num_test > 0
+
+        # per-batch estimates for the standard errors
+        phi_b, g_b = out["phi_batches"], out["g_batches"]  # (Tg, L, B, Q, Q)
+        ntk_b = _ntk(np.asarray(kx), phi_b, g_b)  # (Tg, B, Q, Q)
+        delta_b, ftest_b = _integrate_delta(ntk_b, data.y_train, dt, num_train)
+        loss_b = 0.5 * np.mean(delta_b**2, axis=-1)
+        per_batch = {
+            "f_train": data.y_train - delta_b,
+            "ntk": ntk_b[..., :num_train, :num_train],
+            "loss_train": loss_b,
+        }
+        for layer in range(num_layers):
+            per_batch[f"phi_L{layer + 1}"] = phi_b[:, layer, :, :num_train, :num_train]
+            per_batch[f"g_L{layer + 1}"] = g_b[:, layer, :, :num_train, :num_train]
+        if has_test:
+            per_batch["f_test"] = ftest_b
+            per_batch["ntk_test_train"] = ntk_b[..., num_train:, :num_train]
+            if data.y_test is not None:
+                per_batch["loss_test"] = 0.5 * np.mean((ftest_b - data.y_test) ** 2, axis=-1)
+        stderr = {}
+        if self.num_batches > 1:
+            b = self.num_batches
+            stderr = {key: at_times(np.std(value, axis=1, ddof=1) / np.sqrt(b))
+                      for key, value in per_batch.items()}
+
+        f_all = np.concatenate([f_train, out["f_test"]], axis=-1)
+        identity_gap = float(np.max(np.abs(out["f_identity"] - f_all)))
+        return Solution(
+            t=times,
+            f_train=at_times(f_train),
+            ntk=at_times(ntk[:, :num_train, :num_train]),
+            f_test=at_times(out["f_test"]) if has_test else None,
+            ntk_test_train=at_times(ntk[:, num_train:, :num_train]) if has_test else None,
+            phi=tuple(at_times(phi_kk[:, l, :num_train, :num_train]) for l in range(num_layers)),
+            g=tuple(at_times(g_kk[:, l, :num_train, :num_train]) for l in range(num_layers)),
+            stderr=stderr,
+            diagnostics={
+                "method": "monte_carlo",
+                "algorithm": "causal march, common random numbers, Stein responses",
+                "settings": dataclasses.asdict(self),
+                "num_samples": self.num_samples,
+                "dt": dt,
+                "steps": steps,
+                "iterations": 1 + len(residuals),
+                "residuals": residuals,
+                "min_source_rank": int(np.min(out["rank"])) if out["rank"].size else None,
+                # f = γ0⁻¹⟨z^L φ(h^L)⟩ holds for the exact process; the gap is MC + O(dt²).
+                "f_identity_gap": identity_gap,
+                "devices": n_dev,
+                "wall_time_s": wall,
+            },
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Implementation
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    num_layers: int
+    num_train: int
+    num_points: int
+    num_grid: int
+    num_samples: int
+    num_batches: int
+    rcond: float
+    control_variates: bool
+    activation: Any
+    mesh: Any
+    keep_rows: bool = False
+
+
+def _draw(key, kx, num_samples: int, num_grid: int, num_layers: int):
+    """All standard-normal draws, full (S, ...) arrays from the key (device-count independent).
+
+    u^1 ~ N(0, Φ^0) is static and r^L ~ N(0, 1) is one scalar per sample; the dynamic sources
+    u^ℓ (ℓ >= 2) and r^ℓ (ℓ <= L-1) get whitened draws ε of shape (S, T·Q), time-major.
+    """
+    num_points = kx.shape[0]
+    keys = jax.random.split(key, 2 * num_layers)
+    eigenvalues, eigenvectors = jnp.linalg.eigh(kx)
+    root = eigenvectors * jnp.sqrt(jnp.clip(eigenvalues, 0.0))  # root rootᵀ = Φ^0 (maybe singular)
+    u1 = jax.random.normal(keys[0], (num_samples, num_points), kx.dtype) @ root.T
+    r_last = jax.random.normal(keys[1], (num_samples,), kx.dtype)
+    shape = (num_samples, num_grid * num_points)
+    eps_u = tuple(jax.random.normal(keys[2 + i], shape, kx.dtype) for i in range(num_layers - 1))
+    eps_r = tuple(jax.random.normal(keys[1 + num_layers + i], shape, kx.dtype)
+                  for i in range(num_layers - 1))
+    return {"u1": u1, "r_last": r_last, "eps_u": eps_u, "eps_r": eps_r}
+
+
+def _block(x, k, width):
+    """Columns [k·width, (k+1)·width) of a 2-D array."""
+    return jax.lax.dynamic_slice_in_dim(x, k * width, width, axis=1)
+
+
+def _set_block(x, value, k, width):
+    return jax.lax.dynamic_update_slice_in_dim(x, value, k * width, axis=1)
+
+
+def _cholesky_row(linv, row, k, width, rcond):
+    """Append block row k to the inverse block-Cholesky factor 𝐋⁻¹ of a covariance 𝐂.
+
+    `row` = 𝐂[k, :] (width × T·width, zero beyond block k). With 𝐋_{k,<k} = 𝐂_{k,<k} 𝐋_{<k}^{-T}
+    and the conditional covariance 𝐒 = 𝐂_kk − 𝐋_{k,<k}𝐋_{k,<k}ᵀ = V λ Vᵀ, we take the symmetric
+    root 𝐋_kk = V √λ Vᵀ, dropping λ <= rcond·max diag 𝐂_kk (pseudo-inverse), and
+    𝐋⁻¹_{k,:} = [−𝐋_kk⁺ 𝐋_{k,<k} 𝐋⁻¹_{<k}, 𝐋_kk⁺]. Returns (𝐋⁻¹, 𝐋_{k,:<k}, 𝐋_kk, rank).
+    """
+    l_row = row @ linv.T  # rows >= k of linv are still zero
+    ckk = _block(row, k, width)
+    schur = ckk - l_row @ l_row.T
+    schur = 0.5 * (schur + schur.T)
+    lam, vec = jnp.linalg.eigh(schur)
+    keep = lam > rcond * jnp.max(jnp.diag(ckk))
+    safe = jnp.where(keep, lam, 1.0)
+    root = (vec * jnp.where(keep, jnp.sqrt(safe), 0.0)) @ vec.T
+    root_pinv = (vec * jnp.where(keep, 1.0 / jnp.sqrt(safe), 0.0)) @ vec.T
+    new = -(root_pinv @ (l_row @ linv))
+    new = _set_block(new, root_pinv, k, width)
+    linv = jax.lax.dynamic_update_slice_in_dim(linv, new, k * width, axis=0)
+    return linv, l_row, root, jnp.sum(keep)
+
+
+def _ntk(kx, phi, g):
+    """K = G^1⊙Φ^0 + Σ_{ℓ=1}^{L-1} G^{ℓ+1}⊙Φ^ℓ + Φ^L; phi, g (Tg, L, ..., Q, Q)."""
+    phi = np.moveaxis(phi, 1, 0)  # layer axis first
+    g = np.moveaxis(g, 1, 0)
+    ntk = g[0] * kx + phi[-1]
+    for layer in range(1, phi.shape[0]):
+        ntk = ntk + g[layer] * phi[layer - 1]
+    return ntk
+
+
+def _integrate_delta(ntk, y, dt, num_train):
+    """Δ(t), f_test(t) from K(t) on the grid by the trapezoid rule; ntk (Tg, ..., Q, Q)."""
+    c = dt / (2 * num_train)
+    num_grid = ntk.shape[0]
+    batch_shape = ntk.shape[1:-2]
+    eye = np.eye(num_train)
+    delta = np.empty((num_grid, *batch_shape, num_train))
+    f_test = np.zeros((num_grid, *batch_shape, ntk.shape[-1] - num_train))
+    delta[0] = y
+    for k in range(1, num_grid):
+        k_prev, k_now = ntk[k - 1], ntk[k]
+        rhs = delta[k - 1] - c * np.einsum("...ij,...j->...i", k_prev[..., :num_train, :num_train],
+                                           delta[k - 1])
+        delta[k] = np.linalg.solve(eye + c * k_now[..., :num_train, :num_train], rhs[..., None])[..., 0]
+        f_test[k] = f_test[k - 1] + c * (
+            np.einsum("...ij,...j->...i", k_prev[..., num_train:, :num_train], delta[k - 1])
+            + np.einsum("...ij,...j->...i", k_now[..., num_train:, :num_train], delta[k]))
+    return delta, f_test
+
+
+def _interpolation_matrix(grid: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Weights (T, T_grid) of 4-point Lagrange interpolation (exact on grid points)."""
+    n = grid.shape[0]
+    out = np.zeros((times.shape[0], n))
+    if n == 1:
+        out[:, 0] = 1.0
+        return out
+    dt = grid[1] - grid[0]
+    for i, t in enumerate(times):
+        x = t / dt
+        nearest = int(round(x))
+        if abs(x - nearest) < 1e-9:
+            out[i, min(nearest, n - 1)] = 1.0
+            continue
+        lo = min(max(int(math.floor(x)) - 1, 0), max(n - 4, 0))
+        nodes = list(range(lo, min(lo + 4, n)))
+        for j in nodes:
+            w = 1.0
+            for m in nodes:
+                if m != j:
+                    w *= (x - m) / (j - m)
+            out[i, j] = w
+    return out
+
+
+def _check_finite(out, dt):
+    for name in ("delta", "ntk", "phi", "g"):
+        value = out[name]
+        bad = ~np.all(np.isfinite(value.reshape(value.shape[0], -1)), axis=1)
+        if bad.any():
+            k = int(np.argmax(bad))
+            raise SolveError(f"DMFT diverged: non-finite {name} at t = {k * dt:g} (step {k}); "
+                             "try a smaller solver.dt")
+
+
+def _residual(new, old) -> float:
+    """Max-abs change of every frozen quantity (kernel and response rows, Δ)."""
+    leaves = zip(jax.tree_util.tree_leaves(new), jax.tree_util.tree_leaves(old))
+    return float(max(np.max(np.abs(a - b)) for a, b in leaves))
+
+
+@partial(jax.jit, static_argnums=0)
+def _march(config: _Config, dt, gamma0, kx, y, draws):
+    return _run(config, dt, gamma0, kx, y, draws, frozen=None)
+
+
+@partial(jax.jit, static_argnums=0)
+def _sweep(config: _Config, dt, gamma0, kx, y, draws, frozen):
+    return _run(config, dt, gamma0, kx, y, draws, frozen=frozen)
+
+
+def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
+    """One causal pass over the grid. With `frozen` (a previous pass's rows) it is a Jacobi
+    (Picard) sweep that uses those rows instead of the ones it computes; otherwise the
+    Gauss–Seidel march, whose result is the fixed point."""
+    L, P, Q, T = config.num_layers, config.num_train, config.num_points, config.num_grid
+    S, B = config.num_samples, config.num_batches
+    TQ = T * Q
+    act = config.activation
+    phi_fn, dphi_fn = act.phi, act.dphi
+    mesh = config.mesh
+    dtype = kx.dtype
+    scale = gamma0 / P
+    u1, r_last = draws["u1"], draws["r_last"]
+    eps_u, eps_r = draws["eps_u"], draws["eps_r"]
+    time_index = jnp.arange(T)
+
+    def mean_outer(a, b):
+        return a.T @ b / S
+
+    def step(carry, k):
+        phi_h, g_h, linv_u, linv_r, delta_h, k_prev, ftest_prev = carry
+        phi_h, g_h = list(phi_h), list(g_h)
+        linv_u, linv_r = list(linv_u), list(linv_r)
+        fz = None if frozen is None else jax.tree_util.tree_map(lambda x: x[k], frozen["rows"])
+
+        # Memory weights (γ0/P)·w_s·Δ_α(s): trapezoid on s < k; the endpoint s = k separately.
+        w = jnp.where(time_index < k, dt, 0.0).at[0].multiply(0.5)
+        delta_src = delta_h if frozen is None else frozen["delta"]
+        d1 = delta_src[jnp.maximum(k - 1, 0)]
+        d2 = delta_src[jnp.maximum(k - 2, 0)]
+        delta_end = jnp.where(k >= 2, 2 * d1 - d2, d1)
+        w_end = jnp.where(k >= 1, 0.5 * dt, 0.0)
+        pad = jnp.zeros((T, Q - P), dtype)
+        dw = scale * w[:, None] * jnp.concatenate([delta_src, pad], axis=1)  # (T, Q)
+        dend = jnp.concatenate([delta_end, jnp.zeros(Q - P, dtype)]) * (scale * w_end)  # (Q,)
+        dw_z = dw.at[k].set(dend)
+
+        rank = []
+        u_now, h_now, phi_now, r_now, g_now = {}, {}, {}, {}, {}
+        phi_rows, phi_kk, g_rows, g_kk = {}, {}, {}, {}
+        rows_out = {}
+
+        # ---- forward pass ℓ = 1..L
+        for l in range(1, L + 1):
+            if l == 1:
+                u = u1
+                coef = kx[:, None, :] * dw[None]  # Φ^0 is static
+                prev_kk = kx
+            else:
+                src_row = phi_rows[l - 1] if fz is None else fz[f"phi{l - 1}"]
+                linv, l_row, l_kk, kept = _cholesky_row(linv_u[l - 2], src_row, k, Q, config.rcond)
+                linv_u[l - 2] = linv
+                rank.append(kept)
+                eps = eps_u[l - 2]
+                u = eps @ l_row.T + _block(eps, k, Q) @ l_kk.T
+                coef = src_row.reshape(Q, T, Q) * dw[None]
+                # 𝒜^{l-1}(t_k, s<k): response of φ(h^{l-1}(t_k)) to r^{l-1}, by Stein
+                resid = phi_now[l - 1]
+                if config.control_variates:
+                    resid = resid - phi_fn(u_now[l - 1])
+                moment = mean_outer(resid, eps_r[l - 2])
+                a_row = (moment @ linv_r[l - 2]).reshape(Q, T, Q)
+                rows_out[f"A{l - 1}"] = a_row.reshape(Q, TQ)
+                if fz is not None:
+                    a_row = fz[f"A{l - 1}"].reshape(Q, T, Q)
+                coef = coef + a_row
+                prev_kk = phi_kk[l - 1] if fz is None else _block(fz[f"phi{l - 1}"], k, Q)
+            u = constrain_samples(u, mesh)
+            g_prev1 = _block(g_h[l - 1], jnp.maximum(k - 1, 0), Q)
+            g_prev2 = _block(g_h[l - 1], jnp.maximum(k - 2, 0), Q)
+            g_end = jnp.where(k >= 2, 2 * g_prev1 - g_prev2, g_prev1)
+            h = u + g_h[l - 1] @ coef.reshape(Q, TQ).T + g_end @ (prev_kk * dend[None, :]).T
+            h = constrain_samples(h, mesh)
+            act_h = phi_fn(h)
+            phi_h[l - 1] = _set_block(phi_h[l - 1], act_h, k, Q)
+            if l < L:
+                phi_rows[l] = mean_outer(act_h, phi_h[l - 1])
+                phi_kk[l] = _block(phi_rows[l], k, Q)
+                rows_out[f"phi{l}"] = phi_rows[l]
+            else:
+                phi_kk[l] = mean_outer(act_h, act_h)
+            u_now[l], h_now[l], phi_now[l] = u, h, act_h
+
+        # ---- backward pass ℓ = L..1
+        for l in range(L, 0, -1):
+            if l == L:
+                r = jnp.broadcast_to(r_last[:, None], (S, Q))
+                coef = jnp.broadcast_to(dw_z[None], (Q, T, Q))  # G^{L+1} = 1
+            else:
+                src_row = g_rows[l + 1] if fz is None else fz[f"g{l + 1}"]
+                linv, l_row, l_kk, kept = _cholesky_row(linv_r[l - 1], src_row, k, Q, config.rcond)
+                linv_r[l - 1] = linv
+                rank.append(kept)
+                eps = eps_r[l - 1]
+                r = eps @ l_row.T + _block(eps, k, Q) @ l_kk.T
+                coef = src_row.reshape(Q, T, Q) * dw_z[None]
+                # ℬ^l(t_k, s<=k): response of g^{l+1}(t_k) to u^{l+1}, by Stein
+                resid = g_now[l + 1]
+                if config.control_variates:
+                    resid = resid - dphi_fn(u_now[l + 1]) * r_now[l + 1]
+                moment = mean_outer(resid, eps_u[l - 1])
+                b_row = (moment @ linv_u[l - 1]).reshape(Q, T, Q)
+                rows_out[f"B{l}"] = b_row.reshape(Q, TQ)
+                if fz is not None:
+                    b_row = fz[f"B{l}"].reshape(Q, T, Q)
+                coef = coef + b_row
+            r = constrain_samples(r, mesh)
+            z = r + phi_h[l - 1] @ coef.reshape(Q, TQ).T
+            grad = dphi_fn(h_now[l]) * z
+            grad = constrain_samples(grad, mesh)
+            g_h[l - 1] = _set_block(g_h[l - 1], grad, k, Q)
+            if l > 1:
+                g_rows[l] = mean_outer(grad, g_h[l - 1])
+                g_kk[l] = _block(g_rows[l], k, Q)
+                rows_out[f"g{l}"] = g_rows[l]
+            else:
+                g_kk[l] = mean_outer(grad, grad)
+            r_now[l], g_now[l] = r, grad
+            if l == L:
+                f_identity = jnp.mean(z * phi_now[L], axis=0) / gamma0
+
+        # ---- NTK and the error signal (trapezoid)
+        ntk = g_kk[1] * kx + phi_kk[L]
+        for l in range(1, L):
+            ntk = ntk + g_kk[l + 1] * phi_kk[l]
+        c = dt / (2 * P)
+        d_prev = delta_h[jnp.maximum(k - 1, 0)]
+        rhs = d_prev - c * (k_prev[:P, :P] @ d_prev)
+        d_new = jnp.linalg.solve(jnp.eye(P, dtype=dtype) + c * ntk[:P, :P], rhs)
+        d_new = jnp.where(k == 0, y, d_new)
+        f_test = ftest_prev + c * (k_prev[P:, :P] @ d_prev + ntk[P:, :P] @ d_new)
+        f_test = jnp.where(k == 0, jnp.zeros_like(f_test), f_test)
+        delta_h = delta_h.at[k].set(d_new)
+
+        def batch_means(x):
+            xb = x.reshape(B, S // B, Q)
+            return jnp.einsum("bsi,bsj->bij", xb, xb) / (S // B)
+
+        out = {
+            "delta": d_new,
+            "f_test": f_test,
+            "ntk": ntk,
+            "phi": jnp.stack([phi_kk[l] for l in range(1, L + 1)]),
+            "g": jnp.stack([g_kk[l] for l in range(1, L + 1)]),
+            "phi_batches": jnp.stack([batch_means(phi_now[l]) for l in range(1, L + 1)]),
+            "g_batches": jnp.stack([batch_means(g_now[l]) for l in range(1, L + 1)]),
+            "f_identity": f_identity,
+            "rank": jnp.stack(rank) if rank else jnp.zeros((0,), jnp.int32),
+            "rows": rows_out if config.keep_rows else {},
+        }
+        carry = (tuple(phi_h), tuple(g_h), tuple(linv_u), tuple(linv_r), delta_h, ntk, f_test)
+        return carry, out
+
+    zeros_hist = tuple(constrain_samples(jnp.zeros((S, TQ), dtype), mesh) for _ in range(L))
+    linv0 = tuple(jnp.zeros((TQ, TQ), dtype) for _ in range(L - 1))
+    carry0 = (zeros_hist, zeros_hist, linv0, linv0, jnp.zeros((T, P), dtype),
+              jnp.zeros((Q, Q), dtype), jnp.zeros((Q - P,), dtype))
+    carry, outs = jax.lax.scan(step, carry0, jnp.arange(T))
+    rows = outs.pop("rows")
+    if config.keep_rows:  # what a check sweep freezes: kernel and response rows, and Δ
+        outs["frozen"] = {"rows": rows, "delta": outs["delta"]}
+    return outs
