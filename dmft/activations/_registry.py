@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import keyword
 import re
 
-import jax
 import jax.numpy as jnp
+import numpy as np
 import jax.scipy.special as jsp
 import sympy as sp
+from sympy import Poly
 from sympy.parsing.sympy_parser import convert_xor, parse_expr, standard_transformations
 
 from .._errors import InputError
 from ._activation import Activation
-from ._quadrature import Mehler
-from ._symbols import X
+from ._polynomial import polynomial_dual
+from ._quadrature import Mehler, PiecewiseGaussLegendre, choose_mehler_order
+from ._symbols import C, Q1, Q2, X
 from ._table import TABLE
 
 # Names of activations without a closed form, defined by their SymPy expression.
@@ -59,24 +62,32 @@ def known_activations() -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=256)
-def get_activation(name_or_expr: str) -> Activation:
+def get_activation(name_or_expr: str, tier: str | None = None) -> Activation:
     """The `Activation` for a known name or a SymPy expression in x (e.g. "x*tanh(x)").
 
-    Raises `InputError` naming the value when it is neither.
+    The tier is the most exact one that applies: a table entry (also when the expression is a
+    rescaling α ψ(β x) of one, e.g. "Max(x, 0)", "2*erf(x/2)"), then the polynomial rule, then
+    quadrature. `tier` forces one ("closed-form", "polynomial", "quadrature"), e.g. to
+    cross-check a closed form numerically. Raises `InputError` naming the value on bad input.
     """
+    if tier not in (None, "closed-form", "polynomial", "quadrature"):
+        raise InputError(f"activation tier must be closed-form, polynomial or quadrature, got {tier!r}")
     if not isinstance(name_or_expr, str) or not name_or_expr.strip():
         raise InputError(f"activation must be a non-empty string, got {name_or_expr!r}")
     text = name_or_expr.strip()
     key = _ALIASES.get(text.lower(), text.lower())
-    if key in TABLE:
-        return TABLE[key]()
     match = re.fullmatch(r"leaky_relu\(\s*([0-9.eE+\-]+)\s*\)", key)
-    if match:
+    if tier in (None, "closed-form") and key in TABLE:
+        return TABLE[key]()
+    if tier in (None, "closed-form") and match:
         return TABLE["leaky_relu"](float(match.group(1)))
+    if key in TABLE or match:
+        entry = TABLE[key]() if key in TABLE else TABLE["leaky_relu"](float(match.group(1)))
+        return _from_expression(entry.expr, entry.name, tier)
     if key in _NAMED_EXPRESSIONS:
-        return _from_expression(_NAMED_EXPRESSIONS[key], key)
+        return _from_expression(_NAMED_EXPRESSIONS[key], key, tier)
     expr = parse_activation(text)
-    return _from_expression(expr, str(expr))
+    return _from_expression(expr, str(expr), tier)
 
 
 def parse_activation(text: str) -> sp.Expr:
@@ -111,7 +122,11 @@ def parse_activation(text: str) -> sp.Expr:
 
 
 def lambdify_x(expr: sp.Expr):
-    """φ as an elementwise JAX function (erf etc. mapped to jax.scipy; jit-safe)."""
+    """φ as an elementwise JAX function (erf etc. mapped to jax.scipy; jit-safe).
+
+    DiracDelta terms (from differentiating Heaviside/sign) are dropped: φ' is taken almost
+    everywhere; activations whose φ jumps are rejected before this matters (see `_kinks`).
+    """
     expr = expr.replace(sp.DiracDelta, lambda *args: sp.Integer(0))
     f = sp.lambdify([X], expr, modules=_JAX_MODULES, cse=True)
 
@@ -121,16 +136,174 @@ def lambdify_x(expr: sp.Expr):
     return elementwise
 
 
-def _from_expression(expr: sp.Expr, name: str) -> Activation:
+# ---------------------------------------------------------------------------------------------
+# Recognising table entries: φ(x) = α ψ(β x) with ψ in the table has
+#   K_φ(q1, q2, c) = α² K_ψ(β²q1, β²q2, β²c),   K̇_φ = α²β² K̇_ψ(β²q1, β²q2, β²c).
+# ---------------------------------------------------------------------------------------------
+
+_FINGERPRINT = np.concatenate([np.linspace(-4.3, 4.1, 29), [-1e-3, 1e-3, 0.5, -0.5]])
+
+
+def _numpy_function(expr: sp.Expr):
+    return sp.lambdify([X], expr.replace(sp.DiracDelta, lambda *a: sp.Integer(0)), modules=["scipy", "numpy"])
+
+
+def _values(expr: sp.Expr) -> np.ndarray | None:
+    f = _numpy_function(expr)
+    with np.errstate(all="ignore"):
+        try:
+            vals = np.broadcast_to(np.asarray(f(_FINGERPRINT), dtype=np.float64), _FINGERPRINT.shape)
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+            return None
+    return vals if np.all(np.isfinite(vals)) else None
+
+
+def _same_function(a: sp.Expr, b: sp.Expr) -> bool:
+    """Equal as functions of x: structurally, or numerically at 33 fixed points (to 1e-13)."""
+    if a == b:
+        return True
+    va, vb = _values(a), _values(b)
+    return va is not None and vb is not None and np.allclose(va, vb, rtol=1e-13, atol=1e-13)
+
+
+def _table_match(expr: sp.Expr) -> tuple[Activation, float, float] | None:
+    """(entry, α, β) with expr = α·entry(β x), or None."""
+    entries = [make() for make in TABLE.values()]
+    alpha, rest = expr.as_coeff_Mul()
+    candidates = [(sp.Integer(1), expr), (alpha, rest)] if alpha != 1 else [(sp.Integer(1), expr)]
+    for a, body in candidates:
+        beta = sp.Integer(1)
+        if len(body.args) >= 1 and isinstance(body, sp.Function | sp.Max | sp.Min | sp.Abs):
+            args = [arg for arg in body.args if arg != 0]
+            if len(args) == 1:
+                b, r = args[0].as_coeff_Mul()
+                if r == X and b != 0:
+                    beta = b
+        if isinstance(body, sp.exp):  # exp(β' x²) with β' < 0: a Gaussian of width 1/√(−2β')
+            b, r = body.args[0].as_coeff_Mul()
+            if r == X**2 and b < 0:
+                beta = sp.sqrt(-2 * b)
+        scaled = body.subs(X, X / beta) if beta != 1 else body
+        for entry in entries:
+            if _same_function(scaled, entry.expr):
+                return entry, float(a), float(beta)
+    return None
+
+
+def _scaled(entry: Activation, alpha: float, beta: float, expr: sp.Expr, name: str) -> Activation:
+    if alpha == 1 and beta == 1:
+        return dataclasses.replace(entry, name=name if name in TABLE else entry.name, expr=expr)
+    a2, b2 = alpha * alpha, beta * beta
+    sub = {Q1: b2 * Q1, Q2: b2 * Q2, C: b2 * C}
+    return dataclasses.replace(
+        entry, name=name, expr=expr,
+        dual_expr=sp.nsimplify(a2) * entry.dual_expr.subs(sub, simultaneous=True),
+        dual_derivative_expr=sp.nsimplify(a2 * b2) * entry.dual_derivative_expr.subs(sub, simultaneous=True),
+        method=f"{entry.method}, rescaled: {alpha:g}·{entry.name}({beta:g}·x)",
+        _phi=lambda x: alpha * entry._phi(beta * x),
+        _dphi=lambda x: alpha * beta * entry._dphi(beta * x),
+        _dual=lambda q1, q2, c: a2 * entry._dual(b2 * q1, b2 * q2, b2 * c),
+        _dual_derivative=lambda q1, q2, c: a2 * b2 * entry._dual_derivative(b2 * q1, b2 * q2, b2 * c),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Kinks of user expressions.
+# ---------------------------------------------------------------------------------------------
+
+
+def _kinks(expr: sp.Expr, text: str) -> tuple[float, ...]:
+    """The real points where φ (or φ') may be non-smooth: zeros of Abs/Heaviside/sign arguments,
+    crossings of Max/Min arguments, and Piecewise condition boundaries."""
+    conditions = []
+    for f in expr.atoms(sp.Abs, sp.Heaviside, sp.sign):
+        conditions.append(f.args[0])
+    for f in expr.atoms(sp.Max, sp.Min):
+        conditions += [a - b for i, a in enumerate(f.args) for b in f.args[i + 1:]]
+    for f in expr.atoms(sp.Piecewise):
+        for _, cond in f.args:
+            conditions += [r.lhs - r.rhs for r in cond.atoms(sp.core.relational.Relational)]
+    points: set[float] = set()
+    for g in conditions:
+        if X not in g.free_symbols:
+            continue
+        roots = sp.solveset(g, X, domain=sp.S.Reals)
+        if not isinstance(roots, sp.FiniteSet):
+            raise InputError(f"activation {text!r}: cannot locate its kinks (where {g} = 0)")
+        points |= {float(r) for r in roots}
+    kinks = tuple(sorted(points))
+    phi = _numpy_function(expr)
+    for k in kinks:
+        h = 1e-9 * max(1.0, abs(k))
+        with np.errstate(all="ignore"):
+            left, right = float(phi(k - h)), float(phi(k + h))
+        if not abs(right - left) <= 1e-6 * max(1.0, abs(left), abs(right)):
+            raise InputError(
+                f"activation {text!r} jumps at x = {k:g}: its NTK needs φ' = δ terms, supported "
+                f"only for the table entries 'step' and 'sign' (and their rescalings)"
+            )
+    return kinks
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _from_expression(expr: sp.Expr, name: str, tier: str | None = None) -> Activation:
+    """The best tier for φ = expr: table (possibly rescaled), polynomial, or quadrature."""
+    if tier in (None, "closed-form"):
+        match = _table_match(expr)
+        if match is not None:
+            return _scaled(*match, expr=expr, name=name)
+        if tier == "closed-form":
+            raise InputError(f"activation {name!r}: no closed-form dual in the table")
+    if tier in (None, "polynomial") and expr.is_polynomial(X):
+        K, Kdot, amplification = polynomial_dual(expr)
+        phi, dphi = lambdify_x(expr), lambdify_x(sp.diff(expr, X))
+        dual = sp.lambdify([Q1, Q2, C], K, modules="jax", cse=True)
+        ddual = sp.lambdify([Q1, Q2, C], Kdot, modules="jax", cse=True)
+        return Activation(
+            name=name, expr=expr, tier="polynomial", dual_expr=K, dual_derivative_expr=Kdot,
+            dual_error=min(1e-15 * Poly(expr, X).degree() * amplification * 4, 1.0),
+            method="Isserlis' theorem (exact polynomial)",
+            _phi=phi, _dphi=dphi, _dual=_broadcasting(dual), _dual_derivative=_broadcasting(ddual),
+        )
+    if tier == "polynomial":
+        raise InputError(f"activation {name!r} is not a polynomial in x")
+    return _quadrature_activation(expr, name)
+
+
+def _broadcasting(f):
+    def dual(q1, q2, c):
+        shape = jnp.broadcast_shapes(q1.shape, q2.shape, c.shape)
+        return jnp.broadcast_to(f(q1, q2, c), shape).astype(jnp.result_type(q1, q2, c))
+
+    return dual
+
+
+MEHLER_ORDERS = (128, 256, 512, 1024)
+MEHLER_Q_GOAL = 5.0  # variances up to this are the common case (unit-norm inputs, σ_w ≲ 2)
+KINKED_ERROR = 1e-10
+
+
+def _quadrature_activation(expr: sp.Expr, name: str) -> Activation:
     phi = lambdify_x(expr)
     dphi = lambdify_x(sp.diff(expr, X))
-    method = Mehler()
-    q_max = method.validated_range((phi, dphi), QUADRATURE_TARGET)
+    kinks = _kinks(expr, name)
+    if kinks:
+        method = PiecewiseGaussLegendre(kinks=kinks)
+        description = (f"kink-aware 2-D Gauss–Legendre ({method.nodes} nodes × {method.panels} "
+                       f"panels, split at the kinks x = {', '.join(f'{k:g}' for k in kinks)})")
+        error = KINKED_ERROR
+    else:
+        order, q_max = choose_mehler_order(
+            (_numpy_function(expr), _numpy_function(sp.diff(expr, X))), QUADRATURE_TARGET,
+            MEHLER_Q_GOAL, MEHLER_ORDERS)
+        method = Mehler(order=order)
+        description = (f"Mehler series of order {method.order} ({method.nodes}-node Gauss–Hermite "
+                       f"coefficients); error bound holds for q1, q2 ≤ {q_max:.3g}")
+        error = 10 * QUADRATURE_TARGET
     return Activation(
         name=name, expr=expr, tier="quadrature", dual_expr=None, dual_derivative_expr=None,
-        dual_error=1e-10,
-        method=f"Mehler series order {method.order} ({method.nodes}-node Gauss–Hermite "
-               f"coefficients); error ≤ 1e-10 for q ≤ {q_max:.3g}",
-        _phi=phi, _dphi=dphi,
+        dual_error=error, method=description, _phi=phi, _dphi=dphi,
         _dual=functools.partial(method.dual, phi), _dual_derivative=functools.partial(method.dual, dphi),
     )
