@@ -108,11 +108,19 @@ class MonteCarloDMFT:
         seed: PRNG seed of the draws (the answer is independent of the number of devices).
         rcond: relative eigenvalue cutoff of the conditional source covariances (Stein inverse).
         control_variates: subtract the lazy values in the Stein estimators (less noise).
-        check_sweeps: Picard sweeps with frozen kernels after the march (0 = none); each reports
-            the residual, which must fall below `tol`.
-        tol: largest acceptable check residual (max-abs change of Δ and kernels).
-        max_iter: upper bound on `check_sweeps` (kept for the common solver options).
-        damping: mixing weight of the check sweeps' update (new = damping·F(x) + (1−damping)·x).
+        kernel_control_variates: estimate the reported equal-time kernels (and the NTK that
+            drives Δ) as ⟨F⟩ − ⟨F_lazy⟩ + E[F_lazy], with E[F_lazy] the exact dual kernels of
+            `dmft.activations`: exact at t = 0, noise O(γ0 t/√S) instead of O(1/√S).
+        schedule: "march" (default): the Gauss–Seidel causal march, which lands on the fixed
+            point in one pass; "picard": the reference algorithm's Jacobi iteration (with common
+            random numbers) from the lazy kernels, up to `max_iter` sweeps until the residual
+            < `tol` — slower, kept as an independent check of the march.
+        check_sweeps: with "march", Picard sweeps after the march with every row frozen; each
+            reports the residual (round-off level at the fixed point).
+        tol: convergence tolerance on the residual (max-abs change of Δ, kernel and response
+            rows between sweeps).
+        max_iter: most Picard sweeps ("picard"), upper bound on `check_sweeps`.
+        damping: mixing weight of a sweep's update, x ← damping·F(x) + (1 − damping)·x.
         allow_unconverged: keep (and warn about) a result whose residual exceeds `tol`.
         devices: number of devices to shard the samples over (None: all that divide S).
     """
@@ -124,6 +132,8 @@ class MonteCarloDMFT:
     seed: int = 0
     rcond: float = 1e-9
     control_variates: bool = True
+    kernel_control_variates: bool = True
+    schedule: str = "march"
     check_sweeps: int = 0
     tol: float = 1e-8
     max_iter: int = 10
@@ -143,6 +153,9 @@ class MonteCarloDMFT:
         object.__setattr__(self, "seed", check_int("seed", self.seed, 0))
         object.__setattr__(self, "rcond", _check_tol("rcond", self.rcond))
         check_bool("control_variates", self.control_variates)
+        check_bool("kernel_control_variates", self.kernel_control_variates)
+        if self.schedule not in ("march", "picard"):
+            raise InputError(f'solver.schedule must be "march" or "picard", got {self.schedule!r}')
         object.__setattr__(self, "check_sweeps", check_int("check_sweeps", self.check_sweeps, 0))
         object.__setattr__(self, "tol", _check_tol("tol", self.tol))
         object.__setattr__(self, "max_iter", check_int("max_iter", self.max_iter, 1))
@@ -212,20 +225,29 @@ class MonteCarloDMFT:
             num_layers=num_layers, num_train=num_train, num_points=num_points,
             num_grid=num_grid, num_samples=self.num_samples, num_batches=self.num_batches,
             rcond=self.rcond, control_variates=self.control_variates, activation=activation,
-            mesh=mesh, keep_rows=self.check_sweeps > 0,
+            mesh=mesh, keep_rows=self.check_sweeps > 0 or self.schedule == "picard",
+            kernel_control_variates=self.kernel_control_variates,
         )
         scalars = (jnp.asarray(dt, dtype), jnp.asarray(arch.gamma0, dtype))
-        bar = progress_bar(1 + self.check_sweeps, "DMFT monte carlo")
+        picard = self.schedule == "picard"
+        sweeps = self.max_iter if picard else self.check_sweeps
+        bar = progress_bar(1 + sweeps, f"DMFT monte carlo ({self.schedule})")
         bar.set_postfix(steps=num_grid, S=self.num_samples, L=num_layers)
-        out = _march(config, *scalars, kx, y, draws)
+        if picard:
+            # initial guess: the lazy (γ0 → 0) kernels of the same draws, zero-drift fields
+            lazy = (scalars[0], scalars[1] * 1e-30)
+            out = _march(config, *lazy, kx, y, draws)
+        else:
+            out = _march(config, *scalars, kx, y, draws)
         out = jax.tree_util.tree_map(np.asarray, jax.block_until_ready(out))
         bar.update(1)
-        _check_finite(out, dt)
+        if not picard:
+            _check_finite(out, dt)
 
         residuals: list[float] = []
-        if self.check_sweeps:
+        if sweeps:
             frozen = out.pop("frozen")
-            for _ in range(self.check_sweeps):
+            for _ in range(sweeps):
                 new = _sweep(config, *scalars, kx, y, draws, frozen)
                 new = jax.tree_util.tree_map(np.asarray, jax.block_until_ready(new))
                 _check_finite(new, dt)
@@ -337,6 +359,7 @@ class _Config:
     activation: Any
     mesh: Any
     keep_rows: bool = False
+    kernel_control_variates: bool = True
 
 
 def _draw(key, kx, num_samples: int, num_grid: int, num_layers: int):
@@ -365,6 +388,18 @@ def _block(x, k, width):
 
 def _set_block(x, value, k, width):
     return jax.lax.dynamic_update_slice_in_dim(x, value, k * width, axis=1)
+
+
+def _dual(act, cov):
+    """E[φ(u)φ(v)] for the covariance matrices `cov` (..., Q, Q)."""
+    q = jnp.diagonal(cov, axis1=-2, axis2=-1)
+    return act.dual(q[..., :, None], q[..., None, :], cov)
+
+
+def _dual_derivative(act, cov):
+    """E[φ'(u)φ'(v)] for the covariance matrices `cov` (..., Q, Q)."""
+    q = jnp.diagonal(cov, axis1=-2, axis2=-1)
+    return act.dual_derivative(q[..., :, None], q[..., None, :], cov)
 
 
 def _cholesky_row(linv, row, k, width, rcond):
@@ -490,6 +525,10 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
     def mean_outer(a, b):
         return a.T @ b / S
 
+    def batch_means(x):
+        xb = x.reshape(B, S // B, Q)
+        return jnp.einsum("bsi,bsj->bij", xb, xb) / (S // B)
+
     def step(carry, k):
         phi_h, g_h, linv_u, linv_r, delta_h, k_prev, ftest_prev = carry
         phi_h, g_h = list(phi_h), list(g_h)
@@ -510,6 +549,7 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
 
         rank = []
         u_now, h_now, phi_now, r_now, g_now = {}, {}, {}, {}, {}
+        phi_cv, phi_cv_b, g_cv, g_cv_b = {}, {}, {}, {}
         phi_rows, phi_kk, g_rows, g_kk = {}, {}, {}, {}
         rows_out = {}
 
@@ -537,7 +577,7 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
                 if fz is not None:
                     a_row = fz[f"A{l - 1}"].reshape(Q, T, Q)
                 coef = coef + a_row
-                prev_kk = phi_kk[l - 1] if fz is None else _block(fz[f"phi{l - 1}"], k, Q)
+                prev_kk = _block(src_row, k, Q)
             u = constrain_samples(u, mesh)
             g_prev1 = _block(g_h[l - 1], jnp.maximum(k - 1, 0), Q)
             g_prev2 = _block(g_h[l - 1], jnp.maximum(k - 2, 0), Q)
@@ -548,11 +588,18 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
             phi_h[l - 1] = _set_block(phi_h[l - 1], act_h, k, Q)
             if l < L:
                 phi_rows[l] = mean_outer(act_h, phi_h[l - 1])
-                phi_kk[l] = _block(phi_rows[l], k, Q)
                 rows_out[f"phi{l}"] = phi_rows[l]
-            else:
-                phi_kk[l] = mean_outer(act_h, act_h)
             u_now[l], h_now[l], phi_now[l] = u, h, act_h
+            # Reported Φ^ℓ(t_k,t_k): Gram average with the lazy control variate φ(u^ℓ), whose
+            # exact mean is the dual kernel of the (control-variate) Φ^{ℓ-1}: exact at t = 0.
+            lazy = phi_fn(u)
+            prev_cv, prev_cv_b = (kx, kx[None]) if l == 1 else (phi_cv[l - 1], phi_cv_b[l - 1])
+            if config.kernel_control_variates:
+                phi_cv[l] = mean_outer(act_h, act_h) - mean_outer(lazy, lazy) + _dual(act, prev_cv)
+                phi_cv_b[l] = batch_means(act_h) - batch_means(lazy) + _dual(act, prev_cv_b)
+            else:
+                phi_cv[l], phi_cv_b[l] = mean_outer(act_h, act_h), batch_means(act_h)
+            phi_kk[l] = phi_cv[l]
 
         # ---- backward pass ℓ = L..1
         for l in range(L, 0, -1):
@@ -584,11 +631,20 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
             g_h[l - 1] = _set_block(g_h[l - 1], grad, k, Q)
             if l > 1:
                 g_rows[l] = mean_outer(grad, g_h[l - 1])
-                g_kk[l] = _block(g_rows[l], k, Q)
                 rows_out[f"g{l}"] = g_rows[l]
-            else:
-                g_kk[l] = mean_outer(grad, grad)
             r_now[l], g_now[l] = r, grad
+            # Reported G^ℓ(t_k,t_k) with the control variate φ'(u^ℓ) r^ℓ: mean G^{ℓ+1} ⊙ K̇(Φ^{ℓ-1})
+            lazy = dphi_fn(u_now[l]) * r
+            prev_cv, prev_cv_b = (kx, kx[None]) if l == 1 else (phi_cv[l - 1], phi_cv_b[l - 1])
+            next_cv, next_cv_b = (1.0, 1.0) if l == L else (g_cv[l + 1], g_cv_b[l + 1])
+            if config.kernel_control_variates:
+                g_cv[l] = (mean_outer(grad, grad) - mean_outer(lazy, lazy)
+                           + next_cv * _dual_derivative(act, prev_cv))
+                g_cv_b[l] = (batch_means(grad) - batch_means(lazy)
+                             + next_cv_b * _dual_derivative(act, prev_cv_b))
+            else:
+                g_cv[l], g_cv_b[l] = mean_outer(grad, grad), batch_means(grad)
+            g_kk[l] = g_cv[l]
             if l == L:
                 f_identity = jnp.mean(z * phi_now[L], axis=0) / gamma0
 
@@ -605,18 +661,14 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
         f_test = jnp.where(k == 0, jnp.zeros_like(f_test), f_test)
         delta_h = delta_h.at[k].set(d_new)
 
-        def batch_means(x):
-            xb = x.reshape(B, S // B, Q)
-            return jnp.einsum("bsi,bsj->bij", xb, xb) / (S // B)
-
         out = {
             "delta": d_new,
             "f_test": f_test,
             "ntk": ntk,
             "phi": jnp.stack([phi_kk[l] for l in range(1, L + 1)]),
             "g": jnp.stack([g_kk[l] for l in range(1, L + 1)]),
-            "phi_batches": jnp.stack([batch_means(phi_now[l]) for l in range(1, L + 1)]),
-            "g_batches": jnp.stack([batch_means(g_now[l]) for l in range(1, L + 1)]),
+            "phi_batches": jnp.stack([phi_cv_b[l] for l in range(1, L + 1)]),
+            "g_batches": jnp.stack([g_cv_b[l] for l in range(1, L + 1)]),
             "f_identity": f_identity,
             "rank": jnp.stack(rank) if rank else jnp.zeros((0,), jnp.int32),
             "rows": rows_out if config.keep_rows else {},

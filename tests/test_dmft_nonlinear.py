@@ -1,0 +1,205 @@
+"""Monte Carlo DMFT for deep nonlinear μP networks (dmft.solvers._deep_nonlinear).
+
+Problems are the notes' portable data set PD4 (P = D = 4, K^x_{μα} = 0.5^{|μ−α|},
+y = (1, 1, −1, −1)); sample counts and horizons are small so the default tests stay fast.
+Every solve with the same (S, grid, L, P) shares one compiled march.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from dmft._errors import InputError, SolveError
+from dmft.solvers._deep_nonlinear import MonteCarloDMFT
+from dmft.spec import Architecture, Data, Spec, Training
+
+TIMES = (0.0, 0.5, 1.0, 1.5)
+
+
+def pd4(activation="tanh", hidden_layers=2, gamma0=1.0, times=TIMES, test_points=0):
+    num = 4
+    kx = 0.5 ** np.abs(np.subtract.outer(np.arange(num), np.arange(num)))
+    x = np.sqrt(num) * np.linalg.cholesky(kx)
+    y = np.array([1.0, 1.0, -1.0, -1.0])
+    x_test = None
+    if test_points:
+        x_test = np.random.default_rng(7).standard_normal((test_points, num))
+    return Spec(
+        Architecture(hidden_layers=hidden_layers, activation=activation, parameterization="mup",
+                     gamma0=gamma0),
+        Data(x, y, x_test=x_test),
+        Training(times),
+    )
+
+
+def within_sigma(a, b, sigma, n_sigma, floor=0.0):
+    """|a − b| <= n_sigma·sigma + floor, elementwise."""
+    return np.all(np.abs(np.asarray(a) - np.asarray(b)) <= n_sigma * np.asarray(sigma) + floor)
+
+
+# ----------------------------------------------------------------------------------------------
+# Options
+
+
+def test_from_table_reads_options_and_ignores_method():
+    method = MonteCarloDMFT.from_table({"method": "monte_carlo", "num_samples": 64,
+                                        "num_batches": 4, "dt": 0.1, "damping": 0.5})
+    assert (method.num_samples, method.num_batches, method.dt, method.damping) == (64, 4, 0.1, 0.5)
+
+
+@pytest.mark.parametrize("table, key", [
+    ({"num_samples": 0}, "solver.num_samples"),
+    ({"num_samples": 10, "num_batches": 4}, "solver.num_samples"),
+    ({"tol": 0.0}, "solver.tol"),
+    ({"tol": 1e-16}, "solver.tol"),
+    ({"damping": 0.0}, "solver.damping"),
+    ({"damping": 1.5}, "solver.damping"),
+    ({"dt": -0.1}, "solver.dt"),
+    ({"schedule": "gauss"}, "solver.schedule"),
+    ({"bogus": 1}, "solver.bogus"),
+])
+def test_from_table_rejects_impossible_values_naming_the_key(table, key):
+    with pytest.raises(InputError, match=key.replace(".", r"\.")):
+        MonteCarloDMFT.from_table(table)
+
+
+def test_ntk_parameterization_is_rejected():
+    spec = pd4()
+    spec = spec.replace(architecture=Architecture(hidden_layers=2, activation="tanh"))
+    with pytest.raises(InputError, match="parameterization"):
+        MonteCarloDMFT(num_samples=64).solve(spec)
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixed point, convergence control, failures
+
+
+@pytest.fixture(scope="module")
+def march_and_picard():
+    spec = pd4(times=(0.0, 0.5, 1.0))
+    march = MonteCarloDMFT(num_samples=256, num_batches=4, dt=0.1, check_sweeps=1).solve(spec)
+    picard = MonteCarloDMFT(num_samples=256, num_batches=4, dt=0.1, schedule="picard",
+                            max_iter=40, tol=1e-10).solve(spec)
+    return march, picard
+
+
+def test_march_is_the_fixed_point_of_the_picard_map(march_and_picard):
+    march, picard = march_and_picard
+    # a sweep with every row frozen at the marched values reproduces them: round-off only
+    assert march.diagnostics["residuals"][0] < 1e-10
+    # the reference-style Jacobi iteration from the lazy kernels converges (common random
+    # numbers: a deterministic Volterra fixed point) ...
+    residuals = picard.diagnostics["residuals"]
+    assert residuals[-1] < 1e-10 and residuals[-1] < residuals[0]
+    # ... to the same fixed point (1e-8: accumulated round-off of ~20 sweeps through 𝐋⁻¹)
+    assert np.max(np.abs(march.f_train - picard.f_train)) < 1e-8
+    assert np.max(np.abs(march.ntk - picard.ntk)) < 1e-8
+
+
+def test_unconverged_picard_raises_solve_error_with_the_residual():
+    spec = pd4(times=(0.0, 0.5, 1.0))
+    method = MonteCarloDMFT(num_samples=256, num_batches=4, dt=0.1, schedule="picard",
+                            max_iter=2, tol=1e-10)
+    with pytest.raises(SolveError, match=r"did not converge: residual .* > tol 1e-10 after 2"):
+        method.solve(spec)
+
+
+def test_allow_unconverged_keeps_the_result_and_records_residuals():
+    spec = pd4(times=(0.0, 0.5, 1.0))
+    method = MonteCarloDMFT(num_samples=256, num_batches=4, dt=0.1, schedule="picard",
+                            max_iter=2, tol=1e-10, allow_unconverged=True)
+    with pytest.warns(UserWarning, match="did not converge"):
+        sol = method.solve(spec)
+    assert len(sol.diagnostics["residuals"]) == 2
+    assert sol.diagnostics["residuals"][-1] > 1e-10
+    assert np.all(np.isfinite(sol.f_train))
+
+
+def test_non_finite_fields_raise_solve_error_naming_the_time():
+    # φ = √x is NaN for the negative pre-activations present from t = 0
+    spec = pd4(activation="sqrt(x)", times=(0.0, 0.5))
+    with pytest.raises(SolveError, match="non-finite .* at t = 0"):
+        MonteCarloDMFT(num_samples=64, num_batches=4, dt=0.25).solve(spec)
+
+
+# ----------------------------------------------------------------------------------------------
+# Limits and special cases
+
+
+def test_two_layer_tanh_matches_the_particle_solver():
+    from dmft.solvers._two_layer import TwoLayerDMFT
+
+    spec = pd4(hidden_layers=1, times=(0.0, 0.5, 1.0, 2.0))
+    mc = MonteCarloDMFT(num_samples=2048, dt=0.05).solve(spec)
+    particles = TwoLayerDMFT(particles=4096).solve(spec)
+    sigma = np.hypot(mc.stderr["f_train"], particles.stderr["f_train"])
+    # 5σ: batch-means errors ignore the noise fed back through the self-consistency (seeds
+    # scatter ~1.5–2× more than the reported σ); 3e-4 covers the O(dt²) time-stepping error.
+    assert within_sigma(mc.f_train, particles.f_train, sigma, 5, floor=3e-4)
+    assert within_sigma(mc.ntk, particles.ntk, np.hypot(mc.stderr["ntk"], particles.stderr["ntk"]),
+                        5, floor=1e-3)
+
+
+def test_linear_activation_matches_the_exact_deep_linear_closure():
+    from dmft.solvers._deep_linear import DeepLinearDMFT
+
+    spec = pd4(activation="linear", hidden_layers=2, gamma0=1.0)
+    mc = MonteCarloDMFT(num_samples=2048, dt=0.1).solve(spec)
+    exact = DeepLinearDMFT(dt=0.025).solve(spec)
+    # same 5σ reasoning as above; 2e-3 allows the O(dt²) error of dt = 0.1 (measured ~5e-4)
+    assert within_sigma(mc.f_train, exact.f_train, mc.stderr["f_train"], 5, floor=2e-3)
+    assert within_sigma(mc.ntk, exact.ntk, mc.stderr["ntk"], 5, floor=5e-3)
+
+
+def test_small_gamma0_approaches_lazy_with_quadratic_deviation():
+    from dmft.solvers import solve_lazy
+
+    method = MonteCarloDMFT(num_samples=1024, dt=0.1)
+    f = {g: method.solve(pd4(gamma0=g)).f_train for g in (1e-4, 0.1, 0.2)}
+    # Common random numbers: the γ0 = 1e-4 run carries the same Monte Carlo error of K(0) as the
+    # others, so differences isolate feature learning, which is even in γ0: O(γ0²).
+    dev = {g: np.max(np.abs(f[g] - f[1e-4])) for g in (0.1, 0.2)}
+    slope = np.log(dev[0.2] / dev[0.1]) / np.log(2.0)
+    assert 1.8 < slope < 2.2  # the O(γ0⁴) correction shifts the slope by ~(0.2²−0.1²)·c ≈ 0.05
+    lazy_sol = method.solve(pd4(gamma0=1e-4))
+    lazy = solve_lazy(pd4(gamma0=1e-4))
+    # γ0 → 0 is the lazy curve up to the Monte Carlo error of K(0)
+    assert within_sigma(lazy_sol.f_train, lazy.f_train, lazy_sol.stderr["f_train"], 5, floor=1e-6)
+
+
+def test_halving_dt_reduces_the_error_by_the_second_order():
+    # L = 1: the sources (u^1, r^1) are static, so the draws are identical on every grid and
+    # the differences between grids are pure discretisation error.
+    spec = pd4(hidden_layers=1, times=(0.0, 1.0, 2.0))
+    f = {dt: MonteCarloDMFT(num_samples=256, num_batches=4, dt=dt).solve(spec).f_train
+         for dt in (0.2, 0.1, 0.05)}
+    ratio = np.max(np.abs(f[0.2] - f[0.1])) / np.max(np.abs(f[0.1] - f[0.05]))
+    assert 3.0 < ratio < 5.5  # 2² = 4 for a second-order method (first order would give 2)
+
+
+def test_test_points_do_not_change_the_training_dynamics_and_follow_the_kernel():
+    spec = pd4(times=(0.0, 0.5, 1.0), test_points=2)
+    sol = MonteCarloDMFT(num_samples=512, num_batches=4, dt=0.1).solve(spec)
+    assert sol.f_test.shape == (3, 2) and sol.ntk_test_train.shape == (3, 2, 4)
+    assert np.all(sol.f_test[0] == 0.0)
+    assert "f_test" in sol.stderr and "ntk_test_train" in sol.stderr
+    # the identity f = γ0⁻¹⟨z^L φ(h^L)⟩ holds for test points too, up to Monte Carlo error
+    assert sol.diagnostics["f_identity_gap"] < 0.1
+
+
+def test_every_output_has_a_standard_error():
+    spec = pd4(times=(0.0, 0.5, 1.0))
+    sol = MonteCarloDMFT(num_samples=256, num_batches=4, dt=0.1).solve(spec)
+    for key in ("f_train", "ntk", "loss_train", "phi_L1", "phi_L2", "g_L1", "g_L2"):
+        assert sol.stderr[key].shape[0] == 3
+        assert np.all(np.isfinite(sol.stderr[key]))
+    assert np.all(sol.stderr["ntk"][1] > 0)
+    assert len(sol.phi) == 2 and len(sol.g) == 2
+
+
+def test_relu_runs_without_second_derivatives():
+    spec = pd4(activation="relu", times=(0.0, 0.5, 1.0))
+    sol = MonteCarloDMFT(num_samples=256, num_batches=4, dt=0.1).solve(spec)
+    loss = sol.losses(spec.data.y_train)["loss_train"]
+    assert np.all(np.isfinite(loss)) and loss[-1] < loss[0]
