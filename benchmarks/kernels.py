@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
 import time
+
+# benchmarks/dmft.py would shadow the dmft package when this folder is first on sys.path.
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 # neural-tangents 0.6.5 on a 2-core CPU, float64 (shared/notes/neural_tangents.md §5): warm median
 # seconds and whole-process peak RSS (MiB), ReLU; Erf at P = 1000 only.

@@ -59,10 +59,13 @@ def test_relu_depth_recursion_matches_golden_values(hidden_layers):
 def test_blocked_evaluation_equals_one_block(rng):
     arch = Architecture(3, "erf", "ntk", sigma_w=1.5, sigma_b=0.3)
     x = rng.standard_normal((37, 4))
-    whole = layer_kernels(arch, x, block_rows=64)
-    blocked = layer_kernels(arch, x, block_rows=8)  # 5 blocks, the last one padded
-    for a, b in zip(whole.ntk + whole.nngp, blocked.ntk + blocked.nngp):
-        np.testing.assert_allclose(a, b, rtol=1e-14, atol=0)  # identical arithmetic per entry
+    whole = layer_kernels(arch, x, block_size=64)
+    tiled = layer_kernels(arch, x, block_size=8)  # 5 × 5 tiles, the last ones padded, mirrored
+    for a, b in zip(whole.ntk + whole.nngp, tiled.ntk + tiled.nngp):
+        # Same elementwise arithmetic; only the x·x' matmul may sum in another order (1 ulp).
+        np.testing.assert_allclose(a, b, rtol=1e-14, atol=0)
+    cross = layer_kernels(arch, x[:11], x, block_size=8)
+    np.testing.assert_allclose(cross.ntk[-1], whole.ntk[-1][:11], rtol=1e-14)
 
 
 def test_diagonal_is_exact_for_relu(rng):

@@ -33,7 +33,9 @@ _THETA = sp.acos(C / sp.sqrt(Q1 * Q2))
 def _s(q1, q2, c):
     """√max(q1 q2 − c², 0), with a finite gradient at 0."""
     det = q1 * q2 - c * c
-    pos = det > 0
+    # Under jit, XLA may contract this into a fused multiply-add, leaving |det| ~ ε q1 q2 where it
+    # is exactly 0 (the diagonal); determinants below the rounding of their terms count as 0.
+    pos = det > 4 * jnp.finfo(jnp.result_type(det)).eps * jnp.abs(q1 * q2)
     return jnp.where(pos, jnp.sqrt(jnp.where(pos, det, 1.0)), 0.0)
 
 

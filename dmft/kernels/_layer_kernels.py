@@ -5,8 +5,8 @@
     Θ^{l+1} = Σ^{l+1} + Σ̇^{l+1} Θ^l,           (u, v) ~ N(0, Σ^l)
 
 The Gaussian expectations are the activation's dual maps (`dmft.activations`), derived and
-compiled from SymPy. The recursion runs over row blocks of the kernel so that the temporaries are
-O(block · P) and only the requested output layers are ever held at full (P, P) size.
+compiled from SymPy. The recursion runs over square tiles of the kernel so that the temporaries are O(block²), only
+the requested output layers are ever held at full (P, P) size, and symmetric kernels cost half.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from jaxtyping import Array, Float
 from ..activations import Activation, get_activation
 from ..spec import Architecture
 
-_DEFAULT_BLOCK_ROWS = 512
+_DEFAULT_BLOCK_SIZE = 1024
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -53,31 +53,44 @@ def _diagonal_recursion(arch: Architecture, activation: Activation, x) -> list[j
     return variances
 
 
-@functools.partial(jax.jit, static_argnames=("arch", "same_inputs"))
-def _block(arch: Architecture, x1, x2, variances1, variances2, first_row, same_inputs: bool):
-    """All layers' (Σ^l, Σ̇^l, Θ^l) for one row block x1 (rows first_row, ...) against x2."""
+def _snap_to_unit_correlation(q1, q2, c):
+    """c, with correlations within rounding of ±1 set to exactly ±1.
+
+    Identical inputs reach the recursion with c and √(q1 q2) that differ in the last bits (a
+    matmul and a sum of squares round differently), and ReLU-type maps have a √ε sensitivity at
+    correlation 1; snapping makes the diagonal, and duplicated points, exact.
+    """
+    # For q1 = q2 (the diagonal, duplicated points) the snapped value is q1 itself, so that the
+    # dual maps see q1 q2 − c² = 0 exactly; √(q1 q2)² need not round back to q1 q2.
+    scale = jnp.where(q1 == q2, q1, jnp.sqrt(q1 * q2))
+    eps = jnp.finfo(c.dtype).eps
+    return jnp.where(jnp.abs(c) >= scale * (1 - 8 * eps), jnp.sign(c) * scale, c)
+
+
+@functools.partial(jax.jit, static_argnames=("arch", "kinds", "keep"))
+def _tile(arch: Architecture, x1, x2, variances1, variances2, kinds, keep):
+    """The kept layers' (Σ^l, Θ^l[, Σ̇^l]) on one tile x1 × x2, stacked as (kinds, layers, B1, B2)."""
     activation = get_activation(arch.activation)
-    sigma = _input_kernel(arch, x1, x2)
-    if same_inputs:
-        # Pin the diagonal to the variances: a matmul and a sum of squares can differ in the last
-        # bit, and the ReLU-type maps have a √ε sensitivity at correlation 1.
-        rows = first_row + jnp.arange(x1.shape[0])
-        diagonal = rows[:, None] == jnp.arange(x2.shape[0])[None, :]
-        sigma = jnp.where(diagonal, variances1[0][:, None], sigma)
+    sigma = _snap_to_unit_correlation(variances1[0][:, None], variances2[0][None, :],
+                                      _input_kernel(arch, x1, x2))
     theta = sigma
-    nngp, ntk, derivative = [sigma], [theta], [jnp.zeros_like(sigma)]
+    by_kind = {"nngp": [sigma], "ntk": [theta], "nngp_derivative": [jnp.zeros_like(sigma)]}
     for layer in range(arch.hidden_layers):
         q1 = variances1[layer][:, None]
         q2 = variances2[layer][None, :]
-        if same_inputs:
-            sigma = jnp.where(diagonal, q1, sigma)
+        sigma = _snap_to_unit_correlation(q1, q2, sigma)
         sigma_dot = arch.sigma_w**2 * activation.dual_derivative(q1, q2, sigma)
         sigma = arch.sigma_w**2 * activation.dual(q1, q2, sigma) + arch.sigma_b**2
         theta = sigma + sigma_dot * theta
-        nngp.append(sigma)
-        ntk.append(theta)
-        derivative.append(sigma_dot)
-    return nngp, ntk, derivative
+        by_kind["nngp"].append(sigma)
+        by_kind["ntk"].append(theta)
+        by_kind["nngp_derivative"].append(sigma_dot)
+    return jnp.stack([jnp.stack([by_kind[kind][l - 1] for l in keep]) for kind in kinds])
+
+
+def _pad_rows(array, size, value=0.0):
+    return jnp.pad(array, ((0, size - array.shape[0]),) + ((0, 0),) * (array.ndim - 1),
+                   constant_values=value)
 
 
 def layer_kernels(
@@ -85,7 +98,7 @@ def layer_kernels(
     x1: Float[Array, "P1 D"],
     x2: Float[Array, "P2 D"] | None = None,
     layers: tuple[int, ...] | None = None,
-    block_rows: int = _DEFAULT_BLOCK_ROWS,
+    block_size: int = _DEFAULT_BLOCK_SIZE,
     with_derivative: bool = True,
 ) -> LayerKernels:
     """NNGP Σ^l, NTK Θ^l and Σ̇^l between `x1` and `x2` (default: x1) for each layer l.
@@ -95,44 +108,46 @@ def layer_kernels(
         x1, x2: inputs (P1, D) and (P2, D).
         layers: which layers l ∈ 1..L+1 to keep at full size (default: all). Keeping only the
             output layer, ``layers=(arch.hidden_layers + 1,)``, bounds the memory to two (P1, P2)
-            arrays plus O(block_rows · P2) temporaries.
-        block_rows: rows of x1 per compiled block.
+            arrays plus O(block_size²) temporaries.
+        block_size: the kernels are computed on square tiles of this size (one compilation);
+            with x2 = x1 only the tiles on and above the diagonal are computed.
         with_derivative: also keep Σ̇^l (otherwise ``nngp_derivative`` holds None).
     """
     x1 = jnp.asarray(x1)
     same_inputs = x2 is None
     x2 = x1 if same_inputs else jnp.asarray(x2)
     num_layers = arch.hidden_layers + 1
-    keep = tuple(range(1, num_layers + 1)) if layers is None else tuple(layers)
+    keep = tuple(range(1, num_layers + 1)) if layers is None else tuple(sorted(set(layers)))
     activation = get_activation(arch.activation)
     variances1 = _diagonal_recursion(arch, activation, x1)
     variances2 = variances1 if same_inputs else _diagonal_recursion(arch, activation, x2)
 
     rows, cols = x1.shape[0], x2.shape[0]
-    block = min(block_rows, rows)
-    dtype = np.dtype(x1.dtype)
+    block = max(1, min(block_size, max(rows, cols)))
     kinds = ("nngp", "ntk", "nngp_derivative") if with_derivative else ("nngp", "ntk")
-    outputs = {kind: {l: np.empty((rows, cols), dtype) for l in keep} for kind in kinds}
-    # Pad the last block to a full one so that every block reuses a single compilation.
-    padded = -(-rows // block) * block
-    x1_padded = jnp.pad(x1, ((0, padded - rows), (0, 0)))
-    variances1_padded = [jnp.pad(v, (0, padded - rows), constant_values=1.0) for v in variances1]
-    for start in range(0, rows, block):
-        stop = min(start + block, rows)
-        pieces = _block(
-            arch,
-            x1_padded[start : start + block],
-            x2,
-            [v[start : start + block] for v in variances1_padded],
-            variances2,
-            start,
-            same_inputs,
-        )
-        for kind, values in zip(kinds, pieces):
-            for l in keep:
-                outputs[kind][l][start:stop] = np.asarray(values[l - 1][: stop - start])
+    out = np.empty((len(kinds), len(keep), rows, cols), np.dtype(x1.dtype))
+    # Pad to whole tiles so that every tile reuses one compilation (padding variances are 1).
+    padded_rows, padded_cols = -(-rows // block) * block, -(-cols // block) * block
+    x1_padded, x2_padded = _pad_rows(x1, padded_rows), _pad_rows(x2, padded_cols)
+    v1_padded = [_pad_rows(v, padded_rows, 1.0) for v in variances1]
+    v2_padded = [_pad_rows(v, padded_cols, 1.0) for v in variances2]
+    for r0 in range(0, rows, block):
+        r1 = min(r0 + block, rows)
+        for c0 in range(r0 if same_inputs else 0, cols, block):
+            c1 = min(c0 + block, cols)
+            tile = np.asarray(_tile(
+                arch, x1_padded[r0 : r0 + block], x2_padded[c0 : c0 + block],
+                [v[r0 : r0 + block] for v in v1_padded], [v[c0 : c0 + block] for v in v2_padded],
+                kinds, keep,
+            ))
+            out[..., r0:r1, c0:c1] = tile[..., : r1 - r0, : c1 - c0]
+            if same_inputs and c0 != r0:
+                out[..., c0:c1, r0:r1] = np.swapaxes(tile[..., : r1 - r0, : c1 - c0], -1, -2)
 
     def by_layer(kind):
-        return tuple(outputs.get(kind, {}).get(l) for l in range(1, num_layers + 1))
+        if kind not in kinds:
+            return (None,) * num_layers
+        k = kinds.index(kind)
+        return tuple(out[k, keep.index(l)] if l in keep else None for l in range(1, num_layers + 1))
 
     return LayerKernels(by_layer("nngp"), by_layer("ntk"), by_layer("nngp_derivative"))
