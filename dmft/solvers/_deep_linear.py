@@ -1,0 +1,303 @@
+"""Deep linear networks (φ = identity, any L): the exact Gaussian closure, time-marched.
+
+With φ = id every field is linear in the Gaussian sources (u^ℓ, r^ℓ), so the single-site process
+closes on covariances and responses: no sampling. On the grid t_k = k dt the fields of layer ℓ are
+(derivations/dmft.md, eq:deep_linear_fields)
+
+    h^ℓ_k = u^ℓ_k + Σ_{s<k} C^ℓ_{ks} z^ℓ_s,     C^ℓ_{ks} = ∂h^{ℓ-1}_k/∂r^{ℓ-1}_s + (γ0 dt/P) Φ^{ℓ-1}_{ks} Δ_s
+    z^ℓ_k = r^ℓ_k + Σ_{s<k} D^ℓ_{ks}·h^ℓ_s,     D^ℓ_{ks} = ∂z^{ℓ+1}_k/∂u^{ℓ+1}_s + (γ0 dt/P) G^{ℓ+1}_{ks} Δ_s
+
+which is the exact infinite-width limit of gradient *descent* with step dt (the weights at step k
+have seen the updates s < k), with the output read from the exact identity
+f_k = γ0⁻¹ Cov(z^L_k, h^L_k). Writing each field through its propagators onto the sources
+(h^ℓ_k = Σ_j Hu_{kj} u_j + Hr_{kj} r_j, z^ℓ_k = Σ_j Zu_{kj}·u_j + Zr_{kj} r_j), the responses *are*
+the propagators (∂h/∂r = Hr, ∂z/∂u = Zu) and the kernels are Φ^ℓ = Hu Φ^{ℓ-1} Huᵀ + Hr G^{ℓ+1} Hrᵀ,
+G^ℓ = Zu Φ^{ℓ-1} Zuᵀ + Zr G^{ℓ+1} Zrᵀ. Everything is strictly causal, so one explicit march over
+k (forward sweep over layers for h, backward sweep for z, then f_k) solves the closure exactly: no
+outer fixed-point loop, no damping.
+
+Discretisation order: the march is first order in dt against gradient flow (Euler-like steps);
+with ``extrapolate=True`` (default) the solve is repeated at dt/2 and combined as
+2·x_{dt/2} − x_{dt} (Richardson), which is second order. Values at the spec times are 4-point
+Lagrange interpolants of the grid values (interpolation error O(dt⁴), below either order).
+
+Cost: O(L (TQ)³) time and (2L + 1)(TQ)² memory for T grid points and Q = P + P_test points.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from .._errors import InputError, SolveError
+from .._progress import progress_bar
+from ..spec import Spec
+from ._dmft import (
+    check_bool,
+    check_mup,
+    check_positive,
+    input_kernel,
+    is_identity_activation,
+    options_from_table,
+)
+from ._solution import Solution
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepLinearDMFT:
+    """Exact DMFT of a deep linear μP network by causal time-marching of the Gaussian closure.
+
+    Attributes:
+        dt: grid step (the horizon is split into ceil(t_max/dt) equal steps). If the grid would
+            need more than ``max_memory_gb`` the step is enlarged to fit, with a warning.
+        extrapolate: Richardson-extrapolate dt and dt/2 (second order) instead of a single
+            first-order march.
+        max_memory_gb: memory budget of the (TQ)² propagators and kernels.
+    """
+
+    dt: float = 0.05
+    extrapolate: bool = True
+    max_memory_gb: float = 2.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "dt", check_positive("dt", self.dt))
+        object.__setattr__(self, "max_memory_gb", check_positive("max_memory_gb", self.max_memory_gb))
+        check_bool("extrapolate", self.extrapolate)
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> DeepLinearDMFT:
+        """From a spec's ``[solver]`` table (without its ``method`` key)."""
+        return options_from_table(cls, table, "deep_linear")
+
+    @property
+    def order(self) -> int:
+        """Convergence order in dt of the result at fixed t."""
+        return 2 if self.extrapolate else 1
+
+    def solve(self, spec: Spec) -> Solution:
+        """March the closure to the last spec time; interpolate to the spec times."""
+        check_mup(spec)
+        if not is_identity_activation(spec.architecture.activation):
+            raise InputError(
+                "solver.method = 'deep_linear' needs architecture.activation = \"linear\" "
+                f"(φ = identity), got {spec.architecture.activation!r}; use 'two_layer' (L = 1) or "
+                "'monte_carlo'"
+            )
+        start = time.perf_counter()
+        arch, data = spec.architecture, spec.data
+        num_layers, num_train = arch.hidden_layers, data.num_train
+        num_points = num_train + data.num_test
+        times = np.asarray(spec.training.times, dtype=np.float64)
+        t_max = float(times[-1])
+        steps = self._steps(t_max, num_points, num_layers)
+        dt = t_max / steps if steps else 0.0
+        kx = jnp.asarray(input_kernel(spec))
+        y = jnp.asarray(data.y_train)
+        gamma0 = jnp.asarray(arch.gamma0, kx.dtype)
+
+        grids = [steps] + ([2 * steps] if self.extrapolate and steps else [])
+        bar = progress_bar(len(grids), "deep_linear DMFT")
+        runs = []
+        for n in grids:
+            runs.append(jax.tree_util.tree_map(np.asarray, _march(
+                kx, y, gamma0, jnp.asarray(t_max / n if n else 0.0, kx.dtype), n + 1, num_layers)))
+            bar.update(1)
+        bar.close()
+        for n, run in zip(grids, runs):
+            grid = np.arange(n + 1) * (t_max / n if n else 0.0)
+            bad = _first_bad(grid, run)
+            if bad is not None:
+                raise SolveError(f"deep_linear DMFT diverged at t = {bad:g} (dt = {t_max / n:g}); "
+                                 "decrease solver.dt")
+        if len(runs) == 2:  # Richardson: 2 x_{dt/2} − x_{dt} on the coarse grid
+            coarse, fine = runs
+            values = jax.tree_util.tree_map(lambda c, f: 2.0 * f[::2] - c, coarse, fine)
+        else:
+            values = runs[0]
+        f, ntk, phis, gs = (_interpolate(v, dt, times) for v in values)
+
+        has_test = data.num_test > 0
+        num_times = times.shape[0]
+        return Solution(
+            t=times,
+            f_train=f[:, :num_train],
+            ntk=ntk[:, :num_train, :num_train],
+            f_test=f[:, num_train:] if has_test else None,
+            ntk_test_train=ntk[:, num_train:, :num_train] if has_test else None,
+            phi=tuple(phis[:, layer, :num_train, :num_train] for layer in range(num_layers)),
+            g=tuple(np.broadcast_to(gs[:, layer, None, None], (num_times, num_train, num_train)).copy()
+                    for layer in range(num_layers)),
+            diagnostics={
+                "method": "deep_linear",
+                "settings": dataclasses.asdict(self),
+                "dt": dt,
+                "steps": steps,
+                "grids": grids,
+                "order": self.order,
+                "iterations": 0,
+                "residual": 0.0,
+                "interpolation": "4-point Lagrange on the uniform grid",
+                "wall_time_s": time.perf_counter() - start,
+            },
+        )
+
+    def _steps(self, t_max: float, num_points: int, num_layers: int) -> int:
+        """Number of coarse steps: ceil(t_max/dt), reduced to fit the memory budget."""
+        if t_max == 0:
+            return 0
+        steps = max(1, math.ceil(t_max / self.dt - 1e-9))
+        finest = 2 if self.extrapolate else 1
+        arrays = 2 * num_layers + 1  # Φ^0..Φ^L and the L propagators Hu, each (TQ)²
+        limit = self.max_memory_gb * 2**30 / (8 * arrays)
+        max_points = int(math.sqrt(limit) / num_points)  # T_finest·Q <= sqrt(limit)
+        max_steps = (max_points - 1) // finest
+        if max_steps < 1:
+            raise InputError(
+                f"solver.max_memory_gb = {self.max_memory_gb:g} is too small for the deep_linear "
+                f"closure with P + P_test = {num_points} points"
+            )
+        if steps > max_steps:
+            warnings.warn(
+                f"deep_linear: dt = {self.dt:g} needs {steps} steps, more than fit in "
+                f"solver.max_memory_gb = {self.max_memory_gb:g}; using dt = {t_max / max_steps:.3g}",
+                stacklevel=3,
+            )
+            steps = max_steps
+        return steps
+
+
+def _first_bad(grid: np.ndarray, run) -> float | None:
+    bad = np.zeros(grid.shape[0], dtype=bool)
+    for array in run:
+        bad |= ~np.all(np.isfinite(array.reshape(array.shape[0], -1)), axis=1)
+    return float(grid[np.argmax(bad)]) if bad.any() else None
+
+
+def _interpolate(values: np.ndarray, dt: float, times: np.ndarray) -> np.ndarray:
+    """4-point Lagrange interpolation of grid values (leading axis: t_k = k dt) at `times`."""
+    num = values.shape[0]
+    if num == 1:
+        return np.repeat(values, times.shape[0], axis=0)
+    position = times / dt
+    stencil = min(4, num)
+    first = np.clip(np.floor(position).astype(int) - 1, 0, num - stencil)
+    nodes = first[:, None] + np.arange(stencil)[None, :]  # (T, stencil)
+    weights = np.ones(nodes.shape)
+    for a in range(stencil):
+        for b in range(stencil):
+            if a != b:
+                weights[:, a] *= (position - nodes[:, b]) / (nodes[:, a] - nodes[:, b])
+    return np.einsum("ts,ts...->t...", weights, values[nodes])
+
+
+@functools.partial(jax.jit, static_argnames=("num_grid", "num_layers"))
+def _march(
+    kx: Float[Array, "Q Q"],
+    y: Float[Array, " P"],
+    gamma0: Float[Array, ""],
+    dt: Float[Array, ""],
+    num_grid: int,
+    num_layers: int,
+):
+    """One explicit march on t_k = k dt, k < num_grid. Returns per grid point: f (T, Q),
+    K (T, Q, Q), Φ^ℓ(t,t) (T, L, Q, Q) and G^ℓ(t,t) (T, L)."""
+    T, L = num_grid, num_layers
+    Q, P = kx.shape[0], y.shape[0]
+    dtype = kx.dtype
+    scale = gamma0 * dt / P
+    y_pad = jnp.zeros(Q, dtype).at[:P].set(y)
+    train = jnp.zeros(Q, dtype).at[:P].set(1.0)
+    eye_q = jnp.eye(Q, dtype=dtype)
+
+    # Layouts: kernels/propagators indexed [k, μ, j, ν] (row time, row point, column time, column
+    # point); one array per layer (Python lists, unrolled over the L layers).
+    carry = dict(
+        hu=[jnp.zeros((T, Q, T, Q), dtype) for _ in range(L)],  # ∂h^ℓ_{kμ}/∂u^ℓ_{jν}
+        hr=[jnp.zeros((T, Q, T), dtype) for _ in range(L)],  # ∂h^ℓ_{kμ}/∂r^ℓ_j
+        zu=[jnp.zeros((T, T, Q), dtype) for _ in range(L)],  # ∂z^ℓ_k/∂u^ℓ_{jν}
+        zr=[jnp.zeros((T, T), dtype) for _ in range(L)],  # ∂z^ℓ_k/∂r^ℓ_j
+        phi=[jnp.zeros((T, Q, T, Q), dtype) for _ in range(L)],  # Φ^1..Φ^L
+        g=[jnp.zeros((T, T), dtype) for _ in range(L)],  # G^1..G^L
+        delta=jnp.zeros((T, Q), dtype),
+        f=jnp.zeros((T, Q), dtype),
+    )
+    phi0 = jnp.broadcast_to(kx[None, :, None, :], (T, Q, T, Q))  # Φ^0 (static in time)
+    g_top = jnp.ones((T, T), dtype)  # G^{L+1} = 1
+
+    def set_row(array, k, row):
+        zero = jnp.zeros((), k.dtype)
+        return jax.lax.dynamic_update_slice(array, row[None], (k,) + (zero,) * row.ndim)
+
+    def step(k, c):
+        past = (jnp.arange(T) < k).astype(dtype)
+        delta = c["delta"] * past[:, None]  # Δ_s for s < k (zero on test points)
+        onehot = jax.nn.one_hot(k, T, dtype=dtype)
+        hu, hr, zu, zr = list(c["hu"]), list(c["hr"]), list(c["zu"]), list(c["zr"])
+        phi, g = list(c["phi"]), list(c["g"])
+        phi_of = lambda layer: phi0 if layer == 0 else phi[layer - 1]  # Φ^layer
+        g_of = lambda layer: g_top if layer == L + 1 else g[layer - 1]  # G^layer
+
+        # Forward sweep: rows k of h^ℓ's propagators and of Φ^ℓ, ℓ = 1..L.
+        for layer in range(1, L + 1):
+            i = layer - 1
+            phi_below = phi_of(layer - 1)
+            row_below = jax.lax.dynamic_index_in_dim(phi_below, k, 0, keepdims=False)  # (Q, T, Q)
+            coupling = scale * jnp.einsum("msa,sa->ms", row_below, delta)  # C^ℓ_{k s μ}
+            if layer > 1:
+                coupling = coupling + jax.lax.dynamic_index_in_dim(hr[i - 1], k, 0, False) * past
+            hu_row = onehot[None, :, None] * eye_q[:, None, :] + jnp.einsum("ms,sjn->mjn", coupling, zu[i])
+            hr_row = coupling @ zr[i]
+            hu[i] = set_row(hu[i], k, hu_row)
+            hr[i] = set_row(hr[i], k, hr_row)
+            x = jnp.einsum("maA,aAbB->mbB", hu_row, phi_below)
+            row = jnp.einsum("mbB,jnbB->mjn", x, hu[i]) + jnp.einsum(
+                "mb,jnb->mjn", hr_row @ g_of(layer + 1), hr[i])
+            new = set_row(phi[i], k, row)
+            zero = jnp.zeros((), k.dtype)
+            phi[i] = jax.lax.dynamic_update_slice(
+                new, jnp.transpose(row, (1, 2, 0))[:, :, None, :], (zero, zero, k, zero))
+
+        # Backward sweep: rows k of z^ℓ's propagators and of G^ℓ, ℓ = L..1.
+        for layer in range(L, 0, -1):
+            i = layer - 1
+            g_above = g_of(layer + 1)
+            coupling = scale * jax.lax.dynamic_index_in_dim(g_above, k, 0, False)[:, None] * delta
+            if layer < L:
+                coupling = coupling + jax.lax.dynamic_index_in_dim(zu[i + 1], k, 0, False) * past[:, None]
+            zu_row = jnp.einsum("sa,sajn->jn", coupling, hu[i])
+            zr_row = onehot + jnp.einsum("sa,saj->j", coupling, hr[i])
+            zu[i] = set_row(zu[i], k, zu_row)
+            zr[i] = set_row(zr[i], k, zr_row)
+            x = jnp.einsum("aA,aAbB->bB", zu_row, phi_of(layer - 1))
+            row = jnp.einsum("bB,jbB->j", x, zu[i]) + zr[i] @ (zr_row @ g_above)
+            g[i] = jax.lax.dynamic_update_slice(set_row(g[i], k, row), row[:, None],
+                                                (jnp.zeros((), k.dtype), k))
+
+        # Output: f_k = γ0⁻¹ Cov(z^L_k, h^L_k) over all Q points.
+        i = L - 1
+        zu_k = jax.lax.dynamic_index_in_dim(zu[i], k, 0, False)
+        hu_k = jax.lax.dynamic_index_in_dim(hu[i], k, 0, False)
+        hr_k = jax.lax.dynamic_index_in_dim(hr[i], k, 0, False)
+        zr_k = jax.lax.dynamic_index_in_dim(zr[i], k, 0, False)
+        cov = jnp.einsum("aA,aAbB,mbB->m", zu_k, phi_of(L - 1), hu_k) + hr_k @ (g_top @ zr_k)
+        f_k = cov / gamma0
+        return dict(hu=hu, hr=hr, zu=zu, zr=zr, phi=phi, g=g,
+                    delta=set_row(c["delta"], k, (y_pad - f_k) * train),
+                    f=set_row(c["f"], k, f_k))
+
+    out = jax.lax.fori_loop(0, T, step, carry)
+    diag = jnp.arange(T)
+    phis = jnp.stack([phi0[diag, :, diag, :]] + [p[diag, :, diag, :] for p in out["phi"]], axis=1)
+    gs = jnp.stack([g[diag, diag] for g in out["g"]] + [g_top[diag, diag]], axis=1)  # G^1..G^{L+1}
+    ntk = jnp.einsum("tl,tlmn->tmn", gs, phis)  # K = Σ_{ℓ=0}^{L} G^{ℓ+1} Φ^ℓ
+    return out["f"], ntk, phis[:, 1:], gs[:, :L]
