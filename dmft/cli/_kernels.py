@@ -10,7 +10,7 @@ from pathlib import Path
 from .._errors import InputError
 from ..io import write_npz
 from ..kernels import kernels
-from ._common import add_spec_argument, read_spec
+from ._common import activation_summary, add_spec_argument, read_spec
 
 
 def configure(parser) -> None:
@@ -34,5 +34,8 @@ def execute(args) -> int:
     finally:
         if os.path.exists(staging):
             os.remove(staging)
+    activation = activation_summary(spec)
+    print(f"activation {activation['name']}: {activation['tier']} dual kernels "
+          f"({activation['method']}; error <= {activation['dual_error']:.0e})")
     print(f"wrote {out}: {', '.join(sorted(arrays))} ({time.perf_counter() - start:.2f} s)")
     return 0

@@ -6,7 +6,7 @@ import time
 
 from ..io import write_results
 from ..solvers import solve
-from ._common import add_spec_argument, read_spec, report_written
+from ._common import activation_summary, add_spec_argument, read_spec, report_written
 
 
 def configure(parser) -> None:
@@ -41,6 +41,7 @@ def execute(args) -> int:
     metadata = {
         "command": "run",
         "spec": spec.to_dict(),
+        "activation": activation_summary(spec),
         "solver": solution.diagnostics,
         "wall_time_s": wall_time,
     }
