@@ -19,7 +19,7 @@ from ._activation import Activation
 from ._polynomial import polynomial_dual
 from ._quadrature import Mehler, PiecewiseGaussLegendre, choose_mehler_order
 from ._symbols import C, Q1, Q2, X
-from ._table import TABLE
+from ._table import TABLE, rectified_monomial
 
 # Names of activations without a closed form, defined by their SymPy expression.
 _NAMED_EXPRESSIONS: dict[str, sp.Expr] = {
@@ -84,6 +84,11 @@ def get_activation(name_or_expr: str, tier: str | None = None) -> Activation:
     if key in TABLE or match:
         entry = TABLE[key]() if key in TABLE else TABLE["leaky_relu"](float(match.group(1)))
         return _from_expression(entry.expr, entry.name, tier)
+    power = re.fullmatch(r"relu(?:\*\*|\^)?([0-9])", key)
+    if power and tier in (None, "closed-form"):
+        return rectified_monomial(int(power.group(1)))
+    if power:
+        return _from_expression(sp.Max(X, 0) ** int(power.group(1)), key, tier)
     if key in _NAMED_EXPRESSIONS:
         return _from_expression(_NAMED_EXPRESSIONS[key], key, tier)
     expr = parse_activation(text)
@@ -183,6 +188,8 @@ def _table_match(expr: sp.Expr) -> tuple[Activation, float, float] | None:
             b, r = body.args[0].as_coeff_Mul()
             if r == X**2 and b < 0:
                 beta = sp.sqrt(-2 * b)
+        if isinstance(body, sp.Pow) and body.exp.is_Integer and 2 <= body.exp <= 9:
+            entries.append(rectified_monomial(int(body.exp)))
         scaled = body.subs(X, X / beta) if beta != 1 else body
         for entry in entries:
             if _same_function(scaled, entry.expr):

@@ -11,6 +11,7 @@ exact on the diagonal c = q1 = q2 (e.g. relu: K = c/2 exactly, K̇ = 1/2 exactly
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -207,6 +208,42 @@ def gaussian() -> Activation:
         lambda q1, q2, c: 1 / jnp.sqrt((1 + q1) * (1 + q2) - c * c),
         lambda q1, q2, c: c / ((1 + q1) * (1 + q2) - c * c) ** 1.5,
         "Gaussian determinant rule det(I + AΣ)^{-1/2}",
+    )
+
+
+_THETA_SYMBOL = sp.Symbol("theta", nonnegative=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _arc_cosine_J(n: int) -> sp.Expr:
+    """Cho–Saul J_n(θ) = (−1)^n sin^{2n+1}θ ((1/sin θ) ∂_θ)^n [(π−θ)/sin θ]; free of 1/sin θ."""
+    th = _THETA_SYMBOL
+    f = (sp.pi - th) / sp.sin(th)
+    for _ in range(n):
+        f = sp.diff(f, th) / sp.sin(th)
+    return sp.simplify((-1) ** n * sp.sin(th) ** (2 * n + 1) * f)
+
+
+def rectified_monomial(n: int) -> Activation:
+    """φ = max(x, 0)^n: K = (q1 q2)^{n/2} J_n(θ)/(2π), K̇ = n² K_{n−1} (φ' = n max(x,0)^{n−1})."""
+    if n == 0:
+        return step()
+    if n == 1:
+        return relu()
+
+    def parts(m):
+        J = _arc_cosine_J(m)
+        K = (Q1 * Q2) ** sp.Rational(m, 2) * J.subs(_THETA_SYMBOL, _THETA) / (2 * sp.pi)
+        f = sp.lambdify([_THETA_SYMBOL], J, modules="jax")
+        return K, lambda q1, q2, c: (q1 * q2) ** (m / 2) * f(_theta(q1, q2, c)) / (2 * _PI)
+
+    K, dual = parts(n)
+    Km1, dual_m1 = parts(n - 1)
+    return _entry(
+        f"relu**{n}", sp.Max(X, 0) ** n, K, n**2 * Km1,
+        lambda x: jnp.maximum(x, 0.0) ** n, lambda x: n * jnp.maximum(x, 0.0) ** (n - 1),
+        dual, lambda q1, q2, c: n**2 * dual_m1(q1, q2, c),
+        f"arc-cosine kernel J{n} (Cho & Saul 2009)",
     )
 
 
