@@ -150,7 +150,7 @@ class TwoLayerDMFT:
         saved, stats, result = _integrate_particles(
             activation, kx, jnp.asarray(data.y_train), jnp.asarray(spec.architecture.gamma0, kx.dtype),
             sources,
-            jnp.asarray(times), self.rtol, self.atol, self.max_steps,
+            jnp.asarray(times), jnp.asarray(self.rtol), jnp.asarray(self.atol), self.max_steps,
         )
         if not diffrax.is_successful(result):
             raise SolveError(f"two_layer DMFT: the ODE solve failed ({result}); the dynamics may "
@@ -337,7 +337,7 @@ class TwoLayerMoments:
         times = np.asarray(spec.training.times, dtype=np.float64)
         (big_h, m, a), stats, result = _integrate_moments(
             jnp.asarray(kx), jnp.asarray(data.y_train), jnp.asarray(spec.architecture.gamma0),
-            jnp.asarray(times), self.rtol, self.atol, self.max_steps,
+            jnp.asarray(times), jnp.asarray(self.rtol), jnp.asarray(self.atol), self.max_steps,
         )
         if not diffrax.is_successful(result):
             raise SolveError(f"two_layer_moments: the ODE solve failed ({result})")
