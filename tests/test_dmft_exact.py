@@ -323,3 +323,22 @@ def test_bad_input_is_a_one_line_input_error(spec, match):
     with pytest.raises(InputError, match=match) as info:
         solve_dmft(spec)
     assert "\n" not in str(info.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# NTK-evolution figure
+
+
+def test_ntk_evolution_figure_is_written(deep_linear_solution, tmp_path):
+    from dmft.figures._ntk_evolution import kernel_alignment, plot_ntk_evolution
+
+    y = small_problem(1.5).data.y_train
+    paths = plot_ntk_evolution(deep_linear_solution, y, tmp_path / "ntk_evolution")
+    assert [p.suffix for p in paths] == [".pdf", ".png"] and all(p.stat().st_size > 0 for p in paths)
+    # alignment of K = y yᵀ is exactly 1, of the identity 1/√P for y = ±1
+    assert kernel_alignment(np.outer(y, y)[None], y)[0] == pytest.approx(1.0, abs=1e-12)
+    ones = np.array([1.0, -1.0, 1.0, 1.0])
+    assert kernel_alignment(np.eye(4)[None], ones)[0] == pytest.approx(0.5, abs=1e-12)
+    # feature learning aligns the kernel with the task
+    alignment = kernel_alignment(deep_linear_solution.ntk, y)
+    assert alignment[-1] > alignment[0]
