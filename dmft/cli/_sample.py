@@ -1,0 +1,133 @@
+"""``dmft sample SPEC --widths 256,1024 --seeds 8 --out DIR``: train finite-width ensembles of the
+spec, compare them with the infinite-width limit and with the predicted 1/N corrections."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from .._errors import InputError
+from ..io import write_results
+from ._common import add_spec_argument, read_spec, report_written
+
+
+def configure(parser) -> None:
+    add_spec_argument(parser)
+    parser.add_argument("--widths", default=None,
+                        help="comma-separated hidden widths, e.g. 256,1024 (default: [sampler] "
+                             "widths of the spec, else 64,256,1024)")
+    parser.add_argument("--seeds", default=None,
+                        help="ensemble members per width (default: [sampler] seeds, else 8)")
+    parser.add_argument("--out", default="dmft-sample", help="output folder (default: dmft-sample)")
+    parser.add_argument("--method", default=None, choices=None,
+                        help="'flow' (Diffrax gradient flow, default) or 'gd' (gradient descent)")
+    parser.add_argument("--dt", default=None, help="gradient-descent step size (with --method gd)")
+    parser.add_argument("--rtol", default=None, help="gradient-flow relative tolerance (1e-8)")
+    parser.add_argument("--atol", default=None, help="gradient-flow absolute tolerance (1e-8)")
+    parser.add_argument("--batch-size", default=None, help="most members trained at once")
+    parser.add_argument("--max-memory", default=None, help="memory budget in GiB over all devices")
+    parser.add_argument("--no-predictions", action="store_true",
+                        help="skip the predicted 1/N corrections (vertex, propagator)")
+
+
+def _positive_ints(flag: str, text) -> list[int]:
+    values = text if isinstance(text, list) else str(text).replace(" ", "").split(",")
+    try:
+        numbers = [int(v) for v in values if v != ""]
+    except (TypeError, ValueError):
+        raise InputError(f"{flag} must be comma-separated positive integers, got {text!r}") from None
+    if not numbers or min(numbers) <= 0:
+        raise InputError(f"{flag} must be positive integers, got {text!r}")
+    return numbers
+
+
+def _number(flag: str, text, positive: bool = True) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise InputError(f"{flag} must be a number, got {text!r}") from None
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise InputError(f"{flag} must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _method(args, spec):
+    from ..sampler import method_from_table
+
+    table = dict(spec.sampler)
+    if args.method is not None:
+        if args.method not in ("flow", "gd"):
+            raise InputError(f"--method must be 'flow' or 'gd', got {args.method!r}")
+        if args.method != table.get("method", "flow"):
+            table = {k: v for k, v in table.items() if k in ("widths", "seeds", "max_memory_gib")}
+        table["method"] = args.method
+    if args.dt is not None:
+        if table.get("method", "flow") != "gd":
+            raise InputError("--dt applies to --method gd only")
+        table["dt"] = _number("--dt", args.dt)
+    for flag, key in (("--rtol", "rtol"), ("--atol", "atol")):
+        value = getattr(args, key)
+        if value is not None:
+            if table.get("method", "flow") != "flow":
+                raise InputError(f"{flag} applies to --method flow only")
+            table[key] = _number(flag, value)
+    return method_from_table(table)
+
+
+def execute(args) -> int:
+    from ..sampler import compare, plot_comparison, plan_batches, predict_corrections, report_table
+    from ..sampler import sample
+
+    spec = read_spec(args.spec)
+    arch, data = spec.architecture, spec.data
+    widths = _positive_ints("--widths", args.widths if args.widths is not None
+                            else spec.sampler.get("widths", [64, 256, 1024]))
+    seeds_flag = args.seeds if args.seeds is not None else spec.sampler.get("seeds", 8)
+    seeds = _positive_ints("--seeds", [seeds_flag] if isinstance(seeds_flag, int) else seeds_flag)
+    if len(seeds) != 1:
+        raise InputError(f"--seeds must be one positive count of ensemble members, got {seeds_flag!r}")
+    seeds = seeds[0]
+    method = _method(args, spec)
+    batch_size = None if args.batch_size is None else _positive_ints("--batch-size", args.batch_size)[0]
+    max_memory = spec.sampler.get("max_memory_gib")
+    if args.max_memory is not None:
+        max_memory = _number("--max-memory", args.max_memory)
+    plan = plan_batches(spec, widths, seeds, method, max_memory, batch_size)  # fail before work
+
+    print(
+        f"dmft sample: {spec.source or args.spec}: L = {arch.hidden_layers} {arch.activation} "
+        f"({arch.parameterization}), P = {data.num_train}, P_test = {data.num_test}, "
+        f"{len(spec.training.times)} saved times; widths {widths}, {seeds} seeds, "
+        f"{type(method).__name__}, batches {plan}"
+    )
+    start = time.perf_counter()
+    samples = sample(spec, widths, seeds, method, batch_size=batch_size, max_memory_gib=max_memory)
+    sampling_time = time.perf_counter() - start
+    comparison = compare(samples, spec)
+    predictions = None if args.no_predictions else predict_corrections(spec, samples)
+    arrays = {**samples.arrays(), **comparison.arrays()}
+    if predictions is not None:
+        arrays.update(predictions.arrays())
+
+    def figures(folder):
+        regime = "NTK" if arch.parameterization == "ntk" else f"$\\mu$P, $\\gamma_0={arch.gamma0:g}$"
+        plot_comparison(comparison, samples.t, folder / "sample_comparison",
+                        title=f"{arch.activation}, L={arch.hidden_layers}, {regime}")
+
+    metadata = {
+        "command": "sample",
+        "spec": spec.to_dict(),
+        "widths": widths,
+        "seeds": list(samples.seeds),
+        "sampler": samples.diagnostics,
+        "limit": comparison.limit_note,
+        "predictions": None if predictions is None else predictions.notes,
+        "wall_time_s": time.perf_counter() - start,
+        "sampling_time_s": sampling_time,
+    }
+    paths = write_results(args.out, "samples.npz", arrays, metadata, figures)
+    print(report_table(comparison))
+    if predictions is not None:
+        print(predictions.table())
+    report_written(paths)
+    return 0

@@ -1,0 +1,105 @@
+"""The printed comparison table and the comparison figure of ``dmft sample``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ._compare import Comparison
+
+_LABELS = {
+    "loss_train": r"$\mathcal{L}_\mathrm{train}$",
+    "loss_test": r"$\mathcal{L}_\mathrm{test}$",
+    "f_train": r"$f_\mathrm{train}$",
+    "f_test": r"$f_\mathrm{test}$",
+    "ntk": r"NTK $K$",
+    "ntk_test_train": r"$K_{*X}$",
+}
+
+
+def _label(name: str) -> str:
+    if name in _LABELS:
+        return _LABELS[name]
+    kind, layer = name.split("_L")
+    symbol = r"\Phi" if kind == "phi" else "G"
+    return rf"${symbol}^{{{layer}}}$"
+
+
+def report_table(comparison: Comparison) -> str:
+    """One row per observable and width: RMS bias |⟨O⟩_N − O_∞| (with its noise floor, the RMS
+    standard error), single-network RMS deviation, mean N·Var, and the 1/N fit's slope."""
+    lines = [comparison.limit_note]
+    header = (f"{'observable':<16}{'N':>7}{'|mean-limit|':>14}{'noise':>11}{'member rms':>12}"
+              f"{'N*Var':>11}{'fit b (1/N)':>14}{'fit a-limit':>14}")
+    lines += [header, "-" * len(header)]
+    for name, rows in comparison.summary.items():
+        fit = comparison.fits.get(name)
+        for i, width in enumerate(comparison.widths):
+            bias = f"{rows['bias'][i]:.3e}" if "bias" in rows else "no limit"
+            member = f"{rows['member_rms'][i]:.3e}" if "member_rms" in rows else "-"
+            extra = ""
+            if fit is not None and i == 0:
+                slope = float(np.sqrt(np.mean(fit.slope**2)))
+                slope_err = float(np.sqrt(np.mean(fit.slope_err**2)))
+                extra = f"{slope:>8.3g}±{slope_err:<5.2g}"
+                if comparison.limit is not None and name in comparison.limit:
+                    offset = float(np.sqrt(np.mean((fit.limit - comparison.limit[name]) ** 2)))
+                    extra += f"{offset:>14.3e}"
+            lines.append(f"{name if i == 0 else '':<16}{width:>7}{bias:>14}{rows['noise'][i]:>11.3e}"
+                         f"{member:>12}{rows['nvar'][i]:>11.3e}{extra:>14}")
+    return "\n".join(lines)
+
+
+def plot_comparison(comparison: Comparison, t: np.ndarray, stem: str | Path,
+                    title: str | None = None) -> list[Path]:
+    """Two panels, one paper column: (a) deviation from the limit against width on log-log axes
+    with 1/N and 1/√N guides; (b) ensemble learning curves (±2 standard errors) over the limit."""
+    import matplotlib.pyplot as plt
+
+    from ..figures import paper_style, save_figure
+
+    widths = np.asarray(comparison.widths, dtype=float)
+    with paper_style():
+        figure, (ax_dev, ax_curve) = plt.subplots(2, 1, figsize=(3.4, 4.6))
+        anchor = None
+        for name in ("loss_train", "f_train", "ntk", "phi_L1"):
+            rows = comparison.summary.get(name)
+            if rows is None:
+                continue
+            key = "bias" if "bias" in rows else "noise"
+            (line,) = ax_dev.plot(widths, rows[key], "o-", label=_label(name), markersize=3)
+            if "member_rms" in rows:
+                ax_dev.plot(widths, rows["member_rms"], "s:", color=line.get_color(), markersize=2.5,
+                            linewidth=0.8)
+            if anchor is None:
+                anchor = float(rows[key][0])
+        if anchor is not None and anchor > 0:
+            ax_dev.plot(widths, anchor * widths[0] / widths, "k--", linewidth=0.8, label=r"$1/N$")
+            ax_dev.plot(widths, anchor * np.sqrt(widths[0] / widths), "k-.", linewidth=0.8,
+                        label=r"$1/\sqrt{N}$")
+        ax_dev.set_xscale("log")
+        ax_dev.set_yscale("log")
+        ax_dev.set_xlabel("width $N$")
+        ax_dev.set_ylabel(r"RMS $|\langle O\rangle_N - O_\infty|$" if comparison.limit is not None
+                          else "RMS standard error")
+        ax_dev.legend(fontsize=6, ncol=2)
+        if title:
+            ax_dev.set_title(title, fontsize=8)
+
+        stats = comparison.stats["loss_train"]
+        for width in comparison.widths:
+            mean, err = stats[width]["mean"], stats[width]["stderr"]
+            (line,) = ax_curve.plot(t, mean, label=f"N={width}")
+            ax_curve.fill_between(t, np.maximum(mean - 2 * err, 1e-300), mean + 2 * err,
+                                  color=line.get_color(), alpha=0.25, linewidth=0)
+        if comparison.limit is not None and "loss_train" in comparison.limit:
+            ax_curve.plot(t, comparison.limit["loss_train"], "k--", label="limit")
+        positive = t[t > 0]
+        if positive.size >= 2 and positive.max() / positive.min() > 50:
+            ax_curve.set_xscale("symlog", linthresh=float(positive.min()), linscale=0.3)
+        ax_curve.set_yscale("log")
+        ax_curve.set_xlabel("training time $t$")
+        ax_curve.set_ylabel(r"train loss $\mathcal{L}(t)$")
+        ax_curve.legend(fontsize=6)
+        return save_figure(figure, stem)
