@@ -342,3 +342,35 @@ def test_ntk_evolution_figure_is_written(deep_linear_solution, tmp_path):
     # feature learning aligns the kernel with the task
     alignment = kernel_alignment(deep_linear_solution.ntk, y)
     assert alignment[-1] > alignment[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Against real finite-width networks (slow: minutes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("activation,hidden_layers,gamma0,widths", [
+    ("tanh", 1, 1.0, (256, 512, 1024)),
+    ("linear", 2, 1.5, (128, 256, 512)),
+])
+def test_dmft_matches_inverse_width_extrapolation_of_trained_networks(
+        activation, hidden_layers, gamma0, widths):
+    from dmft.sampler import sample
+    from dmft.sampler._compare import fit_inverse_width
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 8))
+    y = np.sign(rng.standard_normal(8))
+    spec = Spec(architecture=Architecture(hidden_layers, activation, "mup", gamma0=gamma0),
+                data=Data(x_train=x, y_train=y), training=Training(tuple(np.linspace(0, 4, 9))))
+    loss = solve_dmft(spec).losses(y)["loss_train"]
+    seeds = 16
+    samples = sample(spec, widths, seeds)
+    means = np.array([samples[w]["loss_train"].mean(0) for w in widths])
+    stderrs = np.array([samples[w]["loss_train"].std(0, ddof=1) / np.sqrt(seeds) for w in widths])
+    fit = fit_inverse_width(widths, means, stderrs)  # ⟨𝓛_N⟩ = 𝓛_∞ + c/N
+    deviation = np.abs(fit.limit - loss)
+    # within the statistical error of the extrapolation: 3.5σ over 9 correlated times
+    assert np.all(deviation <= 3.5 * fit.limit_err), (deviation, fit.limit_err)
+    # and the brief's target: within 1 % of L(0) everywhere
+    assert np.all(deviation <= 0.01 * loss[0]), deviation
