@@ -107,6 +107,7 @@ class MonteCarloDMFT:
         max_dt: largest default time step.
         seed: PRNG seed of the draws (the answer is independent of the number of devices).
         rcond: relative eigenvalue cutoff of the conditional source covariances (Stein inverse).
+        antithetic: draw the r-sources in ± pairs (exact γ0 → −γ0 symmetry, f(0) = 0).
         control_variates: subtract the lazy values in the Stein estimators (less noise).
         kernel_control_variates: estimate the reported equal-time kernels (and the NTK that
             drives Δ) as ⟨F⟩ − ⟨F_lazy⟩ + E[F_lazy], with E[F_lazy] the exact dual kernels of
@@ -131,6 +132,7 @@ class MonteCarloDMFT:
     max_dt: float = 0.1
     seed: int = 0
     rcond: float = 1e-9
+    antithetic: bool = True
     control_variates: bool = True
     kernel_control_variates: bool = True
     schedule: str = "march"
@@ -152,6 +154,11 @@ class MonteCarloDMFT:
         object.__setattr__(self, "max_dt", check_positive("max_dt", self.max_dt))
         object.__setattr__(self, "seed", check_int("seed", self.seed, 0))
         object.__setattr__(self, "rcond", _check_tol("rcond", self.rcond))
+        check_bool("antithetic", self.antithetic)
+        if self.antithetic and (self.num_samples // self.num_batches) % 2:
+            raise InputError(f"solver.num_samples / solver.num_batches = "
+                             f"{self.num_samples // self.num_batches} must be even with "
+                             "solver.antithetic = true")
         check_bool("control_variates", self.control_variates)
         check_bool("kernel_control_variates", self.kernel_control_variates)
         if self.schedule not in ("march", "picard"):
@@ -217,7 +224,8 @@ class MonteCarloDMFT:
 
         kx = jnp.asarray(input_kernel(spec), dtype)
         y = jnp.asarray(data.y_train, dtype)
-        draws = _draw(jax.random.PRNGKey(self.seed), kx, self.num_samples, num_grid, num_layers)
+        draws = _draw(jax.random.PRNGKey(self.seed), kx, self.num_samples, num_grid, num_layers,
+                      self.num_batches, self.antithetic)
         if mesh is not None:
             draws = jax.tree_util.tree_map(lambda x: shard_samples(x, mesh), draws)
 
@@ -362,22 +370,34 @@ class _Config:
     kernel_control_variates: bool = True
 
 
-def _draw(key, kx, num_samples: int, num_grid: int, num_layers: int):
+def _draw(key, kx, num_samples: int, num_grid: int, num_layers: int, num_batches: int,
+          antithetic: bool):
     """All standard-normal draws, full (S, ...) arrays from the key (device-count independent).
 
     u^1 ~ N(0, Φ^0) is static and r^L ~ N(0, 1) is one scalar per sample; the dynamic sources
     u^ℓ (ℓ >= 2) and r^ℓ (ℓ <= L-1) get whitened draws ε of shape (S, T·Q), time-major.
+    With `antithetic`, each batch holds pairs (u-draws, r-draws) and (u-draws, −r-draws): the
+    sample set is then closed under the symmetry (r, γ0) → (−r, −γ0) of the process, so every
+    kernel is exactly even in γ0 (no O(γ0/√S) noise) and f(0) = γ0⁻¹⟨z^L φ(h^L)⟩ = 0 exactly.
     """
     num_points = kx.shape[0]
     keys = jax.random.split(key, 2 * num_layers)
+    per_batch = num_samples // num_batches
+    fresh = per_batch // 2 if antithetic else per_batch
+
+    def normal(key, shape, sign_flip):
+        x = jax.random.normal(key, (num_batches, fresh, *shape), kx.dtype)
+        if antithetic:
+            x = jnp.concatenate([x, -x if sign_flip else x], axis=1)
+        return x.reshape(num_samples, *shape)
+
     eigenvalues, eigenvectors = jnp.linalg.eigh(kx)
     root = eigenvectors * jnp.sqrt(jnp.clip(eigenvalues, 0.0))  # root rootᵀ = Φ^0 (maybe singular)
-    u1 = jax.random.normal(keys[0], (num_samples, num_points), kx.dtype) @ root.T
-    r_last = jax.random.normal(keys[1], (num_samples,), kx.dtype)
-    shape = (num_samples, num_grid * num_points)
-    eps_u = tuple(jax.random.normal(keys[2 + i], shape, kx.dtype) for i in range(num_layers - 1))
-    eps_r = tuple(jax.random.normal(keys[1 + num_layers + i], shape, kx.dtype)
-                  for i in range(num_layers - 1))
+    u1 = normal(keys[0], (num_points,), False) @ root.T
+    r_last = normal(keys[1], (), True)
+    shape = (num_grid * num_points,)
+    eps_u = tuple(normal(keys[2 + i], shape, False) for i in range(num_layers - 1))
+    eps_r = tuple(normal(keys[1 + num_layers + i], shape, True) for i in range(num_layers - 1))
     return {"u1": u1, "r_last": r_last, "eps_u": eps_u, "eps_r": eps_r}
 
 
