@@ -54,24 +54,45 @@ class LoweredRecursion:
     _maps: tuple = dataclasses.field(repr=False)
 
     def __call__(self, x1: Float[Array, "P1 D"], x2: Float[Array, "P2 D"] | None = None):
+        """Kernels between x1 and x2; with x2 omitted the diagonal uses the diagonal maps."""
+        same = x2 is None
         x1 = jnp.asarray(x1)
-        x2 = x1 if x2 is None else jnp.asarray(x2)
+        x2 = x1 if same else jnp.asarray(x2)
         d = x1.shape[-1]
         first, rest = self._maps[0], self._maps[1:]
         nngp_1, diag_1 = first
         cross = nngp_1(x1 @ x2.T / d)
         var1 = diag_1(jnp.sum(x1 * x1, axis=-1) / d)
         var2 = diag_1(jnp.sum(x2 * x2, axis=-1) / d)
+        eye = jnp.eye(x1.shape[0], dtype=bool) if same else None
         nngp, ntk = [cross], [cross]
-        theta = cross
-        for nngp_map, ntk_map, diag_map in rest:
+        theta, theta_diag = cross, var1
+        for nngp_map, ntk_map, diag_map, ntk_diag_map in rest:
             a, b = var1[:, None], var2[None, :]
             theta = ntk_map(a, b, cross, theta)
             cross = nngp_map(a, b, cross)
+            theta_diag = ntk_diag_map(var1, theta_diag)
             var1, var2 = diag_map(var1), diag_map(var2)
+            if same:  # x = x': K(q, q, q) simplified, free of the √ε loss of acos near 1
+                cross = jnp.where(eye, var1[:, None], cross)
+                theta = jnp.where(eye, theta_diag[:, None], theta)
             nngp.append(cross)
             ntk.append(theta)
         return tuple(nngp), tuple(ntk)
+
+
+def _guard_domain(expr: sp.Expr) -> sp.Expr:
+    """Clip acos/asin arguments to [-1, 1] and square-root arguments to >= 0.
+
+    Exact identities on the covariance domain; in float64 they keep c = √(q1 q2) (x = x')
+    from producing NaN through a rounding error of one ulp.
+    """
+    expr = expr.replace(sp.acos, lambda a: sp.acos(sp.Min(sp.Max(a, -1), 1)))
+    expr = expr.replace(sp.asin, lambda a: sp.asin(sp.Min(sp.Max(a, -1), 1)))
+    return expr.replace(
+        lambda e: e.is_Pow and e.exp == sp.Rational(1, 2) and not e.base.is_positive,
+        lambda e: sp.sqrt(sp.Max(e.base, 0)),
+    )
 
 
 def _diagonal(expr: sp.Expr) -> sp.Expr:
@@ -93,11 +114,17 @@ def lower_recursion(derivation: Derivation) -> LoweredRecursion:
         act = _activation(derivation.architecture.activation)
         functions = {"K_phi": act.dual, "Kdot_phi": act.dual_derivative}
     for s_map, t_map in zip(nngp[1:], ntk[1:]):
-        s_expr, t_expr = s_map.numeric(), t_map.numeric()
+        s_expr, t_expr = _guard_domain(s_map.numeric()), _guard_domain(t_map.numeric())
         s_fn = lambdify_jax([q1, q2, c], s_expr, functions)
         t_fn = lambdify_jax([q1, q2, c, theta_prev], t_expr, functions)
-        diag_fn = lambdify_jax([q1], _diagonal(s_expr), functions)
-        maps.append((_broadcasting(s_fn), _broadcasting(t_fn), _broadcasting(diag_fn)))
+        diag_fn = lambdify_jax([q1], _diagonal(s_map.numeric()), functions)
+        ntk_diag = _diagonal(t_map.numeric())
+        if ntk_diag.has(sp.zoo, sp.oo, sp.nan):  # e.g. step: K̇ = E[δ(u)δ(v)] diverges at x = x'
+            ntk_diag_fn = lambda q, th, t_fn=t_fn: t_fn(q, q, q, th)  # noqa: E731
+        else:
+            ntk_diag_fn = lambdify_jax([q1, theta_prev], ntk_diag, functions)
+        maps.append((_broadcasting(s_fn), _broadcasting(t_fn), _broadcasting(diag_fn),
+                     _broadcasting(ntk_diag_fn)))
     return LoweredRecursion(derivation, tuple(maps))
 
 

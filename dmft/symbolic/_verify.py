@@ -26,7 +26,7 @@ import numpy as np
 import sympy as sp
 from sympy.parsing.sympy_parser import (
     auto_number, auto_symbol, convert_xor, factorial_notation, implicit_multiplication,
-    lambda_notation, parse_expr, repeated_decimals,
+    lambda_notation, parse_expr, rationalize, repeated_decimals,
 )
 
 from .._errors import InputError
@@ -45,7 +45,8 @@ _FUNCTIONS: dict[str, object] = {
 }
 _PARSER_GLOBALS = {"Symbol": sp.Symbol, "Integer": sp.Integer, "Float": sp.Float,
                    "Rational": sp.Rational, "Function": sp.Function, "factorial": sp.factorial}
-_TRANSFORMATIONS = (lambda_notation, auto_symbol, repeated_decimals, auto_number,
+# `rationalize`: decimals are exact (2.25 is 9/4), as they were written
+_TRANSFORMATIONS = (lambda_notation, auto_symbol, repeated_decimals, auto_number, rationalize,
                     factorial_notation, convert_xor, implicit_multiplication)
 _ALLOWED_CHARS = re.compile(r"^[A-Za-z0-9_+\-*/^().,!\s]*$")
 
@@ -57,7 +58,8 @@ _WORK_DPS = 60  # working precision: well beyond EQUAL_DIGITS so rounding never 
 def parse_expression(text: str, symbols: Mapping[str, sp.Symbol], what: str = "--expr") -> sp.Expr:
     """Parse a SymPy-syntax string over the declared ``symbols`` and a whitelist of functions.
 
-    ``^`` means power; implicit multiplication (``2 c``) is allowed. Raises `InputError` with one
+    ``^`` means power; implicit multiplication (``2 c``) is allowed; decimals are exact
+    rationals (``0.1`` is 1/10). Raises `InputError` with one
     line for syntax errors, unknown functions and undeclared symbols (naming them).
     """
     if not isinstance(text, str) or not text.strip():
