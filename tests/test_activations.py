@@ -235,7 +235,7 @@ def test_price_theorem_dual_derivative_is_dK_dc(name):
         assert sp.expand(polynomial_dual(sp.diff(act.expr, X))[0] - act.dual_derivative_expr) == 0
         return
     rng = np.random.default_rng(7)
-    for _ in range(4):
+    for _ in range(3):
         a, b = rng.uniform(0.2, 3.0, size=2)
         cc = rng.uniform(-0.95, 0.95) * math.sqrt(a * b)
         subs = {Q1: sp.Float(a, 40), Q2: sp.Float(b, 40), C: sp.Float(cc, 40)}
@@ -359,14 +359,14 @@ def test_exact_tiers_agree_with_quadrature_tier(expr):
 
 def test_chunked_quadrature_equals_unchunked():
     rule = PiecewiseGaussLegendre(kinks=(0.0,))
-    small = PiecewiseGaussLegendre(kinks=(0.0,), budget=1)  # one node per scan step
-    q = jnp.linspace(0.4, 2.0, 5)
-    K = jnp.sqrt(jnp.outer(q, q)) * jnp.array([[1, .3, -.2, .5, .9]] * 5)
+    small = PiecewiseGaussLegendre(kinks=(0.0,), budget=1)  # blocks of 1 element, 1 node per step
+    q = jnp.linspace(0.4, 2.0, 3)
+    K = jnp.sqrt(jnp.outer(q, q)) * jnp.array([[1, .3, -.2]] * 3)
     K = (K + K.T) / 2
     f = jnp.abs
     a = rule.dual(f, q[:, None], q[None, :], K)
     b = small.dual(f, q[:, None], q[None, :], K)
-    assert a.shape == (5, 5)
+    assert a.shape == (3, 3)
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-13)  # summation order only
 
 
@@ -409,7 +409,7 @@ def test_dual_maps_jit_vmap_and_keep_float64(name):
     Kin = jnp.sqrt(jnp.outer(q, q)) * 0.3 + jnp.diag(q) * 0.7
     eager = act.dual(q[:, None], q[None, :], Kin)
     jitted = jax.jit(act.dual)(q[:, None], q[None, :], Kin)
-    vmapped = jax.vmap(jax.vmap(act.dual_derivative, (None, 0, 0)), (0, None, 0))(q, q, Kin)
+    vmapped = jax.vmap(lambda a, k: act.dual_derivative(a, q, k))(q, Kin)  # row by row
     assert eager.shape == (3, 3) and eager.dtype == jnp.float64 and vmapped.dtype == jnp.float64
     np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), rtol=1e-14)  # same ops
     np.testing.assert_allclose(np.asarray(vmapped), np.asarray(act.dual_derivative(q[:, None], q[None, :], Kin)),
