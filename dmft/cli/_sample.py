@@ -26,6 +26,8 @@ def configure(parser) -> None:
     parser.add_argument("--atol", default=None, help="gradient-flow absolute tolerance (1e-8)")
     parser.add_argument("--batch-size", default=None, help="most members trained at once")
     parser.add_argument("--max-memory", default=None, help="memory budget in GiB over all devices")
+    parser.add_argument("--centered", action="store_true",
+                        help="train f(θ) − f(θ0) with a frozen initial copy, so f(0) = 0")
     parser.add_argument("--no-predictions", action="store_true",
                         help="skip the predicted 1/N corrections (vertex, propagator)")
 
@@ -101,7 +103,8 @@ def execute(args) -> int:
         f"{type(method).__name__}, batches {plan}"
     )
     start = time.perf_counter()
-    samples = sample(spec, widths, seeds, method, batch_size=batch_size, max_memory_gib=max_memory)
+    samples = sample(spec, widths, seeds, method, batch_size=batch_size, max_memory_gib=max_memory,
+                     centered=args.centered)
     sampling_time = time.perf_counter() - start
     comparison = compare(samples, spec)
     predictions = None if args.no_predictions else predict_corrections(spec, samples)
@@ -119,6 +122,7 @@ def execute(args) -> int:
         "spec": spec.to_dict(),
         "widths": widths,
         "seeds": list(samples.seeds),
+        "centered": bool(args.centered),
         "sampler": samples.diagnostics,
         "limit": comparison.limit_note,
         "predictions": None if predictions is None else predictions.notes,

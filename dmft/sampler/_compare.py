@@ -105,9 +105,15 @@ def _lazy_layer_kernels(spec: Spec, num_times: int) -> dict[str, np.ndarray]:
     return out
 
 
-def infinite_width_limit(spec: Spec) -> tuple[dict[str, np.ndarray] | None, str]:
+def infinite_width_limit(spec: Spec, centered: bool = False
+                         ) -> tuple[dict[str, np.ndarray] | None, str]:
     """The limit's arrays (``f_train``, ``ntk``, ``loss_train``, ``phi_L{l}``, ...) from
-    `dmft.solve`, and a note; ``(None, reason)`` when no limit is available for this spec."""
+    `dmft.solve`, and a note; ``(None, reason)`` when no limit is available for this spec.
+
+    For uncentred NTK-parameterized networks f(0) ~ N(0, Σ^{L+1}) stays O(1) at every width, so
+    the limit of the *mean* loss is 𝓛_lazy(t) + (1/2P) tr Cov f(t) (eq:lazy-variance); that is
+    what ``loss_train`` / ``loss_test`` hold then. The mean of f converges to the lazy f.
+    """
     try:
         from ..solvers import solve
 
@@ -118,6 +124,13 @@ def infinite_width_limit(spec: Spec) -> tuple[dict[str, np.ndarray] | None, str]
     arrays = {k: v for k, v in arrays.items() if not k.endswith("_stderr") and k != "t"}
     if spec.architecture.parameterization == "ntk" and not any(k.startswith("phi_L") for k in arrays):
         arrays.update(_lazy_layer_kernels(spec, len(spec.training.times)))
+    if spec.architecture.parameterization == "ntk" and not centered:
+        from ._propagator import predict_training_fluctuations
+
+        spread = predict_training_fluctuations(spec)
+        arrays["loss_train"] = arrays["loss_train"] + spread.f_train.mean(axis=-1) / 2
+        if "loss_test" in arrays and spread.f_test is not None:
+            arrays["loss_test"] = arrays["loss_test"] + spread.f_test.mean(axis=-1) / 2
     method = solution.diagnostics.get("method", "lazy" if spec.architecture.parameterization == "ntk"
                                       else "dmft")
     return arrays, f"limit: dmft.solve ({method})"
@@ -167,7 +180,7 @@ def compare(samples: Samples, spec: Spec, limit: dict[str, np.ndarray] | None = 
     """Ensemble statistics per width, 1/N fits and deviations from the limit (computed with
     `infinite_width_limit` unless given)."""
     if limit is None and limit_note is None:
-        limit, limit_note = infinite_width_limit(spec)
+        limit, limit_note = infinite_width_limit(spec, samples.diagnostics.get("centered", False))
     widths = samples.widths
     observables = {width: _observables(samples, width) for width in widths}
     stats: dict[str, dict[int, dict[str, np.ndarray]]] = {}

@@ -170,6 +170,7 @@ def sample(
     *,
     batch_size: int | None = None,
     max_memory_gib: float | None = None,
+    centered: bool = False,
 ) -> Samples:
     """Train ensembles of width-N networks of `spec` for each N in `widths` and record their
     observables at ``spec.training.times``.
@@ -181,6 +182,8 @@ def sample(
         method: `GradientFlow` (default, Diffrax Tsit5 + PID) or `GradientDescent(dt)`.
         batch_size: most members trained at once (default: as many as fit in memory).
         max_memory_gib: memory budget over all devices (default: 60 % of what is available).
+        centered: train f(θ) − f(θ0) with a frozen initial copy, so that f(0) = 0 (default: the
+            plain network of the conventions).
     """
     widths, seeds = _as_widths(widths), _as_seeds(seeds)
     if method is None:
@@ -204,7 +207,8 @@ def sample(
             for first in range(0, len(seeds), size):
                 bar.set_postfix(N=width, seeds=f"{first}-{min(first + size, len(seeds)) - 1}")
                 pieces.append(train_ensemble(net, times, data.x_train, data.y_train, data.x_test,
-                                             seeds[first:first + size], method, mesh, pad_to=size))
+                                             seeds[first:first + size], method, mesh, pad_to=size,
+                                             centered=centered))
                 bar.update(1)
             merged = {key: np.concatenate([piece[key] for piece in pieces]) for key in pieces[0]}
             merged["loss_train"] = 0.5 * np.mean((merged["f_train"] - data.y_train) ** 2, axis=-1)
@@ -217,6 +221,7 @@ def sample(
     diagnostics = {
         "method": type(method).__name__,
         "method_options": dataclasses.asdict(method),
+        "centered": bool(centered),
         "batch_size": plan,
         "devices": len(jax.devices()),
         "wall_time_s": wall,

@@ -81,21 +81,35 @@ def member_key(seed: int, width: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), width)
 
 
-def _observe(net: Network, params, x_all, num_train: int):
+def _observe(net: Network, params, x_all, num_train: int, offset=0.0):
     out = net.kernels(params, x_all)
     P = num_train
     return {
-        "f": out["f"],
+        "f": out["f"] - offset,
         "ntk": out["ntk"][:, :P],  # (P_all, P): train rows then test rows
         "phi": out["phi"][:, :P, :P],
         "g": out["g"][:, :P, :P],
     }
 
 
-def _train_member_flow(net: Network, method: GradientFlow, times, x_train, y_train, x_all, key):
+def _start(net: Network, centered: bool, x_train, y_train, x_all, key):
+    """θ(0), the offset subtracted from f and the effective targets.
+
+    Centred training uses f(θ) − f(θ0) (a frozen copy of the initial network): its loss
+    (1/2P)|f − f0 − y|² is the plain loss with targets y + f0 on the training inputs.
+    """
     params = net.init(key)
+    if not centered:
+        return params, 0.0, y_train
+    offset = net.predict(params, x_all)
+    return params, offset, y_train + offset[: x_train.shape[0]]
+
+
+def _train_member_flow(net: Network, method: GradientFlow, centered: bool, times, x_train, y_train,
+                       x_all, key):
+    params, offset, y_train = _start(net, centered, x_train, y_train, x_all, key)
     P = x_train.shape[0]
-    observe = lambda t, state, args: _observe(net, state, x_all, P)  # noqa: E731
+    observe = lambda t, state, args: _observe(net, state, x_all, P, offset)  # noqa: E731
     t1 = times[-1]
     term = diffrax.ODETerm(lambda t, state, args: net.flow(state, x_train, y_train))
     solution = diffrax.diffeqsolve(
@@ -114,8 +128,9 @@ def _train_member_flow(net: Network, method: GradientFlow, times, x_train, y_tra
     return solution.ys, solution.stats["num_steps"], ok
 
 
-def _train_member_gd(net: Network, method: GradientDescent, steps, x_train, y_train, x_all, key):
-    params = net.init(key)
+def _train_member_gd(net: Network, method: GradientDescent, centered: bool, steps, x_train, y_train,
+                     x_all, key):
+    params, offset, y_train = _start(net, centered, x_train, y_train, x_all, key)
     P = x_train.shape[0]
     step_size = method.dt
 
@@ -125,25 +140,27 @@ def _train_member_gd(net: Network, method: GradientDescent, steps, x_train, y_tr
     def advance(carry, target):
         state, done = carry
         state = jax.lax.fori_loop(done, target, gd_step, state)
-        return (state, target), _observe(net, state, x_all, P)
+        return (state, target), _observe(net, state, x_all, P, offset)
 
     (_, total), ys = jax.lax.scan(advance, (params, jnp.asarray(0, steps.dtype)), steps)
     return ys, total, jnp.asarray(True)
 
 
-def _init_member(net: Network, x_train, y_train, x_all, key):
-    obs = _observe(net, net.init(key), x_all, x_train.shape[0])
+def _init_member(net: Network, centered: bool, x_train, y_train, x_all, key):
+    params, offset, _ = _start(net, centered, x_train, y_train, x_all, key)
+    obs = _observe(net, params, x_all, x_train.shape[0], offset)
     return jax.tree.map(lambda a: a[None], obs), jnp.asarray(0), jnp.asarray(True)
 
 
-@functools.partial(jax.jit, static_argnames=("net", "method"))
-def _train_batch(net: Network, method: Method | None, schedule, x_train, y_train, x_all, keys):
+@functools.partial(jax.jit, static_argnames=("net", "method", "centered"))
+def _train_batch(net: Network, method: Method | None, centered: bool, schedule, x_train, y_train,
+                 x_all, keys):
     if method is None:  # only t = 0 is saved: no training at all
-        member = functools.partial(_init_member, net)
+        member = functools.partial(_init_member, net, centered)
     elif isinstance(method, GradientFlow):
-        member = functools.partial(_train_member_flow, net, method, schedule)
+        member = functools.partial(_train_member_flow, net, method, centered, schedule)
     else:
-        member = functools.partial(_train_member_gd, net, method, schedule)
+        member = functools.partial(_train_member_gd, net, method, centered, schedule)
     return jax.vmap(member, in_axes=(None, None, None, 0))(x_train, y_train, x_all, keys)
 
 
@@ -163,6 +180,7 @@ def train_ensemble(
     method: Method = GradientFlow(),
     mesh: jax.sharding.Mesh | None = None,
     pad_to: int | None = None,
+    centered: bool = False,
 ) -> dict[str, np.ndarray]:
     """Train one batch of ensemble members (one per seed) and return their observables.
 
@@ -171,6 +189,7 @@ def train_ensemble(
     ``num_steps`` (seeds,). The seed axis is padded to a multiple of the device count and
     sharded over `mesh` (default: all devices); the padding is dropped again. ``pad_to`` pads
     the batch further (repeating the last seed) so that batches of one ensemble share a compile.
+    ``centered=True`` trains and records f(θ) − f(θ0) (so f(0) = 0, as in the limit).
     """
     seeds = [int(s) for s in seeds]
     x_train = jnp.asarray(x_train)
@@ -188,7 +207,8 @@ def train_ensemble(
     keys = jax.vmap(lambda s: member_key(s, net.width))(jnp.asarray(padded, dtype=jnp.uint32))
     keys = jax.device_put(keys, NamedSharding(mesh, PartitionSpec("seeds")))
     at_init_only = times.size == 1 and times[0] == 0.0
-    ys, num_steps, ok = _train_batch(net, None if at_init_only else method, schedule, x_train, y_train, x_all, keys)
+    ys, num_steps, ok = _train_batch(net, None if at_init_only else method, bool(centered),
+                                     schedule, x_train, y_train, x_all, keys)
     ys = jax.tree.map(lambda a: np.asarray(a)[: len(seeds)], ys)
     num_steps = np.asarray(num_steps)[: len(seeds)]
     ok = np.asarray(ok)[: len(seeds)]
