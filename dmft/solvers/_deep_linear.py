@@ -21,7 +21,7 @@ with ``extrapolate=True`` (default) the solve is repeated at dt/2 and combined a
 2·x_{dt/2} − x_{dt} (Richardson), which is second order. Values at the spec times are 4-point
 Lagrange interpolants of the grid values (interpolation error O(dt⁴), below either order).
 
-Cost: O(L (TQ)³) time and (2L + 1)(TQ)² memory for T grid points and Q = P + P_test points.
+Cost: O(L (TQ)³) time and (2L − 1)(TQ)² memory for T grid points and Q = P + P_test points.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ class DeepLinearDMFT:
             return 0
         steps = max(1, math.ceil(t_max / self.dt - 1e-9))
         finest = 2 if self.extrapolate else 1
-        arrays = 2 * num_layers + 1  # Φ^0..Φ^L and the L propagators Hu, each (TQ)²
+        arrays = 2 * num_layers - 1  # Φ^1..Φ^L and the propagators Hu of layers 2..L, each (TQ)²
         limit = self.max_memory_gb * 2**30 / (8 * arrays)
         max_points = int(math.sqrt(limit) / num_points)  # T_finest·Q <= sqrt(limit)
         max_steps = (max_points - 1) // finest
@@ -210,7 +210,12 @@ def _march(
     num_layers: int,
 ):
     """One explicit march on t_k = k dt, k < num_grid. Returns per grid point: f (T, Q),
-    K (T, Q, Q), Φ^ℓ(t,t) (T, L, Q, Q) and G^ℓ(t,t) (T, L)."""
+    K (T, Q, Q), Φ^ℓ(t,t) (T, L, Q, Q) and G^ℓ(t,t) (T, L).
+
+    Layer 1's source u^1 ~ N(0, Φ^0) is static, so its propagators onto u^1 are stored per
+    row only (``hu1`` (T, Q, Q), ``zu1`` (T, Q)) and Φ^0 is never tiled over time: memory is
+    (2L − 1)(TQ)² floats.
+    """
     T, L = num_grid, num_layers
     Q, P = kx.shape[0], y.shape[0]
     dtype = kx.dtype
@@ -220,84 +225,106 @@ def _march(
     eye_q = jnp.eye(Q, dtype=dtype)
 
     # Layouts: kernels/propagators indexed [k, μ, j, ν] (row time, row point, column time, column
-    # point); one array per layer (Python lists, unrolled over the L layers).
+    # point); one array per layer (Python lists, unrolled over the L layers). Index i = ℓ − 1.
     carry = dict(
-        hu=[jnp.zeros((T, Q, T, Q), dtype) for _ in range(L)],  # ∂h^ℓ_{kμ}/∂u^ℓ_{jν}
+        hu1=jnp.zeros((T, Q, Q), dtype),  # ∂h^1_{kμ}/∂u^1_ν (u^1 static)
+        zu1=jnp.zeros((T, Q), dtype),  # ∂z^1_k/∂u^1_ν
+        hu=[jnp.zeros((T, Q, T, Q), dtype) for _ in range(L - 1)],  # ℓ ≥ 2: ∂h^ℓ_{kμ}/∂u^ℓ_{jν}
+        zu=[jnp.zeros((T, T, Q), dtype) for _ in range(L - 1)],  # ℓ ≥ 2: ∂z^ℓ_k/∂u^ℓ_{jν}
         hr=[jnp.zeros((T, Q, T), dtype) for _ in range(L)],  # ∂h^ℓ_{kμ}/∂r^ℓ_j
-        zu=[jnp.zeros((T, T, Q), dtype) for _ in range(L)],  # ∂z^ℓ_k/∂u^ℓ_{jν}
         zr=[jnp.zeros((T, T), dtype) for _ in range(L)],  # ∂z^ℓ_k/∂r^ℓ_j
         phi=[jnp.zeros((T, Q, T, Q), dtype) for _ in range(L)],  # Φ^1..Φ^L
         g=[jnp.zeros((T, T), dtype) for _ in range(L)],  # G^1..G^L
         delta=jnp.zeros((T, Q), dtype),
         f=jnp.zeros((T, Q), dtype),
     )
-    phi0 = jnp.broadcast_to(kx[None, :, None, :], (T, Q, T, Q))  # Φ^0 (static in time)
     g_top = jnp.ones((T, T), dtype)  # G^{L+1} = 1
+
+    def row_of(array, k):
+        return jax.lax.dynamic_index_in_dim(array, k, 0, keepdims=False)
 
     def set_row(array, k, row):
         zero = jnp.zeros((), k.dtype)
         return jax.lax.dynamic_update_slice(array, row[None], (k,) + (zero,) * row.ndim)
 
+    def set_phi(array, k, row):  # row [μ, j, ν] = Φ[k, μ, j, ν]; Φ symmetric: also column k
+        zero = jnp.zeros((), k.dtype)
+        array = set_row(array, k, row)
+        return jax.lax.dynamic_update_slice(
+            array, jnp.transpose(row, (1, 2, 0))[:, :, None, :], (zero, zero, k, zero))
+
+    def set_g(array, k, row):
+        return jax.lax.dynamic_update_slice(set_row(array, k, row), row[:, None],
+                                            (jnp.zeros((), k.dtype), k))
+
     def step(k, c):
         past = (jnp.arange(T) < k).astype(dtype)
         delta = c["delta"] * past[:, None]  # Δ_s for s < k (zero on test points)
         onehot = jax.nn.one_hot(k, T, dtype=dtype)
-        hu, hr, zu, zr = list(c["hu"]), list(c["hr"]), list(c["zu"]), list(c["zr"])
+        hu1, zu1 = c["hu1"], c["zu1"]
+        hu, zu, hr, zr = list(c["hu"]), list(c["zu"]), list(c["hr"]), list(c["zr"])
         phi, g = list(c["phi"]), list(c["g"])
-        phi_of = lambda layer: phi0 if layer == 0 else phi[layer - 1]  # Φ^layer
-        g_of = lambda layer: g_top if layer == L + 1 else g[layer - 1]  # G^layer
+        g_of = lambda layer: g_top if layer == L + 1 else g[layer - 1]  # G^layer  # noqa: E731
 
         # Forward sweep: rows k of h^ℓ's propagators and of Φ^ℓ, ℓ = 1..L.
-        for layer in range(1, L + 1):
+        coupling = scale * (kx @ delta.T)  # C^1_{k s μ} = (γ0 dt/P) Σ_α Φ^0_{μα} Δ_{sα}
+        hu1_row = eye_q + jnp.einsum("ms,sn->mn", coupling, zu1)
+        hr_row = coupling @ zr[0]
+        hu1 = set_row(hu1, k, hu1_row)
+        hr[0] = set_row(hr[0], k, hr_row)
+        row = jnp.einsum("mA,AB,jnB->mjn", hu1_row, kx, hu1) + jnp.einsum(
+            "mb,jnb->mjn", hr_row @ g_of(2), hr[0])
+        phi[0] = set_phi(phi[0], k, row)
+        for layer in range(2, L + 1):
             i = layer - 1
-            phi_below = phi_of(layer - 1)
-            row_below = jax.lax.dynamic_index_in_dim(phi_below, k, 0, keepdims=False)  # (Q, T, Q)
-            coupling = scale * jnp.einsum("msa,sa->ms", row_below, delta)  # C^ℓ_{k s μ}
-            if layer > 1:
-                coupling = coupling + jax.lax.dynamic_index_in_dim(hr[i - 1], k, 0, False) * past
-            hu_row = onehot[None, :, None] * eye_q[:, None, :] + jnp.einsum("ms,sjn->mjn", coupling, zu[i])
+            row_below = row_of(phi[i - 1], k)  # Φ^{ℓ-1}[k, μ, s, α]
+            coupling = scale * jnp.einsum("msa,sa->ms", row_below, delta) + row_of(hr[i - 1], k) * past
+            hu_row = onehot[None, :, None] * eye_q[:, None, :] + jnp.einsum(
+                "ms,sjn->mjn", coupling, zu[i - 1])
             hr_row = coupling @ zr[i]
-            hu[i] = set_row(hu[i], k, hu_row)
+            hu[i - 1] = set_row(hu[i - 1], k, hu_row)
             hr[i] = set_row(hr[i], k, hr_row)
-            x = jnp.einsum("maA,aAbB->mbB", hu_row, phi_below)
-            row = jnp.einsum("mbB,jnbB->mjn", x, hu[i]) + jnp.einsum(
+            x = jnp.einsum("maA,aAbB->mbB", hu_row, phi[i - 1])
+            row = jnp.einsum("mbB,jnbB->mjn", x, hu[i - 1]) + jnp.einsum(
                 "mb,jnb->mjn", hr_row @ g_of(layer + 1), hr[i])
-            new = set_row(phi[i], k, row)
-            zero = jnp.zeros((), k.dtype)
-            phi[i] = jax.lax.dynamic_update_slice(
-                new, jnp.transpose(row, (1, 2, 0))[:, :, None, :], (zero, zero, k, zero))
+            phi[i] = set_phi(phi[i], k, row)
 
         # Backward sweep: rows k of z^ℓ's propagators and of G^ℓ, ℓ = L..1.
         for layer in range(L, 0, -1):
             i = layer - 1
             g_above = g_of(layer + 1)
-            coupling = scale * jax.lax.dynamic_index_in_dim(g_above, k, 0, False)[:, None] * delta
+            coupling = scale * row_of(g_above, k)[:, None] * delta  # D^ℓ_{k s α}
             if layer < L:
-                coupling = coupling + jax.lax.dynamic_index_in_dim(zu[i + 1], k, 0, False) * past[:, None]
-            zu_row = jnp.einsum("sa,sajn->jn", coupling, hu[i])
+                coupling = coupling + row_of(zu[i], k) * past[:, None]  # ∂z^{ℓ+1}_k/∂u^{ℓ+1}_s
             zr_row = onehot + jnp.einsum("sa,saj->j", coupling, hr[i])
-            zu[i] = set_row(zu[i], k, zu_row)
             zr[i] = set_row(zr[i], k, zr_row)
-            x = jnp.einsum("aA,aAbB->bB", zu_row, phi_of(layer - 1))
-            row = jnp.einsum("bB,jbB->j", x, zu[i]) + zr[i] @ (zr_row @ g_above)
-            g[i] = jax.lax.dynamic_update_slice(set_row(g[i], k, row), row[:, None],
-                                                (jnp.zeros((), k.dtype), k))
+            if layer == 1:
+                zu1_row = jnp.einsum("sa,san->n", coupling, hu1)
+                zu1 = set_row(zu1, k, zu1_row)
+                row = zu1 @ (kx @ zu1_row)
+            else:
+                zu_row = jnp.einsum("sa,sajn->jn", coupling, hu[i - 1])
+                zu[i - 1] = set_row(zu[i - 1], k, zu_row)
+                x = jnp.einsum("aA,aAbB->bB", zu_row, phi[i - 1])
+                row = jnp.einsum("bB,jbB->j", x, zu[i - 1])
+            g[i] = set_g(g[i], k, row + zr[i] @ (zr_row @ g_above))
 
         # Output: f_k = γ0⁻¹ Cov(z^L_k, h^L_k) over all Q points.
         i = L - 1
-        zu_k = jax.lax.dynamic_index_in_dim(zu[i], k, 0, False)
-        hu_k = jax.lax.dynamic_index_in_dim(hu[i], k, 0, False)
-        hr_k = jax.lax.dynamic_index_in_dim(hr[i], k, 0, False)
-        zr_k = jax.lax.dynamic_index_in_dim(zr[i], k, 0, False)
-        cov = jnp.einsum("aA,aAbB,mbB->m", zu_k, phi_of(L - 1), hu_k) + hr_k @ (g_top @ zr_k)
+        if L == 1:
+            cov = hu1_row @ (kx @ zu1_row)
+        else:
+            cov = jnp.einsum("aA,aAbB,mbB->m", row_of(zu[i - 1], k), phi[i - 1], row_of(hu[i - 1], k))
+        cov = cov + row_of(hr[i], k) @ (g_top @ row_of(zr[i], k))
         f_k = cov / gamma0
-        return dict(hu=hu, hr=hr, zu=zu, zr=zr, phi=phi, g=g,
+        return dict(hu1=hu1, zu1=zu1, hu=hu, zu=zu, hr=hr, zr=zr, phi=phi, g=g,
                     delta=set_row(c["delta"], k, (y_pad - f_k) * train),
                     f=set_row(c["f"], k, f_k))
 
     out = jax.lax.fori_loop(0, T, step, carry)
     diag = jnp.arange(T)
-    phis = jnp.stack([phi0[diag, :, diag, :]] + [p[diag, :, diag, :] for p in out["phi"]], axis=1)
-    gs = jnp.stack([g[diag, diag] for g in out["g"]] + [g_top[diag, diag]], axis=1)  # G^1..G^{L+1}
+    phi0 = jnp.broadcast_to(kx, (T, Q, Q))
+    phis = jnp.stack([phi0] + [p[diag, :, diag, :] for p in out["phi"]], axis=1)  # (T, L+1, Q, Q)
+    gs = jnp.stack([g[diag, diag] for g in out["g"]] + [jnp.ones(T, dtype)], axis=1)  # G^1..G^{L+1}
     ntk = jnp.einsum("tl,tlmn->tmn", gs, phis)  # K = Σ_{ℓ=0}^{L} G^{ℓ+1} Φ^ℓ
     return out["f"], ntk, phis[:, 1:], gs[:, :L]
