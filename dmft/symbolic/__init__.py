@@ -18,6 +18,14 @@ from ._derive import (
     derive as derive,
     program as program,
 )
+from ._documents import (
+    BlockResult as BlockResult,
+    VerifyBlock as VerifyBlock,
+    check_block as check_block,
+    check_document as check_document,
+    document_blocks as document_blocks,
+    extract_blocks as extract_blocks,
+)
 from ._ir import (
     Act as Act,
     Add as Add,

@@ -4,8 +4,8 @@ Pipeline (notes/symbolic.md §4):
 1. parse the user's string with `sympy.parsing.sympy_parser.parse_expr` over a whitelist of
    functions and declared symbols (never Python `eval` of the raw string; unknown names and
    undeclared symbols are one-line errors);
-2. evaluate both sides with mpmath at 60 digits at random points of the domain plus its edges
-   (c = 0, |c| → √(q1 q2), q1 = q2); the worst relative error above 1e-30 is a counterexample;
+2. evaluate both sides with mpmath at 80 digits at random points of the domain plus its edges
+   (c = 0, |c| = (1 − 1e-12)√(q1 q2), q1 = q2); the worst relative error above 1e-30 is a counterexample;
 3. otherwise try a proof: canonicalize (rewrite acos → asin, trig/hyperbolic → exp) and
    ``simplify(a − b) == 0``, in a subprocess under a wall-clock limit.
 """
@@ -41,7 +41,7 @@ _FUNCTIONS: dict[str, object] = {
     "erf": sp.erf, "erfc": sp.erfc, "gamma": sp.gamma, "factorial": sp.factorial,
     "Abs": sp.Abs, "abs": sp.Abs, "sign": sp.sign, "Max": sp.Max, "Min": sp.Min,
     "max": sp.Max, "min": sp.Min, "Heaviside": sp.Heaviside,
-    "pi": sp.pi, "E": sp.E,
+    "diff": sp.diff, "pi": sp.pi, "E": sp.E,
 }
 _PARSER_GLOBALS = {"Symbol": sp.Symbol, "Integer": sp.Integer, "Float": sp.Float,
                    "Rational": sp.Rational, "Function": sp.Function, "factorial": sp.factorial}
@@ -52,7 +52,7 @@ _ALLOWED_CHARS = re.compile(r"^[A-Za-z0-9_+\-*/^().,!\s]*$")
 
 EQUAL_DIGITS = 30
 """Digits to which two expressions must agree at every sampled point to be called equal."""
-_WORK_DPS = 60  # working precision: well beyond EQUAL_DIGITS so rounding never decides
+_WORK_DPS = 80  # working precision: well beyond EQUAL_DIGITS so rounding never decides
 
 
 def parse_expression(text: str, symbols: Mapping[str, sp.Symbol], what: str = "--expr") -> sp.Expr:
@@ -105,16 +105,19 @@ def parse_expression(text: str, symbols: Mapping[str, sp.Symbol], what: str = "-
 class Domain:
     """Where two expressions are compared.
 
-    ``variables`` are (name, kind) pairs, kind "positive" (log-uniform on [0.05, 20]) or "real"
-    (uniform on [-3, 3]). ``covariance`` names a (q1, q2, c) triple constrained to a valid
+    ``variables`` are (name, kind) pairs, kind "positive" (log-uniform on [0.05, 20]), "real"
+    (uniform on [-3, 3]) or a range (lo, hi) (uniform). ``covariance`` names a (q1, q2, c) triple constrained to a valid
     2×2 covariance: c = ρ √(q1 q2) with |ρ| < 1, including the edges ρ = 0 and |ρ| → 1.
     """
 
-    variables: tuple[tuple[str, Literal["positive", "real"]], ...]
+    variables: tuple[tuple[str, Literal["positive", "real"] | tuple[float, float]], ...]
     covariance: tuple[str, str, str] | None = None
 
     def symbols(self) -> dict[str, sp.Symbol]:
-        return {name: sp.Symbol(name, positive=True) if kind == "positive"
+        def positive(kind) -> bool:
+            return kind == "positive" or (isinstance(kind, tuple) and kind[0] >= 0)
+
+        return {name: sp.Symbol(name, positive=True) if positive(kind)
                 else sp.Symbol(name, real=True) for name, kind in self.variables}
 
     def points(self, count: int, seed: int) -> list[dict[str, mpmath.mpf]]:
@@ -128,6 +131,8 @@ class Domain:
             for name, kind in self.variables:
                 if kind == "positive":
                     point[name] = mpmath.mpf(float(np.exp(rng.uniform(np.log(0.05), np.log(20.0)))))
+                elif isinstance(kind, tuple):
+                    point[name] = mpmath.mpf(float(rng.uniform(*kind)))
                 else:
                     point[name] = mpmath.mpf(float(rng.uniform(-3.0, 3.0)))
             if self.covariance is not None:
@@ -135,7 +140,9 @@ class Domain:
                 if i >= count + 3:  # equal-variance edge points
                     point[b] = point[a]
                 if abs(rho) == 1.0:
-                    r = mpmath.mpf(rho) * (1 - mpmath.mpf(10) ** -40)
+                    # |ρ| = 1 − 1e-12: close to the edge, yet far enough that expressions
+                    # with 1/√(1 − ρ²) (derivatives, K̇) keep > 30 digits at _WORK_DPS
+                    r = mpmath.mpf(rho) * (1 - mpmath.mpf(10) ** -12)
                 else:
                     r = mpmath.mpf(float(rho))
                 point[cname] = r * mpmath.sqrt(point[a] * point[b])
