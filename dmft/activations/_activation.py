@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Literal
 
+import jax
 import jax.numpy as jnp
 import sympy as sp
 from jaxtyping import Array, ArrayLike, Float
@@ -52,6 +53,9 @@ class Activation:
     _dual: _DualMap = dataclasses.field(repr=False, compare=False)
     _dual_derivative: _DualMap = dataclasses.field(repr=False, compare=False)
 
+    def __post_init__(self):
+        object.__setattr__(self, "_dual_price", _price_jvp(self._dual, self._dual_derivative))
+
     def __hash__(self) -> int:
         return hash((self.name, self.tier))
 
@@ -64,12 +68,33 @@ class Activation:
         return self._dphi(_as_float(x))
 
     def dual(self, q1: ArrayLike, q2: ArrayLike, c: ArrayLike) -> Float[Array, "..."]:
-        """K = E[φ(u)φ(v)], (u, v) ~ N(0, [[q1, c], [c, q2]]), broadcast over q1, q2, c."""
-        return self._dual(*map(_as_float, (q1, q2, c)))
+        """K = E[φ(u)φ(v)], (u, v) ~ N(0, [[q1, c], [c, q2]]), broadcast over q1, q2, c.
+
+        Differentiable: ∂K/∂c is K̇ exactly (Price's theorem, a custom JVP, also on the diagonal
+        where the stable forms have a √0); ∂K/∂q1, ∂K/∂q2 are autodiff of the stable forms.
+        """
+        return self._dual_price(*map(_as_float, (q1, q2, c)))
 
     def dual_derivative(self, q1: ArrayLike, q2: ArrayLike, c: ArrayLike) -> Float[Array, "..."]:
         """K̇ = E[φ'(u)φ'(v)] = ∂K/∂c, broadcast over q1, q2, c."""
         return self._dual_derivative(*map(_as_float, (q1, q2, c)))
+
+
+def _price_jvp(dual: _DualMap, dual_derivative: _DualMap) -> _DualMap:
+    """`dual` with its c-tangent replaced by `dual_derivative` (∂K/∂c = K̇, Price's theorem)."""
+
+    @jax.custom_jvp
+    def priced(q1, q2, c):
+        return dual(q1, q2, c)
+
+    @priced.defjvp
+    def _jvp(primals, tangents):
+        q1, q2, c = primals
+        dq1, dq2, dc = tangents
+        out, dout = jax.jvp(lambda a, b: dual(a, b, c), (q1, q2), (dq1, dq2))
+        return out, dout + dual_derivative(q1, q2, c) * dc
+
+    return priced
 
 
 def _as_float(x: ArrayLike) -> Array:

@@ -102,7 +102,7 @@ def _correlation(q1, q2, c):
     qq = q1 * q2
     pos = qq > 0
     rho = jnp.where(pos, c / jnp.sqrt(jnp.where(pos, qq, 1.0)), 0.0)
-    return jnp.clip(rho, -1.0, 1.0)
+    return jnp.where(jnp.abs(rho) > 1, jnp.sign(rho), rho)  # not clip: keeps dρ/dc at |ρ| = 1
 
 
 @dataclasses.dataclass(frozen=True)
