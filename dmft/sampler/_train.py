@@ -128,11 +128,10 @@ def _train_member_flow(net: Network, method: GradientFlow, centered: bool, times
     return solution.ys, solution.stats["num_steps"], ok
 
 
-def _train_member_gd(net: Network, method: GradientDescent, centered: bool, steps, x_train, y_train,
-                     x_all, key):
+def _train_member_gd(net: Network, centered: bool, schedule, x_train, y_train, x_all, key):
+    steps, step_size = schedule
     params, offset, y_train = _start(net, centered, x_train, y_train, x_all, key)
     P = x_train.shape[0]
-    step_size = method.dt
 
     def gd_step(_, state):
         return jax.tree.map(lambda p, v: p + step_size * v, state, net.flow(state, x_train, y_train))
@@ -159,8 +158,8 @@ def _train_batch(net: Network, method: Method | None, centered: bool, schedule, 
         member = functools.partial(_init_member, net, centered)
     elif isinstance(method, GradientFlow):
         member = functools.partial(_train_member_flow, net, method, centered, schedule)
-    else:
-        member = functools.partial(_train_member_gd, net, method, centered, schedule)
+    else:  # the step size is traced: one compile serves every dt
+        member = functools.partial(_train_member_gd, net, centered, schedule)
     return jax.vmap(member, in_axes=(None, None, None, 0))(x_train, y_train, x_all, keys)
 
 
@@ -197,7 +196,10 @@ def train_ensemble(
     P = x_train.shape[0]
     x_all = x_train if x_test is None else jnp.concatenate([x_train, jnp.asarray(x_test)], axis=0)
     times = np.asarray(times, dtype=np.float64)
-    schedule = jnp.asarray(times if isinstance(method, GradientFlow) else method.steps(times))
+    if isinstance(method, GradientFlow):
+        schedule = jnp.asarray(times)
+    else:
+        schedule = (jnp.asarray(method.steps(times)), jnp.asarray(method.dt, dtype=x_train.dtype))
 
     mesh = seed_mesh() if mesh is None else mesh
     devices = mesh.devices.size
@@ -207,7 +209,8 @@ def train_ensemble(
     keys = jax.vmap(lambda s: member_key(s, net.width))(jnp.asarray(padded, dtype=jnp.uint32))
     keys = jax.device_put(keys, NamedSharding(mesh, PartitionSpec("seeds")))
     at_init_only = times.size == 1 and times[0] == 0.0
-    ys, num_steps, ok = _train_batch(net, None if at_init_only else method, bool(centered),
+    static_method = GradientDescent() if isinstance(method, GradientDescent) else method
+    ys, num_steps, ok = _train_batch(net, None if at_init_only else static_method, bool(centered),
                                      schedule, x_train, y_train, x_all, keys)
     ys = jax.tree.map(lambda a: np.asarray(a)[: len(seeds)], ys)
     num_steps = np.asarray(num_steps)[: len(seeds)]
