@@ -3,6 +3,7 @@
 Two forms:
   dmft verify --activation relu --kernel nngp --expr "..."     (E[φ(u)φ(v)]; ntk: E[φ'(u)φ'(v)])
   dmft verify --spec SPEC --quantity ntk_L2 --expr "..."        (a layer map of the spec)
+  dmft verify --document derivations/kernels.md                 (every ```verify block)
 Exit code 0: proven equal or numerically equal to 30 digits; 1: counterexample; 2: bad input.
 """
 
@@ -36,6 +37,9 @@ def configure(parser) -> None:
                         help="nngp: E[φ(u)φ(v)]; ntk: E[φ'(u)φ'(v)] (default nngp)")
     parser.add_argument("--spec", help="spec file (TOML; only [architecture] is read)")
     parser.add_argument("--quantity", help="layer map of the spec, e.g. ntk_L2, nngp_L3")
+    parser.add_argument("--document", metavar="FILE.md",
+                        help="check every ```verify block of a derivation document "
+                             "(format: derivations/README.md)")
     parser.add_argument("--expr", help="your expression, SymPy syntax")
     parser.add_argument("--expr-latex", help="your expression as LaTeX (needs "
                                               "antlr4-python3-runtime 4.11)")
@@ -49,6 +53,14 @@ def configure(parser) -> None:
 def execute(args) -> int:
     from ..symbolic import _verify, derive
 
+    if args.document is not None:
+        from ..symbolic import check_document
+
+        results = check_document(args.document, show=True, timeout=args.timeout)
+        failed = sum(not r.passed for r in results)
+        print(f"{len(results) - failed} of {len(results)} checks passed"
+              + ("" if results else " (the document has no ```verify blocks)"))
+        return 1 if failed else 0
     if (args.expr is None) == (args.expr_latex is None):
         raise InputError("give exactly one of --expr or --expr-latex")
     if (args.activation is None) == (args.spec is None):

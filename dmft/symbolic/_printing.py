@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import sympy as sp
 
 from ._ir import sympy_latex, sympy_text
@@ -63,15 +65,46 @@ def _escape(text: str) -> str:
     return "".join(replacements.get(ch, ch) for ch in text)
 
 
+_NOTE_MATH = re.compile(
+    r"γ0|σ_w|σ_b|[ΦΣΘΔ]_[A-Za-zμα]+"
+    r"|[A-Za-zΦΣΘΔ]\^(?:\{[^}]*\}|\([A-Za-z0-9+-]+\)|[A-Za-z0-9+-]+)(?:_[A-Za-z0-9μα]+)?"
+)
+_NOTE_MATH_SYMBOLS = {"γ0": r"\gamma_0", "σ_w": r"\sigma_w", "σ_b": r"\sigma_b", "Φ": r"\Phi",
+                      "Σ": r"\Sigma", "Θ": r"\Theta", "Δ": r"\Delta", "μ": r"\mu", "α": r"\alpha"}
+
+
 def _ascii_note(note: str) -> str:
+    """Plain text for LaTeX: γ0, σ_w and X^{...} become inline math, other symbols are mapped."""
+    parts, last = [], 0
+    for m in _NOTE_MATH.finditer(note):
+        parts.append(_ascii_chars(note[last:m.start()]))
+        token = m.group(0)
+        for plain, tex in _NOTE_MATH_SYMBOLS.items():
+            token = token.replace(plain, tex + " " if tex[-1].isalpha() and plain != "γ0" else tex)
+        token = re.sub(r"\^\(([^)]*)\)", r"^{(\1)}", token).replace(" _", "_")
+        parts.append(f"${token}$")
+        last = m.end()
+    parts.append(_ascii_chars(note[last:]))
+    return "".join(parts)
+
+
+def _ascii_chars(note: str) -> str:
     table = {"γ": r"$\gamma$", "Δ": r"$\Delta$", "α": r"$\alpha$", "μ": r"$\mu$", "σ": r"$\sigma$",
              "⋆": r"$\star$", "∪": r"$\cup$", "Σ": r"$\Sigma$", "→": r"$\to$", "≥": r"$\geq$",
              "−": "-", "²": r"$^2$", "₂": r"$_2$", "…": r"\dots{}", "√": r"$\surd$",
              "Θ": r"$\Theta$", "φ": r"$\phi$", "ℓ": r"$\ell$", "⁻¹": r"$^{-1}$", "·": r"$\cdot$",
-             "⟨": r"$\langle$", "⟩": r"$\rangle$"}
+             "⟨": r"$\langle$", "⟩": r"$\rangle$", "∂": r"$\partial$", "η": r"$\eta$",
+             "ν": r"$\nu$", "β": r"$\beta$", "δ": r"$\delta$", "≤": r"$\leq$",
+             "×": r"$\times$", "₀": r"$_0$", "⁻": r"$^{-}$", "¹": r"$^{1}$", "̇": "",
+             "K̇": r"$\dot K$"}
     out = []
     for ch in note:
-        out.append(table.get(ch, _escape(ch)))
+        if ch in table:
+            out.append(table[ch])
+        elif ord(ch) < 128:
+            out.append(_escape(ch))
+        else:  # never emit a character pdflatex cannot typeset
+            out.append(f"[U+{ord(ch):04X}]")
     return "".join(out)
 
 

@@ -112,6 +112,7 @@ class Domain:
 
     variables: tuple[tuple[str, Literal["positive", "real"] | tuple[float, float]], ...]
     covariance: tuple[str, str, str] | None = None
+    positive_max: float = 20.0
 
     def symbols(self) -> dict[str, sp.Symbol]:
         def positive(kind) -> bool:
@@ -130,7 +131,8 @@ class Domain:
             point = {}
             for name, kind in self.variables:
                 if kind == "positive":
-                    point[name] = mpmath.mpf(float(np.exp(rng.uniform(np.log(0.05), np.log(20.0)))))
+                    point[name] = mpmath.mpf(float(np.exp(rng.uniform(
+                        np.log(0.05), np.log(self.positive_max)))))
                 elif isinstance(kind, tuple):
                     point[name] = mpmath.mpf(float(rng.uniform(*kind)))
                 else:
@@ -180,6 +182,7 @@ class Verdict:
     counterexample: Mapping[str, float] | None = None
     method: str = ""
     digits: int = EQUAL_DIGITS
+    note: str = "no proof found"
 
     @property
     def equal(self) -> bool:
@@ -195,7 +198,7 @@ class Verdict:
         if self.status == "numeric":
             return (f"numerically equal to {self.digits} digits over the domain "
                     f"({self.points} points, worst relative difference "
-                    f"{self.max_rel_error:.1e}; no proof found)")
+                    f"{self.max_rel_error:.1e}; {self.note})")
         ce = dict(self.counterexample or {})
         yours, derived = ce.pop("yours"), ce.pop("derived")
         where = ", ".join(f"{k}={_fmt(v)}" for k, v in ce.items())
@@ -324,6 +327,8 @@ def verify(
     points: int = 200,
     seed: int = 0,
     timeout: float = 20.0,
+    numeric_functions: Mapping[str, object] | None = None,
+    numeric_tolerance: float = 1e-9,
 ) -> Verdict:
     """Compare ``expr`` (a SymPy string or expression) with the derived expression ``against``.
 
@@ -335,6 +340,9 @@ def verify(
             and are substituted before comparing.
         points: random points (plus edge points) for the numeric check.
         timeout: wall-clock seconds for the symbolic proof attempt.
+        numeric_functions: JAX implementations of undefined functions in ``against`` (the
+            quadrature-tier duals ``K_phi``, ``Kdot_phi``); both sides are then compared in
+            float64 to ``numeric_tolerance`` (no proof is possible).
     """
     declared = domain.symbols()
     constants = dict(constants or {})
@@ -348,6 +356,9 @@ def verify(
         return e.xreplace(mapping)
 
     yours, derived = canonical(yours), canonical(sp.sympify(against))
+    if derived.atoms(sp.core.function.AppliedUndef) and numeric_functions:
+        return _verify_float64(yours, derived, domain, numeric_functions, numeric_tolerance,
+                               points, seed)
     for side, e in (("expression", yours), ("derived expression", derived)):
         extra = sorted(s.name for s in e.free_symbols if s.name not in declared)
         if extra:
@@ -365,24 +376,78 @@ def verify(
 # The two forms `dmft verify` offers.
 
 
+def _verify_float64(yours, derived, domain, functions, tolerance, count, seed) -> Verdict:
+    """Both sides in float64 (JAX, vectorized over the points) for quadrature-tier duals."""
+    import jax
+
+    from ._lower import lambdify_jax
+
+    names = [n for n, _ in domain.variables]
+    pts = domain.points(count, seed)
+    columns = [np.array([float(p[n]) for p in pts]) for n in names]
+    values = []
+    if not jax.config.jax_enable_x64:
+        raise InputError("verifying against a quadrature dual needs float64: enable "
+                         "jax_enable_x64 (the dmft command line does)")
+    for e in (yours, derived):
+        by_name = {s.name: s for s in e.free_symbols}
+        f = lambdify_jax([by_name.get(n, sp.Symbol(n)) for n in names], e, functions)
+        values.append(np.broadcast_to(np.asarray(f(*columns), dtype=np.float64),
+                                      columns[0].shape))
+    a, b = values
+    scale = max(float(np.max(np.abs(b))), 1e-300)
+    errors = np.abs(a - b) / np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-8 * scale)
+    errors = np.where(np.isfinite(errors), errors, np.inf)
+    worst = int(np.argmax(errors))
+    error = float(errors[worst])
+    digits = int(np.floor(-np.log10(tolerance)))
+    if not error <= tolerance:
+        example = {n: float(col[worst]) for n, col in zip(names, columns)}
+        example.update(yours=float(a[worst]), derived=float(b[worst]))
+        return Verdict("counterexample", yours, derived, error, len(pts), example, digits=digits)
+    return Verdict("numeric", yours, derived, error, len(pts), digits=digits,
+                   note="float64: the dual kernel has no closed form (quadrature), so no proof")
+
+
+def _quadrature_functions(activation_name: str):
+    from ._derive import _activation
+
+    act = _activation(activation_name)
+    return {"K_phi": act.dual, "Kdot_phi": act.dual_derivative}, max(100 * act.dual_error, 1e-12)
+
+
+# Quadrature-tier duals state their error bound for variances up to about 4.6.
+_QUADRATURE_DOMAIN = Domain(COVARIANCE_DOMAIN.variables, COVARIANCE_DOMAIN.covariance, 4.5)
+
+
 def dual_expression(activation: str, kernel: Literal["nngp", "ntk"]) -> sp.Expr:
     """E[φ(u)φ(v)] ("nngp") or E[φ'(u)φ'(v)] ("ntk") of an activation, in q1, q2, c."""
     from ._derive import _activation, _rename_to_declared
 
     if kernel not in ("nngp", "ntk"):
         raise InputError(f"--kernel must be 'nngp' or 'ntk', got {kernel!r}")
+    from ._derive import c, q1, q2
+
     act = _activation(activation)
     expr = act.dual_expr if kernel == "nngp" else act.dual_derivative_expr
-    if expr is None:
-        raise InputError(f"activation {act.name!r} has no closed-form dual kernel "
-                         f"(tier {act.tier!r}); verify needs one")
+    if expr is None:  # quadrature tier: an undefined function evaluated numerically
+        return sp.Function("K_phi" if kernel == "nngp" else "Kdot_phi")(q1, q2, c)
     return _rename_to_declared(expr)
 
 
 def verify_dual(activation: str, kernel: Literal["nngp", "ntk"], expr: str | sp.Expr,
                 **options) -> Verdict:
-    """Verify ``expr`` (in q1, q2, c) against an activation's dual kernel."""
-    return verify(expr, dual_expression(activation, kernel), domain=COVARIANCE_DOMAIN, **options)
+    """Verify ``expr`` (in q1, q2, c) against an activation's dual kernel.
+
+    For quadrature-tier activations (no closed form) the comparison is in float64 against the
+    activation's numeric dual, to 100× its stated error bound, on variances up to 4.5.
+    """
+    derived = dual_expression(activation, kernel)
+    if derived.atoms(sp.core.function.AppliedUndef):
+        functions, tolerance = _quadrature_functions(activation)
+        return verify(expr, derived, domain=_QUADRATURE_DOMAIN, numeric_functions=functions,
+                      numeric_tolerance=tolerance, **options)
+    return verify(expr, derived, domain=COVARIANCE_DOMAIN, **options)
 
 
 def quantity_domain(layer_map) -> Domain:
@@ -403,12 +468,13 @@ def verify_quantity(derivation, quantity: str, expr: str | sp.Expr, **options) -
     """
     layer_map = derivation.quantity(quantity)
     derived = layer_map.numeric()
-    if derived.atoms(sp.core.function.AppliedUndef):
-        raise InputError(f"activation {derivation.activation!r} has no closed-form dual kernel; "
-                         f"{quantity} cannot be verified symbolically")
     constants = {s.name: v for s, v in layer_map.parameters.items()}
-    return verify(expr, derived, domain=quantity_domain(layer_map), constants=constants,
-                  **options)
+    domain = quantity_domain(layer_map)
+    if derived.atoms(sp.core.function.AppliedUndef):
+        functions, tolerance = _quadrature_functions(derivation.architecture.activation)
+        domain = dataclasses.replace(domain, positive_max=4.5)
+        options = {"numeric_functions": functions, "numeric_tolerance": tolerance, **options}
+    return verify(expr, derived, domain=domain, constants=constants, **options)
 
 
 def latex_parser_status() -> str | None:
