@@ -59,6 +59,9 @@ class Activation:
     def __hash__(self) -> int:
         return hash((self.name, self.tier))
 
+    def __repr__(self) -> str:
+        return f"Activation(name={self.name!r}, tier={self.tier!r}, dual_error={self.dual_error:.1e})"
+
     def phi(self, x: ArrayLike) -> Array:
         """φ(x), elementwise."""
         return self._phi(_as_float(x))

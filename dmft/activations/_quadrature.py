@@ -43,6 +43,7 @@ class Mehler:
 
     order: int = 256
     nodes: int | None = None
+    budget: int = 2**16
 
     def __post_init__(self):
         if self.nodes is None:
@@ -56,17 +57,50 @@ class Mehler:
         return vals @ jnp.asarray(B, dtype)
 
     def dual(self, f, q1, q2, c):
-        """E[f(u) f(v)] by the Mehler series, broadcast over q1, q2, c."""
-        a1 = jnp.moveaxis(self.coefficients(f, q1), -1, 0)[::-1]
-        a2 = jnp.moveaxis(self.coefficients(f, q2), -1, 0)[::-1]
-        rho = _correlation(q1, q2, c)
+        """E[f(u) f(v)] by the Mehler series, broadcast over q1, q2, c.
 
-        def horner(acc, ab):
-            return acc * rho + ab[0] * ab[1], None
+        Coefficients are computed on the shapes of q1 and q2 as given (pass (P, 1) and (1, P) for
+        a (P, P) kernel). The Horner sum runs over cache-sized blocks of rows of the broadcast
+        shape, all `order` terms per block, so each term costs one fused multiply-add per element.
+        """
+        shape = jnp.broadcast_shapes(q1.shape, q2.shape, c.shape)
+        rho = jnp.broadcast_to(_correlation(q1, q2, c), shape)
 
-        acc0 = jnp.zeros(jnp.broadcast_shapes(q1.shape, q2.shape, c.shape), rho.dtype)
-        return jax.lax.scan(horner, acc0, (a1, a2))[0]
+        def lift(a, q):  # to ndim = len(shape) + 1, k last
+            return a.reshape((1,) * (len(shape) - q.ndim) + a.shape)
 
+        a1, a2 = lift(self.coefficients(f, q1), q1), lift(self.coefficients(f, q2), q2)
+        rest = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        block = max(1, self.budget // rest)
+        if len(shape) < 2 or block >= shape[0]:
+            return _horner(a1, a2, rho)
+        rows = shape[0]
+        n_blocks = -(-rows // block)
+
+        def split(x):
+            x = jnp.pad(x, ((0, n_blocks * block - rows),) + ((0, 0),) * (x.ndim - 1), mode="edge")
+            return x.reshape((n_blocks, block) + x.shape[1:])
+
+        split1, split2 = a1.shape[0] == rows, a2.shape[0] == rows
+
+        def one_block(args):
+            b1, b2, r = args
+            return _horner(b1 if split1 else a1, b2 if split2 else a2, r)
+
+        dummy = jnp.zeros((n_blocks,), rho.dtype)
+        out = jax.lax.map(one_block, (split(a1) if split1 else dummy, split(a2) if split2 else dummy,
+                                      split(rho)))
+        return out.reshape((n_blocks * block,) + shape[1:])[:rows]
+
+
+def _horner(a1, a2, rho):
+    """Σ_k a1_k a2_k ρ^k by Horner's rule (k is the last axis of a1, a2)."""
+    a1, a2 = jnp.moveaxis(a1, -1, 0)[::-1], jnp.moveaxis(a2, -1, 0)[::-1]
+
+    def step(acc, ab):
+        return acc * rho + ab[0] * ab[1], None
+
+    return jax.lax.scan(step, jnp.zeros(rho.shape, rho.dtype), (a1, a2))[0]
 
 
 def choose_mehler_order(fs, target: float, q_goal: float, orders=(128, 256, 512, 1024)):
