@@ -110,7 +110,8 @@ class DeepLinearDMFT:
         runs = []
         for n in grids:
             runs.append(jax.tree_util.tree_map(np.asarray, _march(
-                kx, y, gamma0, jnp.asarray(t_max / n if n else 0.0, kx.dtype), n + 1, num_layers)))
+                kx, y, gamma0, jnp.asarray(t_max / n if n else 0.0, kx.dtype), n + 1, num_layers,
+                _stages(n + 1, num_points))))
             bar.update(1)
         bar.close()
         for n, run in zip(grids, runs):
@@ -176,6 +177,11 @@ class DeepLinearDMFT:
         return steps
 
 
+def _stages(num_grid: int, num_points: int) -> int:
+    """Stages of the march: one for small grids (compile time dominates), four for large ones."""
+    return 1 if num_grid * num_points <= 600 else 4
+
+
 def _first_bad(grid: np.ndarray, run) -> float | None:
     bad = np.zeros(grid.shape[0], dtype=bool)
     for array in run:
@@ -200,7 +206,7 @@ def _interpolate(values: np.ndarray, dt: float, times: np.ndarray) -> np.ndarray
     return np.einsum("ts,ts...->t...", weights, values[nodes])
 
 
-@functools.partial(jax.jit, static_argnames=("num_grid", "num_layers"))
+@functools.partial(jax.jit, static_argnames=("num_grid", "num_layers", "chunks"))
 def _march(
     kx: Float[Array, "Q Q"],
     y: Float[Array, " P"],
@@ -208,6 +214,7 @@ def _march(
     dt: Float[Array, ""],
     num_grid: int,
     num_layers: int,
+    chunks: int = 1,
 ):
     """One explicit march on t_k = k dt, k < num_grid. Returns per grid point: f (T, Q),
     K (T, Q, Q), Φ^ℓ(t,t) (T, L, Q, Q) and G^ℓ(t,t) (T, L).
@@ -215,8 +222,12 @@ def _march(
     Layer 1's source u^1 ~ N(0, Φ^0) is static, so its propagators onto u^1 are stored per
     row only (``hu1`` (T, Q, Q), ``zu1`` (T, Q)) and Φ^0 is never tiled over time: memory is
     (2L − 1)(TQ)² floats.
+
+    At step k only the leading (k+1) time rows/columns are non-zero, so the march runs in
+    `chunks` stages whose arrays are truncated to the stage's last step (static shapes): the
+    O((TQ)²)-per-step contractions then cost ≈ T³(1 + 4 + … + chunks²)/chunks³ instead of T³.
     """
-    T, L = num_grid, num_layers
+    num_final, L = num_grid, num_layers
     Q, P = kx.shape[0], y.shape[0]
     dtype = kx.dtype
     scale = gamma0 * dt / P
@@ -226,6 +237,7 @@ def _march(
 
     # Layouts: kernels/propagators indexed [k, μ, j, ν] (row time, row point, column time, column
     # point); one array per layer (Python lists, unrolled over the L layers). Index i = ℓ − 1.
+    T = 1  # the first stage's size; arrays grow by zero-padding between stages
     carry = dict(
         hu1=jnp.zeros((T, Q, Q), dtype),  # ∂h^1_{kμ}/∂u^1_ν (u^1 static)
         zu1=jnp.zeros((T, Q), dtype),  # ∂z^1_k/∂u^1_ν
@@ -238,7 +250,15 @@ def _march(
         delta=jnp.zeros((T, Q), dtype),
         f=jnp.zeros((T, Q), dtype),
     )
-    g_top = jnp.ones((T, T), dtype)  # G^{L+1} = 1
+    time_axes = dict(hu1=(0,), zu1=(0,), hu=(0, 2), zu=(0, 1), hr=(0, 2), zr=(0, 1), phi=(0, 2),
+                     g=(0, 1), delta=(0,), f=(0,))
+
+    def grow(carry, size):
+        def pad(array, axes):
+            widths = [(0, size - array.shape[a]) if a in axes else (0, 0) for a in range(array.ndim)]
+            return jnp.pad(array, widths)
+        return {key: [pad(a, time_axes[key]) for a in value] if isinstance(value, list)
+                else pad(value, time_axes[key]) for key, value in carry.items()}
 
     def row_of(array, k):
         return jax.lax.dynamic_index_in_dim(array, k, 0, keepdims=False)
@@ -257,71 +277,82 @@ def _march(
         return jax.lax.dynamic_update_slice(set_row(array, k, row), row[:, None],
                                             (jnp.zeros((), k.dtype), k))
 
-    def step(k, c):
-        past = (jnp.arange(T) < k).astype(dtype)
-        delta = c["delta"] * past[:, None]  # Δ_s for s < k (zero on test points)
-        onehot = jax.nn.one_hot(k, T, dtype=dtype)
-        hu1, zu1 = c["hu1"], c["zu1"]
-        hu, zu, hr, zr = list(c["hu"]), list(c["zu"]), list(c["hr"]), list(c["zr"])
-        phi, g = list(c["phi"]), list(c["g"])
-        g_of = lambda layer: g_top if layer == L + 1 else g[layer - 1]  # G^layer  # noqa: E731
+    def make_step(T):
+        g_top = jnp.ones((T, T), dtype)  # G^{L+1} = 1
 
-        # Forward sweep: rows k of h^ℓ's propagators and of Φ^ℓ, ℓ = 1..L.
-        coupling = scale * (kx @ delta.T)  # C^1_{k s μ} = (γ0 dt/P) Σ_α Φ^0_{μα} Δ_{sα}
-        hu1_row = eye_q + jnp.einsum("ms,sn->mn", coupling, zu1)
-        hr_row = coupling @ zr[0]
-        hu1 = set_row(hu1, k, hu1_row)
-        hr[0] = set_row(hr[0], k, hr_row)
-        row = jnp.einsum("mA,AB,jnB->mjn", hu1_row, kx, hu1) + jnp.einsum(
-            "mb,jnb->mjn", hr_row @ g_of(2), hr[0])
-        phi[0] = set_phi(phi[0], k, row)
-        for layer in range(2, L + 1):
-            i = layer - 1
-            row_below = row_of(phi[i - 1], k)  # Φ^{ℓ-1}[k, μ, s, α]
-            coupling = scale * jnp.einsum("msa,sa->ms", row_below, delta) + row_of(hr[i - 1], k) * past
-            hu_row = onehot[None, :, None] * eye_q[:, None, :] + jnp.einsum(
-                "ms,sjn->mjn", coupling, zu[i - 1])
-            hr_row = coupling @ zr[i]
-            hu[i - 1] = set_row(hu[i - 1], k, hu_row)
-            hr[i] = set_row(hr[i], k, hr_row)
-            x = jnp.einsum("maA,aAbB->mbB", hu_row, phi[i - 1])
-            row = jnp.einsum("mbB,jnbB->mjn", x, hu[i - 1]) + jnp.einsum(
-                "mb,jnb->mjn", hr_row @ g_of(layer + 1), hr[i])
-            phi[i] = set_phi(phi[i], k, row)
+        def step(k, c):
+            past = (jnp.arange(T) < k).astype(dtype)
+            delta = c["delta"] * past[:, None]  # Δ_s for s < k (zero on test points)
+            onehot = jax.nn.one_hot(k, T, dtype=dtype)
+            hu1, zu1 = c["hu1"], c["zu1"]
+            hu, zu, hr, zr = list(c["hu"]), list(c["zu"]), list(c["hr"]), list(c["zr"])
+            phi, g = list(c["phi"]), list(c["g"])
+            g_of = lambda layer: g_top if layer == L + 1 else g[layer - 1]  # G^layer  # noqa: E731
 
-        # Backward sweep: rows k of z^ℓ's propagators and of G^ℓ, ℓ = L..1.
-        for layer in range(L, 0, -1):
-            i = layer - 1
-            g_above = g_of(layer + 1)
-            coupling = scale * row_of(g_above, k)[:, None] * delta  # D^ℓ_{k s α}
-            if layer < L:
-                coupling = coupling + row_of(zu[i], k) * past[:, None]  # ∂z^{ℓ+1}_k/∂u^{ℓ+1}_s
-            zr_row = onehot + jnp.einsum("sa,saj->j", coupling, hr[i])
-            zr[i] = set_row(zr[i], k, zr_row)
-            if layer == 1:
-                zu1_row = jnp.einsum("sa,san->n", coupling, hu1)
-                zu1 = set_row(zu1, k, zu1_row)
-                row = zu1 @ (kx @ zu1_row)
+            # Forward sweep: rows k of h^ℓ's propagators and of Φ^ℓ, ℓ = 1..L.
+            coupling = scale * (kx @ delta.T)  # C^1_{k s μ} = (γ0 dt/P) Σ_α Φ^0_{μα} Δ_{sα}
+            hu1_row = eye_q + jnp.einsum("ms,sn->mn", coupling, zu1)
+            hr_row = coupling @ zr[0]
+            hu1 = set_row(hu1, k, hu1_row)
+            hr[0] = set_row(hr[0], k, hr_row)
+            row = jnp.einsum("mA,AB,jnB->mjn", hu1_row, kx, hu1) + jnp.einsum(
+                "mb,jnb->mjn", hr_row @ g_of(2), hr[0])
+            phi[0] = set_phi(phi[0], k, row)
+            for layer in range(2, L + 1):
+                i = layer - 1
+                row_below = row_of(phi[i - 1], k)  # Φ^{ℓ-1}[k, μ, s, α]
+                coupling = scale * jnp.einsum("msa,sa->ms", row_below, delta) + row_of(hr[i - 1], k) * past
+                hu_row = onehot[None, :, None] * eye_q[:, None, :] + jnp.einsum(
+                    "ms,sjn->mjn", coupling, zu[i - 1])
+                hr_row = coupling @ zr[i]
+                hu[i - 1] = set_row(hu[i - 1], k, hu_row)
+                hr[i] = set_row(hr[i], k, hr_row)
+                x = jnp.einsum("maA,aAbB->mbB", hu_row, phi[i - 1])
+                row = jnp.einsum("mbB,jnbB->mjn", x, hu[i - 1]) + jnp.einsum(
+                    "mb,jnb->mjn", hr_row @ g_of(layer + 1), hr[i])
+                phi[i] = set_phi(phi[i], k, row)
+
+            # Backward sweep: rows k of z^ℓ's propagators and of G^ℓ, ℓ = L..1.
+            for layer in range(L, 0, -1):
+                i = layer - 1
+                g_above = g_of(layer + 1)
+                coupling = scale * row_of(g_above, k)[:, None] * delta  # D^ℓ_{k s α}
+                if layer < L:
+                    coupling = coupling + row_of(zu[i], k) * past[:, None]  # ∂z^{ℓ+1}_k/∂u^{ℓ+1}_s
+                zr_row = onehot + jnp.einsum("sa,saj->j", coupling, hr[i])
+                zr[i] = set_row(zr[i], k, zr_row)
+                if layer == 1:
+                    zu1_row = jnp.einsum("sa,san->n", coupling, hu1)
+                    zu1 = set_row(zu1, k, zu1_row)
+                    row = zu1 @ (kx @ zu1_row)
+                else:
+                    zu_row = jnp.einsum("sa,sajn->jn", coupling, hu[i - 1])
+                    zu[i - 1] = set_row(zu[i - 1], k, zu_row)
+                    x = jnp.einsum("aA,aAbB->bB", zu_row, phi[i - 1])
+                    row = jnp.einsum("bB,jbB->j", x, zu[i - 1])
+                g[i] = set_g(g[i], k, row + zr[i] @ (zr_row @ g_above))
+
+            # Output: f_k = γ0⁻¹ Cov(z^L_k, h^L_k) over all Q points.
+            i = L - 1
+            if L == 1:
+                cov = hu1_row @ (kx @ zu1_row)
             else:
-                zu_row = jnp.einsum("sa,sajn->jn", coupling, hu[i - 1])
-                zu[i - 1] = set_row(zu[i - 1], k, zu_row)
-                x = jnp.einsum("aA,aAbB->bB", zu_row, phi[i - 1])
-                row = jnp.einsum("bB,jbB->j", x, zu[i - 1])
-            g[i] = set_g(g[i], k, row + zr[i] @ (zr_row @ g_above))
+                cov = jnp.einsum("aA,aAbB,mbB->m", row_of(zu[i - 1], k), phi[i - 1], row_of(hu[i - 1], k))
+            cov = cov + row_of(hr[i], k) @ (g_top @ row_of(zr[i], k))
+            f_k = cov / gamma0
+            return dict(hu1=hu1, zu1=zu1, hu=hu, zu=zu, hr=hr, zr=zr, phi=phi, g=g,
+                        delta=set_row(c["delta"], k, (y_pad - f_k) * train),
+                        f=set_row(c["f"], k, f_k))
 
-        # Output: f_k = γ0⁻¹ Cov(z^L_k, h^L_k) over all Q points.
-        i = L - 1
-        if L == 1:
-            cov = hu1_row @ (kx @ zu1_row)
-        else:
-            cov = jnp.einsum("aA,aAbB,mbB->m", row_of(zu[i - 1], k), phi[i - 1], row_of(hu[i - 1], k))
-        cov = cov + row_of(hr[i], k) @ (g_top @ row_of(zr[i], k))
-        f_k = cov / gamma0
-        return dict(hu1=hu1, zu1=zu1, hu=hu, zu=zu, hr=hr, zr=zr, phi=phi, g=g,
-                    delta=set_row(c["delta"], k, (y_pad - f_k) * train),
-                    f=set_row(c["f"], k, f_k))
+        return step
 
-    out = jax.lax.fori_loop(0, T, step, carry)
+    bounds = sorted({max(1, -(-num_final * stage // chunks)) for stage in range(1, chunks + 1)})
+    start = 0
+    for stop in bounds:
+        carry = grow(carry, stop)
+        carry = jax.lax.fori_loop(start, stop, make_step(stop), carry)
+        start = stop
+    out, T = carry, num_final
     diag = jnp.arange(T)
     phi0 = jnp.broadcast_to(kx, (T, Q, Q))
     phis = jnp.stack([phi0] + [p[diag, :, diag, :] for p in out["phi"]], axis=1)  # (T, L+1, Q, Q)
