@@ -19,9 +19,10 @@ from dmft.kernels import layer_kernels
 from dmft.spec import Architecture
 from dmft.symbolic import (
     CausalQuadrature, Domain, braces_balanced, derive, field_velocity, gamma0, lower_expression,
-    lower_recursion, num_train, parse_expression, substitute, verify, verify_dual,
-    verify_quantity,
+    lower_recursion, num_train, parse_expression, parse_latex_expression, substitute, verify,
+    verify_dual, verify_quantity,
 )
+from dmft.symbolic._verify import latex_parser_status
 from dmft.symbolic import _ir as ir
 from dmft.symbolic._derive import c, q1, q2, theta_prev
 
@@ -293,6 +294,27 @@ def test_parse_errors_are_one_line_input_errors(text, message):
     with pytest.raises(InputError, match=message) as info:
         verify_dual("erf", "nngp", text)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.skipif(latex_parser_status() is None, reason="a LaTeX parser is installed")
+def test_latex_input_without_its_parser_is_a_one_line_error(capsys):
+    assert main(["verify", "--activation", "relu", "--expr-latex", r"\frac{c}{2}"]) == 2
+    err = capsys.readouterr().err
+    assert "antlr4-python3-runtime==4.11" in err and err.count("\n") == 1
+
+
+@pytest.mark.skipif(latex_parser_status() is not None, reason="needs antlr4-python3-runtime 4.11")
+def test_latex_input_is_parsed_with_the_known_pitfalls_fixed():
+    symbols = Domain((("q1", "positive"), ("q2", "positive"), ("c", "real"),
+                      ("theta_prev", "real"))).symbols()
+    relu = (r"\frac{\sqrt{q_1 q_2 - c^2}}{2\pi} + \frac{c\left(\pi - \arccos\left("
+            r"\frac{c}{\sqrt{q_{1} q_{2}}}\right)\right)}{2\pi}")
+    parsed = parse_latex_expression(relu, symbols)  # \pi, q_{1} and c\left(…\right) fixed
+    assert sp.simplify(parsed - parse_expression(RELU_ACOS, symbols)) == 0
+    assert parse_latex_expression(r"\operatorname{erf}(c) \theta_{prev}", symbols) == \
+        sp.erf(symbols["c"]) * symbols["theta_prev"]
+    with pytest.raises(InputError, match="undeclared"):
+        parse_latex_expression(r"q_3 c", symbols)
 
 
 def test_unknown_quantity_names_the_known_ones():

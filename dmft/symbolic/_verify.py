@@ -514,14 +514,38 @@ def parse_latex_expression(text: str, symbols: Mapping[str, sp.Symbol]) -> sp.Ex
     cleaned = text
     for pattern, repl in _LATEX_MACROS:
         cleaned = re.sub(pattern, repl, cleaned)
+    # Multi-letter subscripts (\theta_{prev}) parse as products: swap in placeholders first.
+    placeholders = {}
+    for i, name in enumerate(n for n in symbols if "_" in n and len(n.split("_", 1)[1]) > 1):
+        base, sub = name.split("_", 1)
+        pattern = rf"\\?{base}_\{{(?:\\mathrm\{{|\\text\{{)?{sub}\}}?\}}|{name}"
+        token = rf"\Xi_{{{i}}}"
+        if re.search(pattern, cleaned):
+            cleaned = re.sub(pattern, lambda m, token=token: token, cleaned)
+            placeholders[f"Xi_{{{i}}}"] = symbols[name]
     try:
         expr = parse_latex(cleaned)
     except Exception as error:
         raise InputError(f"cannot parse --expr-latex {text!r}: "
                          f"{' '.join(str(error).split())[:200]}") from None
-    mapping = {}
+    # Undefined applications: known function names (\operatorname{erf} → erf) become the
+    # functions; a declared symbol "applied" to one argument (c\left(…\right)) is a product.
+    def fix(e):
+        name = str(e.func)
+        if name in _FUNCTIONS and callable(_FUNCTIONS[name]):
+            return _FUNCTIONS[name](*e.args)
+        if name in symbols and len(e.args) == 1:
+            return symbols[name] * e.args[0]
+        return e
+
+    expr = expr.replace(lambda e: isinstance(e, sp.core.function.AppliedUndef), fix)
+    mapping = {s: placeholders[s.name] for s in expr.free_symbols if s.name in placeholders}
     for s in expr.free_symbols:
-        name = re.sub(r"[{}_\\]", "", s.name)
+        if s in mapping:
+            continue
+        name = re.sub(r"[{}\\]", "", s.name)  # \theta_{prev} → theta_prev, q_{1} → q_1
+        if name not in symbols:
+            name = name.replace("_", "")  # q_1 → q1
         if name == "pi":
             mapping[s] = sp.pi
         elif name == "e":
