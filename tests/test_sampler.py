@@ -227,6 +227,17 @@ def test_one_and_four_devices_give_identical_ensembles(tmp_path):
         np.testing.assert_allclose(four[key], one[key], rtol=1e-10, atol=1e-12)
 
 
+def test_wide_mup_networks_agree_with_dmft_within_error_bars():
+    spec = Spec(Architecture(1, "tanh", "mup", gamma0=1.0), teacher_data(6, 0, 4, seed=3),
+                Training((0.0, 1.0, 3.0)))
+    comparison = compare(sample(spec, [512], 24), spec)  # limit: dmft.solve (two-layer DMFT)
+    assert comparison.limit is not None, comparison.limit_note
+    stats = comparison.stats["f_train"][512]
+    noise = np.hypot(stats["stderr"], comparison.limit.get("f_train_stderr", 0.0))
+    # 5 combined standard errors (24 networks, particle DMFT) plus the O(1/N) bias ≲ 1/512
+    assert np.all(np.abs(stats["deviation"]) < 5 * noise + 2.0 / 512), (stats["deviation"], noise)
+
+
 # ---------------------------------------------------------------------------------------------
 # comparison with the limit
 

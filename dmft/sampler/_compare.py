@@ -121,7 +121,7 @@ def infinite_width_limit(spec: Spec, centered: bool = False
         arrays = solution.arrays(spec.data.y_train, spec.data.y_test)
     except (DmftError, ImportError, NotImplementedError) as error:
         return None, f"no limit: {type(error).__name__}: {' '.join(str(error).split())}"
-    arrays = {k: v for k, v in arrays.items() if not k.endswith("_stderr") and k != "t"}
+    arrays = {k: v for k, v in arrays.items() if k != "t"}  # "{obs}_stderr": the limit's MC error
     if spec.architecture.parameterization == "ntk" and not any(k.startswith("phi_L") for k in arrays):
         arrays.update(_lazy_layer_kernels(spec, len(spec.training.times)))
     if spec.architecture.parameterization == "ntk" and not centered:
@@ -166,6 +166,8 @@ class Comparison:
                     out[f"N{width}_{name}_{stat}"] = value
             if self.limit is not None and name in self.limit:
                 out[f"limit_{name}"] = self.limit[name]
+                if f"{name}_stderr" in self.limit:
+                    out[f"limit_{name}_stderr"] = self.limit[f"{name}_stderr"]
             fit = self.fits.get(name)
             if fit is not None:
                 for field in ("limit", "limit_err", "slope", "slope_err", "chi2"):

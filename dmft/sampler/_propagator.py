@@ -63,7 +63,7 @@ def _two_layer_prediction(spec: Spec, options: TangentPropagator):
     activation = get_activation(arch.activation)
     phi, dphi = activation.phi, activation.dphi
     gamma0 = arch.gamma0
-    x_all = data.x_train if data.x_test is None else np.concatenate([data.x_train, data.x_test])
+    x_all = data.x_train if not data.num_test else np.concatenate([data.x_train, data.x_test])
     P = data.num_train
     kx = jnp.asarray(x_all @ data.x_train.T / data.input_dim)  # (P_all, P)
     kx_all = x_all @ x_all.T / data.input_dim
@@ -186,7 +186,7 @@ def predict_training_fluctuations(spec: Spec, options: TangentPropagator = Tange
         note=f"tangent propagation of the empirical-measure fluctuation, S = {S} particles, "
              f"K = {K} directions",
     )
-    if data.x_test is not None:
+    if data.num_test:
         out = dataclasses.replace(out, f_test=nvar[:, P:], f_test_err=nvar_err[:, P:])
     return out
 
@@ -196,7 +196,7 @@ def _lazy_fluctuations(spec: Spec) -> TrainingFluctuations:
 
     arch, data = spec.architecture, spec.data
     P = data.num_train
-    x_all = data.x_train if data.x_test is None else np.concatenate([data.x_train, data.x_test])
+    x_all = data.x_train if not data.num_test else np.concatenate([data.x_train, data.x_test])
     kernels = layer_kernels(arch, x_all, layers=(arch.hidden_layers + 1,))
     sigma, theta_all = np.asarray(kernels.nngp[-1]), np.asarray(kernels.ntk[-1])
     theta = theta_all[:P, :P]
@@ -209,7 +209,7 @@ def _lazy_fluctuations(spec: Spec) -> TrainingFluctuations:
         a_train = np.concatenate([decay, np.zeros((P, len(x_all) - P))], axis=1)
         cov_train = a_train @ sigma @ a_train.T
         f_var.append(np.diag(cov_train))
-        if data.x_test is not None:
+        if data.num_test:
             growth = eigvecs @ np.diag(-np.expm1(-eigvals * t / P) / np.where(eigvals > 0, eigvals, 1))\
                 @ eigvecs.T  # Θ^{-1}(I − e^{−Θt/P})
             a_test = np.concatenate([-theta_all[P:, :P] @ growth, np.eye(len(x_all) - P)], axis=1)
@@ -226,7 +226,7 @@ def _lazy_fluctuations(spec: Spec) -> TrainingFluctuations:
         loss_train_err=np.zeros(len(times)),
         note="lazy limit: Cov f(t) = e^{-Θt/P} Σ e^{-Θt/P} with f(0) ~ N(0, Σ^{L+1})",
     )
-    if data.x_test is not None:
+    if data.num_test:
         out = dataclasses.replace(out, f_test=np.asarray(f_test_var),
                                   f_test_err=np.zeros_like(f_test_var))
     return out

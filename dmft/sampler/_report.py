@@ -61,7 +61,7 @@ def plot_comparison(comparison: Comparison, t: np.ndarray, stem: str | Path,
 
     widths = np.asarray(comparison.widths, dtype=float)
     with paper_style():
-        figure, (ax_dev, ax_curve) = plt.subplots(2, 1, figsize=(3.4, 4.6))
+        figure, (ax_dev, ax_curve) = plt.subplots(2, 1, figsize=(3.4, 4.8), layout="constrained")
         anchor = None
         for name in ("loss_train", "f_train", "ntk", "phi_L1"):
             rows = comparison.summary.get(name)
@@ -74,6 +74,9 @@ def plot_comparison(comparison: Comparison, t: np.ndarray, stem: str | Path,
                             linewidth=0.8)
             if anchor is None:
                 anchor = float(rows[key][0])
+        if comparison.limit is not None:
+            ax_dev.plot([], [], "s:", color="0.4", markersize=2.5, linewidth=0.8,
+                        label="one network")
         if anchor is not None and anchor > 0:
             ax_dev.plot(widths, anchor * widths[0] / widths, "k--", linewidth=0.8, label=r"$1/N$")
             ax_dev.plot(widths, anchor * np.sqrt(widths[0] / widths), "k-.", linewidth=0.8,

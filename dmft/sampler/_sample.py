@@ -212,7 +212,7 @@ def sample(
                 bar.update(1)
             merged = {key: np.concatenate([piece[key] for piece in pieces]) for key in pieces[0]}
             merged["loss_train"] = 0.5 * np.mean((merged["f_train"] - data.y_train) ** 2, axis=-1)
-            if data.y_test is not None:
+            if data.y_test is not None and data.num_test > 0:
                 merged["loss_test"] = 0.5 * np.mean((merged["f_test"] - data.y_test) ** 2, axis=-1)
             members[width] = merged
             wall[width] = time.perf_counter() - start

@@ -194,6 +194,8 @@ def train_ensemble(
     x_train = jnp.asarray(x_train)
     y_train = jnp.asarray(y_train)
     P = x_train.shape[0]
+    if x_test is not None and len(x_test) == 0:
+        x_test = None
     x_all = x_train if x_test is None else jnp.concatenate([x_train, jnp.asarray(x_test)], axis=0)
     times = np.asarray(times, dtype=np.float64)
     if isinstance(method, GradientFlow):
