@@ -124,6 +124,9 @@ class MonteCarloDMFT:
         damping: mixing weight of a sweep's update, x ← damping·F(x) + (1 − damping)·x.
         allow_unconverged: keep (and warn about) a result whose residual exceeds `tol`.
         devices: number of devices to shard the samples over (None: all that divide S).
+        phases: the march runs in this many phases of growing history width (causality: steps
+            k < T_j only touch the first T_j grid points). 2 phases cut the O(Q(TQ)²) work by
+            ~45% and the O(S·TQ·Q) work by 25%, at the price of one more compilation.
     """
 
     num_samples: int = 4096
@@ -131,7 +134,7 @@ class MonteCarloDMFT:
     dt: float | None = None
     max_dt: float = 0.1
     seed: int = 0
-    rcond: float = 1e-9
+    rcond: float = 1e-6
     antithetic: bool = True
     control_variates: bool = True
     kernel_control_variates: bool = True
@@ -142,6 +145,7 @@ class MonteCarloDMFT:
     damping: float = 1.0
     allow_unconverged: bool = False
     devices: int | None = None
+    phases: int = 2
 
     def __post_init__(self):
         object.__setattr__(self, "num_samples", check_int("num_samples", self.num_samples, 1))
@@ -170,6 +174,7 @@ class MonteCarloDMFT:
         check_bool("allow_unconverged", self.allow_unconverged)
         if self.devices is not None:
             object.__setattr__(self, "devices", check_int("devices", self.devices, 1))
+        object.__setattr__(self, "phases", check_int("phases", self.phases, 1))
         if self.check_sweeps > self.max_iter:
             raise InputError(f"solver.check_sweeps = {self.check_sweeps} exceeds "
                              f"solver.max_iter = {self.max_iter}")
@@ -233,7 +238,7 @@ class MonteCarloDMFT:
             num_layers=num_layers, num_train=num_train, num_points=num_points,
             num_grid=num_grid, num_samples=self.num_samples, num_batches=self.num_batches,
             rcond=self.rcond, control_variates=self.control_variates, activation=activation,
-            mesh=mesh, keep_rows=self.check_sweeps > 0 or self.schedule == "picard",
+            mesh=mesh, phase_ends=_phase_ends(num_grid, self.phases), keep_rows=self.check_sweeps > 0 or self.schedule == "picard",
             kernel_control_variates=self.kernel_control_variates,
         )
         scalars = (jnp.asarray(dt, dtype), jnp.asarray(arch.gamma0, dtype))
@@ -367,6 +372,7 @@ class _Config:
     activation: Any
     mesh: Any
     keep_rows: bool = False
+    phase_ends: tuple[int, ...] = ()
     kernel_control_variates: bool = True
 
 
@@ -408,6 +414,13 @@ def _block(x, k, width):
 
 def _set_block(x, value, k, width):
     return jax.lax.dynamic_update_slice_in_dim(x, value, k * width, axis=1)
+
+
+def _phase_ends(num_grid: int, phases: int) -> tuple[int, ...]:
+    """Ends of the march phases; phase j's arrays span ends[j] grid points."""
+    phases = max(1, min(phases, num_grid))
+    ends = sorted({int(math.ceil(num_grid * (j + 1) / phases)) for j in range(phases)})
+    return tuple(ends)
 
 
 def _dual(act, cov):
@@ -530,17 +543,15 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
     """One causal pass over the grid. With `frozen` (a previous pass's rows) it is a Jacobi
     (Picard) sweep that uses those rows instead of the ones it computes; otherwise the
     Gauss–Seidel march, whose result is the fixed point."""
-    L, P, Q, T = config.num_layers, config.num_train, config.num_points, config.num_grid
+    L, P, Q, T_full = config.num_layers, config.num_train, config.num_points, config.num_grid
     S, B = config.num_samples, config.num_batches
-    TQ = T * Q
     act = config.activation
     phi_fn, dphi_fn = act.phi, act.dphi
     mesh = config.mesh
     dtype = kx.dtype
     scale = gamma0 / P
     u1, r_last = draws["u1"], draws["r_last"]
-    eps_u, eps_r = draws["eps_u"], draws["eps_r"]
-    time_index = jnp.arange(T)
+    eps_u_full, eps_r_full = draws["eps_u"], draws["eps_r"]
 
     def mean_outer(a, b):
         return a.T @ b / S
@@ -549,158 +560,190 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
         xb = x.reshape(B, S // B, Q)
         return jnp.einsum("bsi,bsj->bij", xb, xb) / (S // B)
 
-    def step(carry, k):
-        phi_h, g_h, linv_u, linv_r, delta_h, k_prev, ftest_prev = carry
-        phi_h, g_h = list(phi_h), list(g_h)
-        linv_u, linv_r = list(linv_u), list(linv_r)
-        fz = None if frozen is None else jax.tree_util.tree_map(lambda x: x[k], frozen["rows"])
+    def make_step(T):
+        """The step of a phase whose histories span the first T grid points."""
+        TQ = T * Q
+        time_index = jnp.arange(T)
+        eps_u = tuple(e[:, :TQ] for e in eps_u_full)
+        eps_r = tuple(e[:, :TQ] for e in eps_r_full)
 
-        # Memory weights (γ0/P)·w_s·Δ_α(s): trapezoid on s < k; the endpoint s = k separately.
-        w = jnp.where(time_index < k, dt, 0.0).at[0].multiply(0.5)
-        delta_src = delta_h if frozen is None else frozen["delta"]
-        d1 = delta_src[jnp.maximum(k - 1, 0)]
-        d2 = delta_src[jnp.maximum(k - 2, 0)]
-        delta_end = jnp.where(k >= 2, 2 * d1 - d2, d1)
-        w_end = jnp.where(k >= 1, 0.5 * dt, 0.0)
-        pad = jnp.zeros((T, Q - P), dtype)
-        dw = scale * w[:, None] * jnp.concatenate([delta_src, pad], axis=1)  # (T, Q)
-        dend = jnp.concatenate([delta_end, jnp.zeros(Q - P, dtype)]) * (scale * w_end)  # (Q,)
-        dw_z = dw.at[k].set(dend)
+        def step(carry, k):
+            phi_h, g_h, linv_u, linv_r, delta_h, k_prev, ftest_prev = carry
+            phi_h, g_h = list(phi_h), list(g_h)
+            linv_u, linv_r = list(linv_u), list(linv_r)
+            fz = None if frozen is None else jax.tree_util.tree_map(lambda x: x[k][:, :TQ],
+                                                                     frozen["rows"])
 
-        rank = []
-        u_now, h_now, phi_now, r_now, g_now = {}, {}, {}, {}, {}
-        phi_cv, phi_cv_b, g_cv, g_cv_b = {}, {}, {}, {}
-        phi_rows, phi_kk, g_rows, g_kk = {}, {}, {}, {}
-        rows_out = {}
+            # Memory weights (γ0/P)·w_s·Δ_α(s): trapezoid on s < k; the endpoint s = k separately.
+            w = jnp.where(time_index < k, dt, 0.0).at[0].multiply(0.5)
+            delta_src = delta_h if frozen is None else frozen["delta"]
+            d1 = delta_src[jnp.maximum(k - 1, 0)]
+            d2 = delta_src[jnp.maximum(k - 2, 0)]
+            delta_end = jnp.where(k >= 2, 2 * d1 - d2, d1)
+            w_end = jnp.where(k >= 1, 0.5 * dt, 0.0)
+            pad = jnp.zeros((T, Q - P), dtype)
+            dw = scale * w[:, None] * jnp.concatenate([delta_src[:T], pad], axis=1)  # (T, Q)
+            dend = jnp.concatenate([delta_end, jnp.zeros(Q - P, dtype)]) * (scale * w_end)  # (Q,)
+            dw_z = dw.at[k].set(dend)
 
-        # ---- forward pass ℓ = 1..L
-        for l in range(1, L + 1):
-            if l == 1:
-                u = u1
-                coef = kx[:, None, :] * dw[None]  # Φ^0 is static
-                prev_kk = kx
-            else:
-                src_row = phi_rows[l - 1] if fz is None else fz[f"phi{l - 1}"]
-                linv, l_row, l_kk, kept = _cholesky_row(linv_u[l - 2], src_row, k, Q, config.rcond)
-                linv_u[l - 2] = linv
-                rank.append(kept)
-                eps = eps_u[l - 2]
-                u = eps @ l_row.T + _block(eps, k, Q) @ l_kk.T
-                coef = src_row.reshape(Q, T, Q) * dw[None]
-                # 𝒜^{l-1}(t_k, s<k): response of φ(h^{l-1}(t_k)) to r^{l-1}, by Stein
-                resid = phi_now[l - 1]
-                if config.control_variates:
-                    resid = resid - phi_fn(u_now[l - 1])
-                moment = mean_outer(resid, eps_r[l - 2])
-                a_row = (moment @ linv_r[l - 2]).reshape(Q, T, Q)
-                rows_out[f"A{l - 1}"] = a_row.reshape(Q, TQ)
-                if fz is not None:
-                    a_row = fz[f"A{l - 1}"].reshape(Q, T, Q)
-                coef = coef + a_row
-                prev_kk = _block(src_row, k, Q)
-            u = constrain_samples(u, mesh)
-            g_prev1 = _block(g_h[l - 1], jnp.maximum(k - 1, 0), Q)
-            g_prev2 = _block(g_h[l - 1], jnp.maximum(k - 2, 0), Q)
-            g_end = jnp.where(k >= 2, 2 * g_prev1 - g_prev2, g_prev1)
-            h = u + g_h[l - 1] @ coef.reshape(Q, TQ).T + g_end @ (prev_kk * dend[None, :]).T
-            h = constrain_samples(h, mesh)
-            act_h = phi_fn(h)
-            phi_h[l - 1] = _set_block(phi_h[l - 1], act_h, k, Q)
-            if l < L:
-                phi_rows[l] = mean_outer(act_h, phi_h[l - 1])
-                rows_out[f"phi{l}"] = phi_rows[l]
-            u_now[l], h_now[l], phi_now[l] = u, h, act_h
-            # Reported Φ^ℓ(t_k,t_k): Gram average with the lazy control variate φ(u^ℓ), whose
-            # exact mean is the dual kernel of the (control-variate) Φ^{ℓ-1}: exact at t = 0.
-            lazy = phi_fn(u)
-            prev_cv, prev_cv_b = (kx, kx[None]) if l == 1 else (phi_cv[l - 1], phi_cv_b[l - 1])
-            if config.kernel_control_variates:
-                phi_cv[l] = mean_outer(act_h, act_h) - mean_outer(lazy, lazy) + _dual(act, prev_cv)
-                phi_cv_b[l] = batch_means(act_h) - batch_means(lazy) + _dual(act, prev_cv_b)
-            else:
-                phi_cv[l], phi_cv_b[l] = mean_outer(act_h, act_h), batch_means(act_h)
-            phi_kk[l] = phi_cv[l]
+            rank = []
+            u_now, h_now, phi_now, r_now, g_now = {}, {}, {}, {}, {}
+            phi_cv, phi_cv_b, g_cv, g_cv_b = {}, {}, {}, {}
+            phi_rows, phi_kk, g_rows, g_kk = {}, {}, {}, {}
+            rows_out = {}
 
-        # ---- backward pass ℓ = L..1
-        for l in range(L, 0, -1):
-            if l == L:
-                r = jnp.broadcast_to(r_last[:, None], (S, Q))
-                coef = jnp.broadcast_to(dw_z[None], (Q, T, Q))  # G^{L+1} = 1
-            else:
-                src_row = g_rows[l + 1] if fz is None else fz[f"g{l + 1}"]
-                linv, l_row, l_kk, kept = _cholesky_row(linv_r[l - 1], src_row, k, Q, config.rcond)
-                linv_r[l - 1] = linv
-                rank.append(kept)
-                eps = eps_r[l - 1]
-                r = eps @ l_row.T + _block(eps, k, Q) @ l_kk.T
-                coef = src_row.reshape(Q, T, Q) * dw_z[None]
-                # ℬ^l(t_k, s<=k): response of g^{l+1}(t_k) to u^{l+1}, by Stein
-                resid = g_now[l + 1]
-                if config.control_variates:
-                    resid = resid - dphi_fn(u_now[l + 1]) * r_now[l + 1]
-                moment = mean_outer(resid, eps_u[l - 1])
-                b_row = (moment @ linv_u[l - 1]).reshape(Q, T, Q)
-                rows_out[f"B{l}"] = b_row.reshape(Q, TQ)
-                if fz is not None:
-                    b_row = fz[f"B{l}"].reshape(Q, T, Q)
-                coef = coef + b_row
-            r = constrain_samples(r, mesh)
-            z = r + phi_h[l - 1] @ coef.reshape(Q, TQ).T
-            grad = dphi_fn(h_now[l]) * z
-            grad = constrain_samples(grad, mesh)
-            g_h[l - 1] = _set_block(g_h[l - 1], grad, k, Q)
-            if l > 1:
-                g_rows[l] = mean_outer(grad, g_h[l - 1])
-                rows_out[f"g{l}"] = g_rows[l]
-            r_now[l], g_now[l] = r, grad
-            # Reported G^ℓ(t_k,t_k) with the control variate φ'(u^ℓ) r^ℓ: mean G^{ℓ+1} ⊙ K̇(Φ^{ℓ-1})
-            lazy = dphi_fn(u_now[l]) * r
-            prev_cv, prev_cv_b = (kx, kx[None]) if l == 1 else (phi_cv[l - 1], phi_cv_b[l - 1])
-            next_cv, next_cv_b = (1.0, 1.0) if l == L else (g_cv[l + 1], g_cv_b[l + 1])
-            if config.kernel_control_variates:
-                g_cv[l] = (mean_outer(grad, grad) - mean_outer(lazy, lazy)
-                           + next_cv * _dual_derivative(act, prev_cv))
-                g_cv_b[l] = (batch_means(grad) - batch_means(lazy)
-                             + next_cv_b * _dual_derivative(act, prev_cv_b))
-            else:
-                g_cv[l], g_cv_b[l] = mean_outer(grad, grad), batch_means(grad)
-            g_kk[l] = g_cv[l]
-            if l == L:
-                f_identity = jnp.mean(z * phi_now[L], axis=0) / gamma0
+            # ---- forward pass ℓ = 1..L
+            for l in range(1, L + 1):
+                if l == 1:
+                    u = u1
+                    coef = kx[:, None, :] * dw[None]  # Φ^0 is static
+                    prev_kk = kx
+                else:
+                    src_row = phi_rows[l - 1] if fz is None else fz[f"phi{l - 1}"]
+                    linv, l_row, l_kk, kept = _cholesky_row(linv_u[l - 2], src_row, k, Q, config.rcond)
+                    linv_u[l - 2] = linv
+                    rank.append(kept)
+                    eps = eps_u[l - 2]
+                    u = eps @ l_row.T + _block(eps, k, Q) @ l_kk.T
+                    coef = src_row.reshape(Q, T, Q) * dw[None]
+                    # 𝒜^{l-1}(t_k, s<k): response of φ(h^{l-1}(t_k)) to r^{l-1}, by Stein
+                    resid = phi_now[l - 1]
+                    if config.control_variates:
+                        resid = resid - phi_fn(u_now[l - 1])
+                    moment = mean_outer(resid, eps_r[l - 2])
+                    a_row = (moment @ linv_r[l - 2]).reshape(Q, T, Q)
+                    rows_out[f"A{l - 1}"] = a_row.reshape(Q, TQ)
+                    if fz is not None:
+                        a_row = fz[f"A{l - 1}"].reshape(Q, T, Q)
+                    coef = coef + a_row
+                    prev_kk = _block(src_row, k, Q)
+                u = constrain_samples(u, mesh)
+                g_prev1 = _block(g_h[l - 1], jnp.maximum(k - 1, 0), Q)
+                g_prev2 = _block(g_h[l - 1], jnp.maximum(k - 2, 0), Q)
+                g_end = jnp.where(k >= 2, 2 * g_prev1 - g_prev2, g_prev1)
+                h = u + g_h[l - 1] @ coef.reshape(Q, TQ).T + g_end @ (prev_kk * dend[None, :]).T
+                h = constrain_samples(h, mesh)
+                act_h = phi_fn(h)
+                phi_h[l - 1] = _set_block(phi_h[l - 1], act_h, k, Q)
+                if l < L:
+                    phi_rows[l] = mean_outer(act_h, phi_h[l - 1])
+                    rows_out[f"phi{l}"] = phi_rows[l]
+                u_now[l], h_now[l], phi_now[l] = u, h, act_h
+                # Reported Φ^ℓ(t_k,t_k): Gram average with the lazy control variate φ(u^ℓ), whose
+                # exact mean is the dual kernel of the (control-variate) Φ^{ℓ-1}: exact at t = 0.
+                lazy = phi_fn(u)
+                prev_cv, prev_cv_b = (kx, kx[None]) if l == 1 else (phi_cv[l - 1], phi_cv_b[l - 1])
+                if config.kernel_control_variates:
+                    phi_cv[l] = mean_outer(act_h, act_h) - mean_outer(lazy, lazy) + _dual(act, prev_cv)
+                    phi_cv_b[l] = batch_means(act_h) - batch_means(lazy) + _dual(act, prev_cv_b)
+                else:
+                    phi_cv[l], phi_cv_b[l] = mean_outer(act_h, act_h), batch_means(act_h)
+                phi_kk[l] = phi_cv[l]
 
-        # ---- NTK and the error signal (trapezoid)
-        ntk = g_kk[1] * kx + phi_kk[L]
-        for l in range(1, L):
-            ntk = ntk + g_kk[l + 1] * phi_kk[l]
-        c = dt / (2 * P)
-        d_prev = delta_h[jnp.maximum(k - 1, 0)]
-        rhs = d_prev - c * (k_prev[:P, :P] @ d_prev)
-        d_new = jnp.linalg.solve(jnp.eye(P, dtype=dtype) + c * ntk[:P, :P], rhs)
-        d_new = jnp.where(k == 0, y, d_new)
-        f_test = ftest_prev + c * (k_prev[P:, :P] @ d_prev + ntk[P:, :P] @ d_new)
-        f_test = jnp.where(k == 0, jnp.zeros_like(f_test), f_test)
-        delta_h = delta_h.at[k].set(d_new)
+            # ---- backward pass ℓ = L..1
+            for l in range(L, 0, -1):
+                if l == L:
+                    r = jnp.broadcast_to(r_last[:, None], (S, Q))
+                    coef = jnp.broadcast_to(dw_z[None], (Q, T, Q))  # G^{L+1} = 1
+                else:
+                    src_row = g_rows[l + 1] if fz is None else fz[f"g{l + 1}"]
+                    linv, l_row, l_kk, kept = _cholesky_row(linv_r[l - 1], src_row, k, Q, config.rcond)
+                    linv_r[l - 1] = linv
+                    rank.append(kept)
+                    eps = eps_r[l - 1]
+                    r = eps @ l_row.T + _block(eps, k, Q) @ l_kk.T
+                    coef = src_row.reshape(Q, T, Q) * dw_z[None]
+                    # ℬ^l(t_k, s<=k): response of g^{l+1}(t_k) to u^{l+1}, by Stein
+                    resid = g_now[l + 1]
+                    if config.control_variates:
+                        resid = resid - dphi_fn(u_now[l + 1]) * r_now[l + 1]
+                    moment = mean_outer(resid, eps_u[l - 1])
+                    b_row = (moment @ linv_u[l - 1]).reshape(Q, T, Q)
+                    rows_out[f"B{l}"] = b_row.reshape(Q, TQ)
+                    if fz is not None:
+                        b_row = fz[f"B{l}"].reshape(Q, T, Q)
+                    coef = coef + b_row
+                r = constrain_samples(r, mesh)
+                z = r + phi_h[l - 1] @ coef.reshape(Q, TQ).T
+                grad = dphi_fn(h_now[l]) * z
+                grad = constrain_samples(grad, mesh)
+                g_h[l - 1] = _set_block(g_h[l - 1], grad, k, Q)
+                if l > 1:
+                    g_rows[l] = mean_outer(grad, g_h[l - 1])
+                    rows_out[f"g{l}"] = g_rows[l]
+                r_now[l], g_now[l] = r, grad
+                # Reported G^ℓ(t_k,t_k) with the control variate φ'(u^ℓ) r^ℓ: mean G^{ℓ+1} ⊙ K̇(Φ^{ℓ-1})
+                lazy = dphi_fn(u_now[l]) * r
+                prev_cv, prev_cv_b = (kx, kx[None]) if l == 1 else (phi_cv[l - 1], phi_cv_b[l - 1])
+                next_cv, next_cv_b = (1.0, 1.0) if l == L else (g_cv[l + 1], g_cv_b[l + 1])
+                if config.kernel_control_variates:
+                    g_cv[l] = (mean_outer(grad, grad) - mean_outer(lazy, lazy)
+                               + next_cv * _dual_derivative(act, prev_cv))
+                    g_cv_b[l] = (batch_means(grad) - batch_means(lazy)
+                                 + next_cv_b * _dual_derivative(act, prev_cv_b))
+                else:
+                    g_cv[l], g_cv_b[l] = mean_outer(grad, grad), batch_means(grad)
+                g_kk[l] = g_cv[l]
+                if l == L:
+                    f_identity = jnp.mean(z * phi_now[L], axis=0) / gamma0
 
-        out = {
-            "delta": d_new,
-            "f_test": f_test,
-            "ntk": ntk,
-            "phi": jnp.stack([phi_kk[l] for l in range(1, L + 1)]),
-            "g": jnp.stack([g_kk[l] for l in range(1, L + 1)]),
-            "phi_batches": jnp.stack([phi_cv_b[l] for l in range(1, L + 1)]),
-            "g_batches": jnp.stack([g_cv_b[l] for l in range(1, L + 1)]),
-            "f_identity": f_identity,
-            "rank": jnp.stack(rank) if rank else jnp.zeros((0,), jnp.int32),
-            "rows": rows_out if config.keep_rows else {},
-        }
-        carry = (tuple(phi_h), tuple(g_h), tuple(linv_u), tuple(linv_r), delta_h, ntk, f_test)
-        return carry, out
+            # ---- NTK and the error signal (trapezoid)
+            ntk = g_kk[1] * kx + phi_kk[L]
+            for l in range(1, L):
+                ntk = ntk + g_kk[l + 1] * phi_kk[l]
+            c = dt / (2 * P)
+            d_prev = delta_h[jnp.maximum(k - 1, 0)]
+            rhs = d_prev - c * (k_prev[:P, :P] @ d_prev)
+            d_new = jnp.linalg.solve(jnp.eye(P, dtype=dtype) + c * ntk[:P, :P], rhs)
+            d_new = jnp.where(k == 0, y, d_new)
+            f_test = ftest_prev + c * (k_prev[P:, :P] @ d_prev + ntk[P:, :P] @ d_new)
+            f_test = jnp.where(k == 0, jnp.zeros_like(f_test), f_test)
+            delta_h = delta_h.at[k].set(d_new)
 
-    zeros_hist = tuple(constrain_samples(jnp.zeros((S, TQ), dtype), mesh) for _ in range(L))
-    linv0 = tuple(jnp.zeros((TQ, TQ), dtype) for _ in range(L - 1))
-    carry0 = (zeros_hist, zeros_hist, linv0, linv0, jnp.zeros((T, P), dtype),
-              jnp.zeros((Q, Q), dtype), jnp.zeros((Q - P,), dtype))
-    carry, outs = jax.lax.scan(step, carry0, jnp.arange(T))
+            out = {
+                "delta": d_new,
+                "f_test": f_test,
+                "ntk": ntk,
+                "phi": jnp.stack([phi_kk[l] for l in range(1, L + 1)]),
+                "g": jnp.stack([g_kk[l] for l in range(1, L + 1)]),
+                "phi_batches": jnp.stack([phi_cv_b[l] for l in range(1, L + 1)]),
+                "g_batches": jnp.stack([g_cv_b[l] for l in range(1, L + 1)]),
+                "f_identity": f_identity,
+                "rank": jnp.stack(rank) if rank else jnp.zeros((0,), jnp.int32),
+                "rows": rows_out if config.keep_rows else {},
+            }
+            carry = (tuple(phi_h), tuple(g_h), tuple(linv_u), tuple(linv_r), delta_h, ntk, f_test)
+            return carry, out
+
+        return step
+
+    # Phases: steps k < T_1 only touch the first T_1 grid points of every history, so they run
+    # on arrays of that width (causality makes the rest zero); widths grow phase by phase.
+    def pad_to(x, width, axes):
+        pads = [(0, width - x.shape[a]) if a in axes else (0, 0) for a in range(x.ndim)]
+        return jnp.pad(x, pads)
+
+    carry = None
+    outs_all = []
+    start = 0
+    for end in config.phase_ends:
+        width = end * Q
+        if carry is None:
+            hist = tuple(constrain_samples(jnp.zeros((S, width), dtype), mesh) for _ in range(L))
+            linv0 = tuple(jnp.zeros((width, width), dtype) for _ in range(L - 1))
+            carry = (hist, hist, linv0, linv0, jnp.zeros((T_full, P), dtype),
+                     jnp.zeros((Q, Q), dtype), jnp.zeros((Q - P,), dtype))
+        else:
+            phi_h, g_h, linv_u, linv_r, *rest = carry
+            carry = (tuple(constrain_samples(pad_to(x, width, (1,)), mesh) for x in phi_h),
+                     tuple(constrain_samples(pad_to(x, width, (1,)), mesh) for x in g_h),
+                     tuple(pad_to(x, width, (0, 1)) for x in linv_u),
+                     tuple(pad_to(x, width, (0, 1)) for x in linv_r), *rest)
+        carry, outs = jax.lax.scan(make_step(end), carry, jnp.arange(start, end))
+        outs["rows"] = {key: pad_to(x, T_full * Q, (2,)) for key, x in outs["rows"].items()}
+        outs_all.append(outs)
+        start = end
+    outs = jax.tree_util.tree_map(lambda *x: jnp.concatenate(x, axis=0), *outs_all)
     rows = outs.pop("rows")
     if config.keep_rows:  # what a check sweep freezes: kernel and response rows, and Δ
         outs["frozen"] = {"rows": rows, "delta": outs["delta"]}

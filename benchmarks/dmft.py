@@ -1,0 +1,215 @@
+"""Speed and memory of the Monte Carlo DMFT solver (deep tanh μP MLP), and the public reference.
+
+Each case runs in its own process (peak RSS = the whole process, imports included). Inputs
+x ~ N(0, 1) with D = 16, y = sign(x_1), γ0 = 1, saved times t = 0, 0.1, …, 0.1·(T−1) with
+dt = 0.1 (so the grid is the T saved times), float64. Printed: first call (compile included),
+warm median of `--repeats` calls, peak RSS, and the Monte Carlo standard error of the final loss.
+
+    python benchmarks/dmft.py                   # the table over P, T, L, S (headline P=32 T=100 L=2 S=4096)
+    python benchmarks/dmft.py --cases 32,100,2,4096 --repeats 3
+    python benchmarks/dmft.py --reference /path/to/jpc/experiments/dmft/src
+
+``--reference DIR`` imports ``theory_utils.solve_kernels_nonlin`` (thebuckleylab/jpc, notes §3)
+from DIR and runs it side by side with ours on the notes' PD4 tanh case (P = 4, L = 2, γ0 = 1,
+20 steps of 0.1): wall time and the final loss, against the width-1024 network value of notes
+§7b; ours at several S with its standard error. Nothing of the reference is copied here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+# this file would shadow the dmft package when its folder is first on sys.path
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+DEFAULT_CASES = [  # (P, T, L, S)
+    (8, 50, 2, 4096), (16, 50, 2, 4096), (32, 50, 2, 4096),
+    (32, 25, 2, 4096), (32, 100, 2, 4096),
+    (32, 50, 1, 4096), (32, 50, 3, 4096),
+    (32, 50, 2, 1024), (32, 50, 2, 16384),
+]
+HEADLINE = (32, 100, 2, 4096)
+# notes §7b: PD4 tanh, L = 2, γ0 = 1, η = 0.1; loss at steps 5/10/15/19 of width-1024 networks
+PD4_NETWORK_LOSS = (0.41353, 0.33374, 0.25865, 0.20366)
+
+
+def _problem(num_points: int, steps: int, layers: int):
+    import numpy as np
+
+    from dmft.spec import Architecture, Data, Spec, Training
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((num_points, 16))
+    y = np.sign(x[:, 0])
+    return Spec(Architecture(hidden_layers=layers, activation="tanh", parameterization="mup",
+                             gamma0=1.0),
+                Data(x, y), Training(tuple(0.1 * np.arange(steps))))
+
+
+def _pd4(times):
+    import numpy as np
+
+    from dmft.spec import Architecture, Data, Spec, Training
+
+    kx = 0.5 ** np.abs(np.subtract.outer(np.arange(4), np.arange(4)))
+    return Spec(Architecture(hidden_layers=2, activation="tanh", parameterization="mup",
+                             gamma0=1.0),
+                Data(2.0 * np.linalg.cholesky(kx), np.array([1.0, 1.0, -1.0, -1.0])),
+                Training(tuple(times)))
+
+
+def worker(num_points: int, steps: int, layers: int, samples: int, repeats: int) -> dict:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from dmft.solvers._deep_nonlinear import MonteCarloDMFT
+
+    spec = _problem(num_points, steps, layers)
+    method = MonteCarloDMFT(num_samples=samples, dt=0.1)
+    start = time.perf_counter()
+    sol = method.solve(spec)
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sol = method.solve(spec)
+        times.append(time.perf_counter() - start)
+    loss = sol.losses(spec.data.y_train)["loss_train"]
+    return {"first_s": first, "median_s": statistics.median(times) if times else float("nan"),
+            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "loss_end": float(loss[-1]), "loss_end_stderr": float(sol.stderr["loss_train"][-1]),
+            "devices": sol.diagnostics["devices"], "backend": jax.default_backend()}
+
+
+def reference_worker(path: str, samples: int, damping: float, iterations: int) -> dict:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    import numpy as np
+
+    sys.path.insert(0, path)
+    import theory_utils  # the public reference (jpc), from the user's checkout
+
+    kx = 0.5 ** np.abs(np.subtract.outer(np.arange(4), np.arange(4)))
+    y = np.array([1.0, 1.0, -1.0, -1.0])
+    start = time.perf_counter()
+    phi, g, _, _ = theory_utils.solve_kernels_nonlin(
+        jnp.asarray(kx), jnp.asarray(y), depth=2, T=20, eta=0.1, gamma=1.0, num_iter=iterations,
+        samples=samples, damping=damping, nonlin="tanh", key=jax.random.PRNGKey(0))
+    delta = theory_utils.solve_Delta(jnp.asarray(kx), y, phi, g, 0.1)
+    wall = time.perf_counter() - start
+    loss = 0.5 * np.mean(np.asarray(delta) ** 2, axis=1)
+    return {"wall_s": wall, "loss": [float(loss[k]) for k in (5, 10, 15, 19)],
+            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def ours_pd4_worker(samples: int, repeats: int) -> dict:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from dmft.solvers._deep_nonlinear import MonteCarloDMFT
+
+    spec = _pd4((0.0, 0.5, 1.0, 1.5, 1.9))
+    method = MonteCarloDMFT(num_samples=samples, dt=0.1)
+    start = time.perf_counter()
+    sol = method.solve(spec)
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sol = method.solve(spec)
+        times.append(time.perf_counter() - start)
+    loss = sol.losses(spec.data.y_train)["loss_train"]
+    return {"first_s": first, "median_s": statistics.median(times) if times else float("nan"),
+            "loss": [float(v) for v in loss[1:]],
+            "stderr": [float(v) for v in sol.stderr["loss_train"][1:]],
+            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _spawn(args: list[str]) -> dict:
+    env = dict(os.environ, DMFT_PROGRESS="0")
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), *args], env=env,
+                          capture_output=True, text=True)
+    if done.returncode:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default=None,
+                        help="semicolon-separated P,T,L,S cases (default: the table above)")
+    parser.add_argument("--repeats", type=int, default=3, help="warm calls (median reported)")
+    parser.add_argument("--reference", default=None,
+                        help="folder holding jpc's theory_utils.py: run it side by side")
+    parser.add_argument("--reference-samples", default="1000,3000")
+    parser.add_argument("--ours-samples", default="1024,4096")
+    parser.add_argument("--skip-table", action="store_true")
+    parser.add_argument("--worker", nargs=4, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--reference-worker", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--ours-pd4-worker", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        print(json.dumps(worker(*args.worker, args.repeats)))
+        return
+    if args.reference_worker:
+        path, samples, damping, iterations = args.reference_worker
+        print(json.dumps(reference_worker(path, int(samples), float(damping), int(iterations))))
+        return
+    if args.ours_pd4_worker:
+        print(json.dumps(ours_pd4_worker(args.ours_pd4_worker, args.repeats)))
+        return
+
+    if not args.skip_table:
+        cases = DEFAULT_CASES if args.cases is None else [
+            tuple(int(v) for v in case.split(",")) for case in args.cases.split(";")]
+        print(f"Monte Carlo DMFT, tanh, γ0 = 1, dt = 0.1, float64; warm = median of {args.repeats}")
+        print(f"{'P':>4} {'T':>4} {'L':>2} {'S':>6} | {'first (s)':>9} {'warm (s)':>9} "
+              f"{'peak MiB':>9} | {'loss(T)':>8} {'± MC':>8}  backend")
+        for case in cases:
+            out = _spawn(["--worker", *map(str, case), "--repeats", str(args.repeats)])
+            label = f"{case[0]:>4} {case[1]:>4} {case[2]:>2} {case[3]:>6}"
+            if "error" in out:
+                print(f"{label} | failed: {out['error']}")
+                continue
+            mark = "  <- headline (target <= 60 s)" if tuple(case) == HEADLINE else ""
+            print(f"{label} | {out['first_s']:9.2f} {out['median_s']:9.2f} {out['peak_mib']:9.0f} | "
+                  f"{out['loss_end']:8.5f} {out['loss_end_stderr']:8.5f}  "
+                  f"{out['backend']}×{out['devices']}{mark}", flush=True)
+
+    if args.reference:
+        print("\nPD4 tanh, L = 2, γ0 = 1 (notes §7b): loss at t = 0.5 / 1.0 / 1.5 / 1.9")
+        print(f"  width-1024 networks (GD, η = 0.1):        "
+              + " / ".join(f"{v:.5f}" for v in PD4_NETWORK_LOSS))
+        for samples in args.ours_samples.split(","):
+            out = _spawn(["--ours-pd4-worker", samples, "--repeats", str(args.repeats)])
+            if "error" in out:
+                print(f"  dmft S = {samples}: failed: {out['error']}")
+                continue
+            print(f"  dmft S = {samples:>5} (gradient flow):       "
+                  + " / ".join(f"{v:.5f}" for v in out["loss"])
+                  + f"  ± {max(out['stderr']):.1e} | first {out['first_s']:.1f} s, "
+                    f"warm {out['median_s']:.2f} s")
+        for samples, damping in [(s, 1.0 if int(s) <= 1000 else 0.5)
+                                 for s in args.reference_samples.split(",")]:
+            out = _spawn(["--reference-worker", args.reference, samples, str(damping), "10"])
+            if "error" in out:
+                print(f"  reference S = {samples}: failed: {out['error']}")
+                continue
+            print(f"  jpc reference S = {samples:>5}, damping {damping}: "
+                  + " / ".join(f"{v:.5f}" for v in out["loss"])
+                  + f"  | {out['wall_s']:.1f} s (10 sweeps)")
+
+
+if __name__ == "__main__":
+    main()
