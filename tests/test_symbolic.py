@@ -475,3 +475,33 @@ def test_residual_layer_map_is_the_depth_mup_recursion():
     assert verify_quantity(d, "nngp_L3", f"c + 1.44*{ERF}").status == "counterexample"
     with pytest.raises(InputError, match="residual_scale"):
         derive(arch, residual_scale=-1.0)
+
+
+def test_residual_mup_dmft_lazy_ntk_equals_the_residual_recursion(rng):
+    # γ0 → 0 in the printed residual single-site process: h static, z = r, so the printed
+    # backward rule g^l = g^{l+1} + β φ'(h^l) r^l gives G^l = G^{l+1} (1 + β² Ġ^l), G^L = Ġ^L;
+    # the printed NTK equation (with its β² branch terms) must then be the residual Θ^(L+1).
+    L, alpha = 3, 1.5
+    arch = Architecture(hidden_layers=L, activation="erf", parameterization="mup", gamma0=1.0)
+    d = derive(arch, residual_scale=alpha)
+    x = rng.standard_normal((4, 3))
+    nngp, ntk = lower_recursion(d)(x)
+    act, beta2 = get_activation("erf"), alpha**2 / L
+    phi, gdot = {}, {}
+    for l in range(1, L + 1):
+        sigma = np.asarray(nngp[l - 1])
+        q = np.diag(sigma)
+        phi[l] = np.asarray(act.dual(q[:, None], q[None, :], sigma))
+        gdot[l] = np.asarray(act.dual_derivative(q[:, None], q[None, :], sigma))
+    g = {L: gdot[L]}
+    for l in range(L - 1, 0, -1):
+        g[l] = g[l + 1] * (1 + beta2 * gdot[l])
+    env = {f"Phi{l}": phi[l][:, None, :, None] for l in phi}
+    env.update({f"G{l}": g[l][:, None, :, None] for l in g})
+    env["Kx"] = x @ x.T / x.shape[1]
+    ntk_eq = [eq for eq in d.dmft.equations() if eq.label == "ntk"][0]
+    scalars = {ir.residual_alpha: alpha, ir.num_hidden: L}
+    lowered = lower_expression(ntk_eq.rhs, times=jnp.zeros(1), scalars=scalars)
+    ours = np.asarray(lowered(env))[:, 0, :]
+    # both sides are float64 evaluations of closed forms
+    np.testing.assert_allclose(ours, np.asarray(ntk[-1]), rtol=1e-12, atol=1e-12)

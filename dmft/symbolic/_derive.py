@@ -209,12 +209,21 @@ def _g_kernel(l: int, L: int, time=("t", "s")) -> Node:
 
 
 def _dmft_mup(arch: Architecture, ops: tuple[Dense, ...]) -> DMFTSystem:
+    """The μP single-site process, one Dense op at a time.
+
+    A residual block h^l = h^{l-1} + β W^{l-1} φ(h^{l-1})/√N (β = α/√L) applies the same rules
+    to its branch: the weight's update carries an extra β (∂f/∂W ∝ β), so the memory terms
+    have strength γ0 β, and the skip adds g^l to g^{l-1} = g^l + β φ'(h^{l-1}) z^{l-1}.
+    """
     L = arch.hidden_layers
     g0, P = ir.gamma0, ir.num_train
+    beta = ir.residual_alpha / sp.sqrt(ir.num_hidden)
+    residual_ops = {op.layer for op in ops if op.residual}
     sources, fields_eqs, backward_eqs, closure, responses = [], [], [], [], []
     field_map, backward_map = {}, {}
     for op in ops:
         l = op.layer
+        strength = g0 * beta if op.residual else g0
         # Forward rule: a MatMul into a hidden layer l <= L gives h^l and its source u^l.
         if not op.readout:
             static = l == 1
@@ -228,10 +237,15 @@ def _dmft_mup(arch: Architecture, ops: tuple[Dense, ...]) -> DMFTSystem:
                 mul(Scalar(1 / P), _phi_kernel(l - 1, (None, None) if l == 1 else ("t", "s")),
                     ErrorSignal("alpha", "s")),
             )
-            rhs = add(u, mul(Scalar(g0), integral("s", "t", data_sum(
+            branch = add(u, mul(Scalar(strength), integral("s", "t", data_sum(
                 "alpha", mul(memory, Field("g", l, "alpha", "s"))))))
-            eq = Equation(Field("h", l), rhs, f"h{l}",
-                          note="A^0 = 0: the input layer has no backward source" if l == 1 else "")
+            if op.residual:
+                rhs = add(Field("h", l - 1), mul(Scalar(beta), branch))
+                note = "residual: the same neuron's stream, branch scale β = α/√L"
+            else:
+                rhs = branch
+                note = "A^0 = 0: the input layer has no backward source" if l == 1 else ""
+            eq = Equation(Field("h", l), rhs, f"h{l}", note=note)
             fields_eqs.append(eq)
             field_map[l] = eq
         # Backward rule: the transpose of the MatMul reading φ(h^{l-1}) gives z^{l-1}, r^{l-1}.
@@ -247,7 +261,7 @@ def _dmft_mup(arch: Architecture, ops: tuple[Dense, ...]) -> DMFTSystem:
                 Scalar(sp.Integer(0)) if last else Response("B", k),
                 mul(Scalar(1 / P), _g_kernel(k + 1, L), ErrorSignal("alpha", "s")),
             )
-            rhs = add(r, mul(Scalar(g0), integral("s", "t", data_sum(
+            rhs = add(r, mul(Scalar(strength), integral("s", "t", data_sum(
                 "alpha", mul(memory, Act(Field("h", k, "alpha", "s")))))))
             # z^L = w^L is one number per neuron: it carries no data index.
             z = Field("z", k, None if last else "mu")
@@ -255,7 +269,11 @@ def _dmft_mup(arch: Architecture, ops: tuple[Dense, ...]) -> DMFTSystem:
                           note="B^L = 0; z^L = w^L carries no data index" if last else "")
             backward_eqs.append(eq)
             backward_map[k] = eq
-            backward_eqs.append(Equation(Field("g", k), mul(Act(Field("h", k), 1), z), f"g{k}"))
+            if op.residual:  # skip connection: ∂f/∂h^k = ∂f/∂h^{k+1} + β φ'(h^k) ⊙ (branch)
+                g_rhs = add(Field("g", k + 1), mul(Scalar(beta), Act(Field("h", k), 1), z))
+            else:
+                g_rhs = mul(Act(Field("h", k), 1), z)
+            backward_eqs.append(Equation(Field("g", k), g_rhs, f"g{k}"))
     for l in range(1, L + 1):
         closure.append(Equation(Kernel("Phi", l), Expect(mul(Act(Field("h", l, "mu", "t")),
                                                              Act(Field("h", l, "alpha", "s")))),
@@ -264,13 +282,18 @@ def _dmft_mup(arch: Architecture, ops: tuple[Dense, ...]) -> DMFTSystem:
                                                            Field("g", l, "alpha", "s"))),
                                 f"G{l}"))
     for l in range(1, L):
-        responses.append(Equation(Response("A", l), mul(Scalar(1 / g0), Expect(FuncDeriv(
+        # with strength γ0 β in a residual block the responses are normalized by it
+        norm = g0 * beta if (l + 1) in residual_ops else g0
+        responses.append(Equation(Response("A", l), mul(Scalar(1 / norm), Expect(FuncDeriv(
             Act(Field("h", l, "mu", "t")), Field("r", l, "alpha", "s")))), f"A{l}",
             note="causal: 0 for s >= t"))
-        responses.append(Equation(Response("B", l), mul(Scalar(1 / g0), Expect(FuncDeriv(
+        responses.append(Equation(Response("B", l), mul(Scalar(1 / norm), Expect(FuncDeriv(
             Field("g", l + 1, "mu", "t"), Field("u", l + 1, "alpha", "s")))), f"B{l}",
             note="causal: 0 for s >= t"))
-    ntk_terms = [mul(_g_kernel(l + 1, L, ("t", "t")), _phi_kernel(l, ("t", "t")))
+    # K = Σ over weight matrices W^l (l = 0..L) of G^{l+1}(t,t) Φ^l(t,t); a residual branch's
+    # gradient carries β, so its term carries β².
+    ntk_terms = [mul(Scalar(beta**2) if (l + 1) in residual_ops else Scalar(sp.Integer(1)),
+                     _g_kernel(l + 1, L, ("t", "t")), _phi_kernel(l, ("t", "t")))
                  for l in range(0, L + 1)]
     ntk = Equation(Kernel("K", None, time=("t", None)), add(*ntk_terms), "ntk")
     output = [
@@ -289,9 +312,18 @@ def _dmft_mup(arch: Architecture, ops: tuple[Dense, ...]) -> DMFTSystem:
                  note="test points x_⋆ join the index set: u^1 ~ N(0, K^x) over train ∪ test; "
                       "every Σ_α runs over train only"),
     ]
-    lazy = [
-        Equation(Field("h", "l"), Field("u", "l"), "lazy_h", note="γ0 → 0"),
-        Equation(Field("z", "l"), Field("r", "l"), "lazy_z", note="γ0 → 0"),
+    if residual_ops:
+        lazy = [
+            Equation(Field("h", "l"), add(Field("h", "l-1"), mul(Scalar(beta), Field("u", "l"))),
+                     "lazy_h", note="γ0 → 0, residual blocks; h^1 = u^1"),
+            Equation(Field("z", "l"), Field("r", "l"), "lazy_z", note="γ0 → 0"),
+        ]
+    else:
+        lazy = [
+            Equation(Field("h", "l"), Field("u", "l"), "lazy_h", note="γ0 → 0"),
+            Equation(Field("z", "l"), Field("r", "l"), "lazy_z", note="γ0 → 0"),
+        ]
+    lazy += [
         Equation(Kernel("K", None, time=("t", None)),
                  Notation(r"\Theta^{(L+1)}(x_\mu,x_\alpha)\big|_{\sigma_w=1,\sigma_b=0}",
                           "Θ^(L+1)(x_μ,x_α) at σ_w=1, σ_b=0"),
@@ -411,11 +443,8 @@ def derive(arch: Architecture, *, residual_scale: float | None = None) -> Deriva
         parameters[ir.residual_alpha] = _exact(residual_scale)
     nngp, ntk, derivative = _recursions(arch, ops, dual, dual_derivative, parameters,
                                         residual_scale)
-    if arch.parameterization == "mup" and not residual:
+    if arch.parameterization == "mup":
         dmft = _dmft_mup(arch, ops)
-    elif arch.parameterization == "mup":
-        raise InputError("the DMFT of residual μP networks is not derived yet; use "
-                         "parameterization = \"ntk\" for residual recursions")
     else:
         dmft = _lazy_ntk(arch)
     return Derivation(

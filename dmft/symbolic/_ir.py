@@ -48,7 +48,7 @@ def sympy_latex(expr: sp.Basic) -> str:
 
 
 def sympy_text(expr: sp.Basic) -> str:
-    text = sp.sstr(expr)
+    text = sp.sstr(expr).replace("sqrt(", "√(")
     for name, pretty in _SCALAR_TEXT.items():
         text = text.replace(name, pretty)
     return text.replace("**", "^")
@@ -67,14 +67,17 @@ def _layer_latex(layer: Layer | None, shift: int = 0) -> str:
         return ""
     if isinstance(layer, int):
         return str(layer + shift)
-    base = _index_latex(layer)
+    base = _index_latex(layer) if layer in _GREEK_LATEX else layer.replace("l", r"\ell ")
     return base if shift == 0 else f"{base}{'+' if shift > 0 else '-'}{abs(shift)}"
 
 
 def _layer_text(layer: Layer | None) -> str:
     if layer is None:
         return ""
-    return str(layer) if isinstance(layer, int) else _index_text(layer)
+    if isinstance(layer, int):
+        return str(layer)
+    text = _index_text(layer) if layer in _GREEK_TEXT else layer.replace("l", "ℓ")
+    return text if len(text) == 1 else f"({text})"
 
 
 class Node:

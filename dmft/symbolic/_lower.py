@@ -200,6 +200,11 @@ def leaf_key(node: ir.Node) -> str:
 
 def _free_axes(node: ir.Node) -> tuple[str, ...]:
     """The free indices of ``node`` in first-appearance order (defines the output layout)."""
+    return tuple(dict.fromkeys(_raw_axes(node)))
+
+
+def _raw_axes(node: ir.Node) -> tuple[str, ...]:
+    """Like `_free_axes`, but a leaf's repeated index (K(t,t)) is kept: its array has both axes."""
     if isinstance(node, ir.Scalar):
         return ()
     if isinstance(node, ir.Field):
@@ -254,10 +259,12 @@ def lower_expression(
             key = leaf_key(n)
             if key not in env:
                 raise InputError(f"no array given for {n.text()} (key {key!r})")
-            array, axes = jnp.asarray(env[key]), _free_axes(n)
+            array, axes = jnp.asarray(env[key]), _raw_axes(n)
             if array.ndim != len(axes):
                 raise InputError(f"array for {n.text()} has {array.ndim} axes, expected "
                                  f"{len(axes)} ({', '.join(axes)})")
+            if len(set(axes)) < len(axes):  # X(t,t): the equal-time diagonal
+                return _einsum([(array, axes)], _free_axes(n)), _free_axes(n)
             return array, axes
         if isinstance(n, ir.Act):
             if activation is None:
