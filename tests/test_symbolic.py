@@ -337,6 +337,7 @@ def test_derived_side_with_symbols_outside_the_domain_is_an_error():
     (Architecture(hidden_layers=3, activation="erf", parameterization="mup", gamma0=0.5), None),
     (Architecture(hidden_layers=1, activation="tanh", parameterization="mup", gamma0=2.0), None),
     (Architecture(hidden_layers=3, activation="gelu"), 1.0),
+    (Architecture(hidden_layers=2, activation="x*tanh(x)", parameterization="mup"), 1.0),
 ])
 def test_latex_document_is_balanced_and_text_names_every_layer(arch, residual):
     d = derive(arch, residual_scale=residual)
@@ -357,8 +358,12 @@ def test_braces_balanced_detects_problems():
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no TeX engine installed")
-def test_latex_document_compiles_with_pdflatex(tmp_path):
-    d = derive(Architecture(hidden_layers=2, activation="erf", parameterization="mup"))
+@pytest.mark.parametrize("arch, residual", [
+    (Architecture(hidden_layers=2, activation="erf", parameterization="mup"), None),
+    (Architecture(hidden_layers=3, activation="relu", sigma_w=1.5, sigma_b=0.1), 1.0),
+])
+def test_latex_document_compiles_with_pdflatex(tmp_path, arch, residual):
+    d = derive(arch, residual_scale=residual)
     (tmp_path / "eq.tex").write_text(d.latex())
     run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "eq.tex"],
                          cwd=tmp_path, capture_output=True, timeout=120)

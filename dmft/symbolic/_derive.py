@@ -426,6 +426,8 @@ def derive(arch: Architecture, *, residual_scale: float | None = None) -> Deriva
     """
     if not isinstance(arch, Architecture):
         raise InputError(f"derive needs a dmft.spec.Architecture, got {type(arch).__name__}")
+    if residual_scale is None:  # forward compatible with an `Architecture.residual_scale` field
+        residual_scale = getattr(arch, "residual_scale", None)
     if residual_scale is not None:
         if not (isinstance(residual_scale, (int, float)) and residual_scale > 0):
             raise InputError(f"residual_scale must be a number > 0, got {residual_scale!r}")
