@@ -16,7 +16,7 @@ def add_architecture_arguments(parser) -> None:
     parser.add_argument(
         "--residual-scale", type=float, default=None, metavar="ALPHA",
         help="residual MLP h^(l+1) = h^l + (ALPHA/√L)·branch for the hidden-to-hidden layers "
-             "(depth-μP branch scaling; ntk parameterization)",
+             "(depth-μP branch scaling)",
     )
 
 
