@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import keyword
+import math
 import re
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import jax.scipy.special as jsp
@@ -19,7 +21,7 @@ from ._activation import Activation
 from ._polynomial import polynomial_dual
 from ._quadrature import Mehler, PiecewiseGaussLegendre, choose_mehler_order
 from ._symbols import C, Q1, Q2, X
-from ._table import TABLE, rectified_monomial
+from ._table import CLOSED_FORM_ERROR, TABLE, rectified_monomial
 
 # Names of activations without a closed form, defined by their SymPy expression.
 _NAMED_EXPRESSIONS: dict[str, sp.Expr] = {
@@ -201,16 +203,88 @@ def _scaled(entry: Activation, alpha: float, beta: float, expr: sp.Expr, name: s
     if alpha == 1 and beta == 1:
         return dataclasses.replace(entry, name=name if name in TABLE else entry.name, expr=expr)
     a2, b2 = alpha * alpha, beta * beta
-    sub = {Q1: b2 * Q1, Q2: b2 * Q2, C: b2 * C}
+    b2s = sp.nsimplify(b2)
+    sub = {Q1: b2s * Q1, Q2: b2s * Q2, C: b2s * C}
     return dataclasses.replace(
         entry, name=name, expr=expr,
         dual_expr=sp.nsimplify(a2) * entry.dual_expr.subs(sub, simultaneous=True),
-        dual_derivative_expr=sp.nsimplify(a2 * b2) * entry.dual_derivative_expr.subs(sub, simultaneous=True),
+        dual_derivative_expr=sp.nsimplify(a2) * b2s * entry.dual_derivative_expr.subs(sub, simultaneous=True),
         method=f"{entry.method}, rescaled: {alpha:g}·{entry.name}({beta:g}·x)",
         _phi=lambda x: alpha * entry._phi(beta * x),
         _dphi=lambda x: alpha * beta * entry._dphi(beta * x),
         _dual=lambda q1, q2, c: a2 * entry._dual(b2 * q1, b2 * q2, b2 * c),
         _dual_derivative=lambda q1, q2, c: a2 * b2 * entry._dual_derivative(b2 * q1, b2 * q2, b2 * c),
+    )
+
+
+def _affine(expr: sp.Expr, name: str) -> Activation | None:
+    """φ = γ + λx + s(x) with s = α ψ(β x) a (rescaled) table entry, or None. With Stein's lemma
+    E[u s(v)] = c E[s'(v)], and the means m(q) = E[s(√q z)] = ±√K_s(q, q, 0),
+    d(q) = E[s'(√q z)] = ±√K̇_s(q, q, 0) (signs from one quadrature at q = 1):
+
+        K = γ² + γ (m(q1) + m(q2)) + λ² c + λ c (d(q1) + d(q2)) + K_s(q1, q2, c)
+        K̇ = λ² + λ (d(q1) + d(q2)) + K̇_s(q1, q2, c)
+    """
+    gamma, lam, rest = sp.Integer(0), sp.Integer(0), []
+    for term in sp.Add.make_args(sp.expand(expr, deep=False)):
+        if term.is_number:
+            gamma += term
+        elif (term / X).is_number:
+            lam += term / X
+        else:
+            rest.append(term)
+    if len(rest) != 1 or (gamma == 0 and lam == 0):
+        return None
+    match = _table_match(rest[0])
+    if match is None:
+        return None
+    s = _scaled(*match, expr=rest[0], name=str(rest[0]))
+    g, l = float(gamma), float(lam)
+    z = np.linspace(-12.0, 12.0, 48001)  # fine trapezoid: robust to kinks and jumps of s
+    w = np.exp(-z * z / 2)
+    w /= w.sum()
+    f = _numpy_function(rest[0])
+    with np.errstate(all="ignore"):
+        mean_sign = int(np.sign(np.round(w @ f(z), 10)))
+        slope_sign = int(np.sign(np.round(w @ (f(z + 0.05) - f(z - 0.05)), 10)))
+
+    def means(dual, sign):
+        """(sign √D(q1, q1, 0), sign √D(q2, q2, 0)) as SymPy and as a JAX function."""
+        sym = [sign * sp.sqrt(sp.simplify(dual.subs({Q2: q, C: 0}).subs(Q1, q)))
+               for q in (Q1, Q2)] if isinstance(dual, sp.Expr) else None
+        return sym
+
+    m1, m2 = means(s.dual_expr, mean_sign)
+    d1, d2 = means(s.dual_derivative_expr, slope_sign)
+    K = gamma**2 + gamma * (m1 + m2) + lam**2 * C + lam * C * (d1 + d2) + s.dual_expr
+    Kdot = lam**2 + lam * (d1 + d2) + s.dual_derivative_expr
+
+    def mean(f_dual, q, sign):
+        if sign == 0:  # E = 0 (odd s, or even s'): skip the √0 and its infinite derivative
+            return jnp.zeros_like(q)
+        m2 = f_dual(q, q, jnp.zeros_like(q))
+        pos = m2 > 0
+        return sign * jnp.where(pos, jnp.sqrt(jnp.where(pos, m2, 1.0)), 0.0)
+
+    def dual(q1, q2, c):
+        return (g * g + g * (mean(s._dual, q1, mean_sign) + mean(s._dual, q2, mean_sign))
+                + l * l * c + l * c * (mean(s._dual_derivative, q1, slope_sign)
+                                       + mean(s._dual_derivative, q2, slope_sign))
+                + s._dual(q1, q2, c))
+
+    def dual_derivative(q1, q2, c):
+        return (l * l + l * (mean(s._dual_derivative, q1, slope_sign) + mean(s._dual_derivative, q2, slope_sign))
+                + s._dual_derivative(q1, q2, c))
+
+    one = jnp.ones(())
+    with jax.enable_x64(True):
+        size = (abs(g) + abs(l) + math.sqrt(float(s._dual(one, one, one)))) ** 2 / float(dual(one, one, one))
+    return Activation(
+        name=name, expr=expr, tier="closed-form", dual_expr=K, dual_derivative_expr=Kdot,
+        dual_error=min(1.0, CLOSED_FORM_ERROR * size),
+        method=f"affine rule (Stein's lemma) on {s.method}",
+        _phi=lambda x: g + l * x + s._phi(x), _dphi=lambda x: l + s._dphi(x),
+        _dual=dual, _dual_derivative=dual_derivative,
     )
 
 
@@ -273,6 +347,9 @@ def _from_expression(expr: sp.Expr, name: str, tier: str | None = None) -> Activ
         match = _table_match(expr)
         if match is not None:
             return _scaled(*match, expr=expr, name=name)
+        affine = None if expr.is_polynomial(X) else _affine(expr, name)
+        if affine is not None:
+            return affine
         if tier == "closed-form":
             raise InputError(f"activation {name!r}: no closed-form dual in the table")
     if tier in (None, "polynomial") and expr.is_polynomial(X):
