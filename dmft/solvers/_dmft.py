@@ -117,7 +117,9 @@ def is_identity_activation(name: str) -> bool:
 
 
 def options_from_table(cls: type, table: Mapping[str, Any], method_name: str):
-    """``cls(**table)``, with an InputError naming ``solver.<key>`` for unknown keys."""
+    """``cls(**table)``, with an InputError naming ``solver.<key>`` for unknown keys (the
+    ``method`` key, if present, is the dispatcher's and is ignored)."""
+    table = {key: value for key, value in table.items() if key != "method"}
     known = [field.name for field in dataclasses.fields(cls)]
     for key in table:
         if key not in known:
