@@ -4,6 +4,11 @@
     Σ^{l+1} = σ_w² E[φ(u)φ(v)] + σ_b²,         Σ̇^{l+1} = σ_w² E[φ'(u)φ'(v)]
     Θ^{l+1} = Σ^{l+1} + Σ̇^{l+1} Θ^l,           (u, v) ~ N(0, Σ^l)
 
+A residual block (``residual_scale = α``, β² = α²/L, hidden layers l = 1..L-1) adds its branch
+to the stream; the cross terms vanish because the branch weights are independent with mean zero:
+
+    Σ^{l+1} = Σ^l + β² (σ_w² E[φφ] + σ_b²),    Θ^{l+1} = Θ^l + β² (σ_w² E[φφ] + σ_b² + Σ̇ Θ^l)
+
 The Gaussian expectations are the activation's dual maps (`dmft.activations`), derived and
 compiled from SymPy. The recursion runs over square tiles of the kernel so that the temporaries are O(block²), only
 the requested output layers are ever held at full (P, P) size, and symmetric kernels cost half.
@@ -43,12 +48,21 @@ def _input_kernel(arch: Architecture, x1, x2):
     return arch.sigma_w**2 * (x1 @ x2.T) / x1.shape[-1] + arch.sigma_b**2
 
 
+def _branch_weight(arch: Architecture, layer: int) -> float | None:
+    """β² for the dense layer that maps layer `layer` to `layer + 1`, or None if not residual."""
+    if arch.residual_scale is None or not 1 <= layer < arch.hidden_layers:
+        return None
+    return arch.residual_scale**2 / arch.hidden_layers
+
+
 def _diagonal_recursion(arch: Architecture, activation: Activation, x) -> list[jnp.ndarray]:
     """Σ^l(x, x) for l = 1..L+1: the variances the off-diagonal recursion conditions on."""
     q = arch.sigma_w**2 * jnp.sum(x * x, axis=-1) / x.shape[-1] + arch.sigma_b**2
     variances = [q]
-    for _ in range(arch.hidden_layers):
-        q = arch.sigma_w**2 * activation.dual(q, q, q) + arch.sigma_b**2
+    for layer in range(1, arch.hidden_layers + 1):
+        branch = arch.sigma_w**2 * activation.dual(q, q, q) + arch.sigma_b**2
+        beta2 = _branch_weight(arch, layer)
+        q = branch if beta2 is None else q + beta2 * branch
         variances.append(q)
     return variances
 
@@ -75,13 +89,17 @@ def _tile(arch: Architecture, x1, x2, variances1, variances2, kinds, keep):
                                       _input_kernel(arch, x1, x2))
     theta = sigma
     by_kind = {"nngp": [sigma], "ntk": [theta], "nngp_derivative": [jnp.zeros_like(sigma)]}
-    for layer in range(arch.hidden_layers):
-        q1 = variances1[layer][:, None]
-        q2 = variances2[layer][None, :]
+    for layer in range(1, arch.hidden_layers + 1):
+        q1 = variances1[layer - 1][:, None]
+        q2 = variances2[layer - 1][None, :]
         sigma = _snap_to_unit_correlation(q1, q2, sigma)
         sigma_dot = arch.sigma_w**2 * activation.dual_derivative(q1, q2, sigma)
-        sigma = arch.sigma_w**2 * activation.dual(q1, q2, sigma) + arch.sigma_b**2
-        theta = sigma + sigma_dot * theta
+        branch = arch.sigma_w**2 * activation.dual(q1, q2, sigma) + arch.sigma_b**2
+        beta2 = _branch_weight(arch, layer)
+        if beta2 is None:
+            sigma, theta = branch, branch + sigma_dot * theta
+        else:
+            sigma, theta = sigma + beta2 * branch, theta + beta2 * (branch + sigma_dot * theta)
         by_kind["nngp"].append(sigma)
         by_kind["ntk"].append(theta)
         by_kind["nngp_derivative"].append(sigma_dot)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .._errors import InputError
 from ..spec import Spec
 from ._lazy import ClosedForm, KernelODE, lazy_method_from_table, solve_lazy
 from ._solution import Solution
@@ -14,6 +15,11 @@ def solve(spec: Spec) -> Solution:
     """
     if spec.architecture.parameterization == "ntk":
         return solve_lazy(spec)
+    if spec.architecture.residual_scale is not None:
+        raise InputError(
+            "architecture.residual_scale: the residual muP DMFT is derived (dmft derive) but not "
+            "solved yet; use parameterization = \"ntk\" for its lazy limit"
+        )
     from ._dmft import solve_dmft
 
     return solve_dmft(spec)

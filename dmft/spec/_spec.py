@@ -45,6 +45,10 @@ class Architecture:
 
     `activation` is a known name (``dmft.activations.known_activations()``) or a SymPy
     expression in ``x`` such as ``"x*tanh(x)"``.
+
+    ``residual_scale = α`` makes the hidden-to-hidden layers residual blocks with depth-μP branch
+    scale α/√L: h^{l+1} = h^l + (α/√L)·(σ_w W^l φ(h^l)/√N + σ_b b^l), l = 1..L-1 (the first
+    layer and the readout are as above).
     """
 
     hidden_layers: int
@@ -53,6 +57,7 @@ class Architecture:
     sigma_w: float = 1.0
     sigma_b: float = 0.0
     gamma0: float = 1.0
+    residual_scale: float | None = None
 
     def __post_init__(self):
         L = self.hidden_layers
@@ -74,6 +79,10 @@ class Architecture:
         _require(self.sigma_w > 0, f"architecture.sigma_w must be > 0, got {self.sigma_w!r}")
         _require(self.sigma_b >= 0, f"architecture.sigma_b must be >= 0, got {self.sigma_b!r}")
         _require(self.gamma0 > 0, f"architecture.gamma0 must be > 0, got {self.gamma0!r}")
+        if self.residual_scale is not None:
+            alpha = _finite_number("architecture.residual_scale", self.residual_scale)
+            _require(alpha > 0, f"architecture.residual_scale must be > 0, got {alpha!r}")
+            object.__setattr__(self, "residual_scale", alpha)
         if self.parameterization == "mup":
             _require(
                 self.sigma_w == 1.0 and self.sigma_b == 0.0,

@@ -12,7 +12,8 @@ from .._errors import InputError
 from ._spec import Architecture, Data, Spec, Training
 
 _TABLES = {
-    "architecture": {"hidden_layers", "activation", "parameterization", "sigma_w", "sigma_b", "gamma0"},
+    "architecture": {"hidden_layers", "activation", "parameterization", "sigma_w", "sigma_b", "gamma0",
+                     "residual_scale"},
     "data": {"x_train", "y_train", "x_test", "y_test"},
     "training": {"times"},
     "solver": None,  # free-form: validated by the solver that reads it
