@@ -10,8 +10,8 @@ import re
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import jax.scipy.special as jsp
+import numpy as np
 import sympy as sp
 from sympy import Poly
 from sympy.parsing.sympy_parser import convert_xor, parse_expr, standard_transformations
@@ -94,7 +94,7 @@ def get_activation(name_or_expr: str, tier: str | None = None) -> Activation:
     if key in _NAMED_EXPRESSIONS:
         return _from_expression(_NAMED_EXPRESSIONS[key], key, tier)
     expr = parse_activation(text)
-    return _from_expression(expr, str(expr), tier)
+    return _from_expression(expr, str(expr), tier, text)
 
 
 def parse_activation(text: str) -> sp.Expr:
@@ -249,10 +249,8 @@ def _affine(expr: sp.Expr, name: str) -> Activation | None:
         slope_sign = int(np.sign(np.round(w @ (f(z + 0.05) - f(z - 0.05)), 10)))
 
     def means(dual, sign):
-        """(sign √D(q1, q1, 0), sign √D(q2, q2, 0)) as SymPy and as a JAX function."""
-        sym = [sign * sp.sqrt(sp.simplify(dual.subs({Q2: q, C: 0}).subs(Q1, q)))
-               for q in (Q1, Q2)] if isinstance(dual, sp.Expr) else None
-        return sym
+        """(sign √D(q1, q1, 0), sign √D(q2, q2, 0)) as SymPy expressions."""
+        return [sign * sp.sqrt(sp.simplify(dual.subs({Q2: q, C: 0}).subs(Q1, q))) for q in (Q1, Q2)]
 
     m1, m2 = means(s.dual_expr, mean_sign)
     d1, d2 = means(s.dual_derivative_expr, slope_sign)
@@ -315,10 +313,12 @@ def _kinks(expr: sp.Expr, text: str) -> tuple[float, ...]:
     kinks = tuple(sorted(points))
     phi = _numpy_function(expr)
     for k in kinks:
-        h = 1e-9 * max(1.0, abs(k))
+        # a jump keeps |φ(k+h) − φ(k−h)| as h shrinks 100×; continuity shrinks it ~100×
+        h = 1e-6 * max(1.0, abs(k))
         with np.errstate(all="ignore"):
-            left, right = float(phi(k - h)), float(phi(k + h))
-        if not abs(right - left) <= 1e-6 * max(1.0, abs(left), abs(right)):
+            wide = abs(float(phi(k + h)) - float(phi(k - h)))
+            narrow = abs(float(phi(k + h / 100)) - float(phi(k - h / 100)))
+        if not (narrow < 0.5 * wide or wide <= 1e-12 * max(1.0, abs(float(phi(k + h))))):
             raise InputError(
                 f"activation {text!r} jumps at x = {k:g}: its NTK needs φ' = δ terms, supported "
                 f"only for the table entries 'step' and 'sign' (and their rescalings)"
@@ -341,8 +341,10 @@ def _singular_power(expr: sp.Expr, kinks: tuple[float, ...]) -> float | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _from_expression(expr: sp.Expr, name: str, tier: str | None = None) -> Activation:
-    """The best tier for φ = expr: table (possibly rescaled), polynomial, or quadrature."""
+def _from_expression(expr: sp.Expr, name: str, tier: str | None = None, text: str | None = None) -> Activation:
+    """The best tier for φ = expr: table (possibly rescaled), affine rule, polynomial, or
+    quadrature. `text` (the user's spelling) is what error messages name."""
+    text = name if text is None else text
     if tier in (None, "closed-form"):
         match = _table_match(expr)
         if match is not None:
@@ -351,7 +353,7 @@ def _from_expression(expr: sp.Expr, name: str, tier: str | None = None) -> Activ
         if affine is not None:
             return affine
         if tier == "closed-form":
-            raise InputError(f"activation {name!r}: no closed-form dual in the table")
+            raise InputError(f"activation {text!r}: no closed-form dual in the table")
     if tier in (None, "polynomial") and expr.is_polynomial(X):
         K, Kdot, amplification = polynomial_dual(expr)
         phi, dphi = lambdify_x(expr), lambdify_x(sp.diff(expr, X))
@@ -364,8 +366,8 @@ def _from_expression(expr: sp.Expr, name: str, tier: str | None = None) -> Activ
             _phi=phi, _dphi=dphi, _dual=_broadcasting(dual), _dual_derivative=_broadcasting(ddual),
         )
     if tier == "polynomial":
-        raise InputError(f"activation {name!r} is not a polynomial in x")
-    return _quadrature_activation(expr, name)
+        raise InputError(f"activation {text!r} is not a polynomial in x")
+    return _quadrature_activation(expr, name, text)
 
 
 def _broadcasting(f):
@@ -381,10 +383,10 @@ MEHLER_Q_GOAL = 4.0  # variances up to this are the common case (unit-norm input
 KINKED_ERROR = 1e-10
 
 
-def _quadrature_activation(expr: sp.Expr, name: str) -> Activation:
+def _quadrature_activation(expr: sp.Expr, name: str, text: str) -> Activation:
     phi = lambdify_x(expr)
     dphi = lambdify_x(sp.diff(expr, X))
-    kinks = _kinks(expr, name)
+    kinks = _kinks(expr, text)
     if kinks:
         p = _singular_power(expr, kinks)
         method = PiecewiseGaussLegendre(kinks=kinks, nodes=20 if p is None else 40)
