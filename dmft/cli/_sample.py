@@ -28,6 +28,10 @@ def configure(parser) -> None:
     parser.add_argument("--max-memory", default=None, help="memory budget in GiB over all devices")
     parser.add_argument("--centered", action="store_true",
                         help="train f(θ) − f(θ0) with a frozen initial copy, so f(0) = 0")
+    parser.add_argument("--particles", default="4096",
+                        help="particles S of the two-layer μP fluctuation prediction (4096)")
+    parser.add_argument("--directions", default="128",
+                        help="random fluctuation directions K of that prediction (128; error ≈ √(2/K))")
     parser.add_argument("--no-predictions", action="store_true",
                         help="skip the predicted 1/N corrections (vertex, propagator)")
 
@@ -78,7 +82,7 @@ def _method(args, spec):
 
 def execute(args) -> int:
     from ..sampler import compare, plot_comparison, plan_batches, predict_corrections, report_table
-    from ..sampler import sample
+    from ..sampler import TangentPropagator, sample
 
     spec = read_spec(args.spec)
     arch, data = spec.architecture, spec.data
@@ -94,6 +98,11 @@ def execute(args) -> int:
     max_memory = spec.sampler.get("max_memory_gib")
     if args.max_memory is not None:
         max_memory = _number("--max-memory", args.max_memory)
+    particles = _positive_ints("--particles", args.particles)[0]
+    if particles < 2 or particles % 2:
+        raise InputError(f"--particles must be an even number >= 2, got {args.particles!r}")
+    propagator = TangentPropagator(particles=particles,
+                                   directions=_positive_ints("--directions", args.directions)[0])
     plan = plan_batches(spec, widths, seeds, method, max_memory, batch_size)  # fail before work
 
     print(
@@ -107,7 +116,7 @@ def execute(args) -> int:
                      centered=args.centered)
     sampling_time = time.perf_counter() - start
     comparison = compare(samples, spec)
-    predictions = None if args.no_predictions else predict_corrections(spec, samples)
+    predictions = None if args.no_predictions else predict_corrections(spec, samples, propagator)
     arrays = {**samples.arrays(), **comparison.arrays()}
     if predictions is not None:
         arrays.update(predictions.arrays())
