@@ -222,7 +222,7 @@ def test_kinked_closed_forms_match_conditional_quadrature(name):
 
 def _table_names():
     return ["relu", "leaky_relu", "leaky_relu(0.2)", "step", "sign", "abs", "erf", "gelu", "linear",
-            "sin", "cos", "exp", "gaussian", "relu2", "relu3", "2*erf(x/2)", "x**3", "x**4 - x**2",
+            "sin", "cos", "exp", "gaussian", "relu2", "2*erf(x/2)", "x**3", "x**4 - x**2",
             "0.5*x + Max(x,0) - 0.3", "1 + 2*erf(x/2)", "x + 2*Heaviside(x) - 1"]
 
 
@@ -460,7 +460,7 @@ def test_bad_tier_raises_input_error():
         get_activation("tanh", tier="polynomial")
 
 
-@pytest.mark.parametrize("name", ["relu", "relu2", "erf", "x**3", "tanh", "1 + 2*erf(x/2)"])
+@pytest.mark.parametrize("name", ["relu", "relu2", "erf", "x**3", "softplus", "1 + 2*erf(x/2)"])
 def test_autodiff_of_dual_in_c_is_dual_derivative_also_on_the_diagonal(name):
     act = get_activation(name)
     q1 = jnp.array([1.0, 0.7, 1.5, 2.0])
