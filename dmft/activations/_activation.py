@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -39,6 +40,8 @@ class Activation:
         dual_error: stated bound on |error of K or K̇| / √(E[φ(u)²] E[φ(v)²]) (the relative
             error on the diagonal; the scale is that of the pair's Cauchy–Schwarz bound).
         method: a short description of how the dual maps are evaluated.
+        variance_limit: `dual_error` holds for q1, q2 ≤ this (inf for the exact tiers; the
+            validated range of the Mehler series for smooth quadrature-tier activations).
     """
 
     name: str
@@ -52,6 +55,7 @@ class Activation:
     _dphi: _Elementwise = dataclasses.field(repr=False, compare=False)
     _dual: _DualMap = dataclasses.field(repr=False, compare=False)
     _dual_derivative: _DualMap = dataclasses.field(repr=False, compare=False)
+    variance_limit: float = math.inf
 
     def __post_init__(self):
         object.__setattr__(self, "_dual_price", _price_jvp(self._dual, self._dual_derivative))

@@ -411,4 +411,5 @@ def _quadrature_activation(expr: sp.Expr, name: str, text: str) -> Activation:
         name=name, expr=expr, tier="quadrature", dual_expr=None, dual_derivative_expr=None,
         dual_error=error, method=description, _phi=phi, _dphi=dphi,
         _dual=functools.partial(method.dual, phi), _dual_derivative=functools.partial(method.dual, dphi),
+        variance_limit=math.inf if kinks else q_max,
     )
