@@ -54,7 +54,8 @@ def report_table(comparison: Comparison) -> str:
 def plot_comparison(comparison: Comparison, t: np.ndarray, stem: str | Path,
                     title: str | None = None) -> list[Path]:
     """Two panels, one paper column: (a) deviation from the limit against width on log-log axes
-    with 1/N and 1/√N guides; (b) ensemble learning curves (±2 standard errors) over the limit."""
+    with 1/N and 1/√N guides (solid: RMS bias of the ensemble mean; dotted: RMS deviation of one
+    network); (b) ensemble-mean learning curves (±2 standard errors of log 𝓛) over the limit."""
     import matplotlib.pyplot as plt
 
     from ..figures import paper_style, save_figure
@@ -86,7 +87,7 @@ def plot_comparison(comparison: Comparison, t: np.ndarray, stem: str | Path,
         ax_dev.set_xlabel("width $N$")
         ax_dev.set_ylabel(r"RMS $|\langle O\rangle_N - O_\infty|$" if comparison.limit is not None
                           else "RMS standard error")
-        ax_dev.legend(fontsize=6, ncol=2)
+        ax_dev.legend(fontsize=5.5, ncol=3, loc="best", framealpha=0.85)
         if title:
             ax_dev.set_title(title, fontsize=8)
 
@@ -94,8 +95,10 @@ def plot_comparison(comparison: Comparison, t: np.ndarray, stem: str | Path,
         for width in comparison.widths:
             mean, err = stats[width]["mean"], stats[width]["stderr"]
             (line,) = ax_curve.plot(t, mean, label=f"N={width}")
-            ax_curve.fill_between(t, np.maximum(mean - 2 * err, 1e-300), mean + 2 * err,
-                                  color=line.get_color(), alpha=0.25, linewidth=0)
+            # ±2 s.e. of log 𝓛 (delta method), so the band stays positive on the log axis
+            spread = np.exp(2 * err / np.maximum(mean, np.finfo(float).tiny))
+            ax_curve.fill_between(t, mean / spread, mean * spread, color=line.get_color(),
+                                  alpha=0.25, linewidth=0)
         if comparison.limit is not None and "loss_train" in comparison.limit:
             ax_curve.plot(t, comparison.limit["loss_train"], "k--", label="limit")
         positive = t[t > 0]
