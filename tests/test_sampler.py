@@ -321,7 +321,6 @@ def test_two_layer_propagator_at_initialization_is_output_variance():
                   < 5 * prediction.f_train_err[0] + 0.03 * target), (prediction.f_train[0], target)
 
 
-@pytest.mark.slow
 def test_two_layer_propagator_matches_finite_width_training_variance():
     data = teacher_data(num_train=4, num_test=0, input_dim=4, seed=2)
     spec = Spec(Architecture(1, "tanh", "mup", gamma0=1.0), data, Training((0.0, 1.0, 3.0)))
