@@ -14,10 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import sys
 import time
 
-import jax
+# benchmarks/ holds a script named dmft.py: keep it from shadowing the package
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
