@@ -152,7 +152,9 @@ class PiecewiseGaussLegendre:
     ζ = (x_k − a x_j)/σ. Both integrals are composite Gauss–Legendre rules on the truncated ranges
     |u| ≤ `width`·√q1, |ζ| ≤ `width` (Gaussian tail beyond 9σ: < 1e-18), split at those breakpoints
     and at `panels` equal pieces, so every panel integrand is smooth: spectral convergence, also at
-    ρ → ±1, where the two kinks merge exactly. Elements are processed in blocks and node sums in
+    ρ → ±1, where the two kinks merge exactly. With `sweeps` (needed when f jumps) the ζ range is
+    also split where a kink of f(v) enters and leaves the u range, which for small |c| happens in a
+    narrow ζ window. Elements are processed in blocks and node sums in
     chunks so that about `budget` values are live at once (cache-sized; memory stays a few arrays
     of the broadcast shape). Cost: ~(panels+1)(panels+2)·nodes² evaluations of f per element.
     """
@@ -161,6 +163,7 @@ class PiecewiseGaussLegendre:
     nodes: int = 20
     panels: int = 3
     width: float = 9.0
+    sweeps: bool = False
     budget: int = 2**18
 
     def _u_nodes(self) -> int:
@@ -168,22 +171,75 @@ class PiecewiseGaussLegendre:
 
     def dual(self, f, q1, q2, c):
         """E[f(u) f(v)], broadcast over q1, q2, c; elements are processed in cache-sized blocks."""
+        return self._blocked(functools.partial(self._dual_block, f), q1, q2, c)
+
+    def jump_terms(self, g, jumps, q1, q2, c):
+        """The δ parts of E[φ'(u)φ'(v)] when φ jumps by J_k at x_k (φ' = g + Σ_k J_k δ(x − x_k)):
+
+            Σ_k J_k [p_{q1}(x_k) E[g(v) | u = x_k] + p_{q2}(x_k) E[g(u) | v = x_k]]
+              + Σ_{k,j} J_k J_j p(u = x_k, v = x_j),
+
+        with p the Gaussian densities; the conditional means are 1-D Gauss–Legendre rules split
+        at the kinks (v | u = x ~ N(c x/q1, (q1 q2 − c²)/q1)). Infinite where u = v a.s. at a jump.
+        """
+        return self._blocked(functools.partial(self._jump_block, g, tuple(jumps)), q1, q2, c)
+
+    def _blocked(self, block_fn, q1, q2, c):
         shape = jnp.broadcast_shapes(q1.shape, q2.shape, c.shape)
         dtype = jnp.result_type(q1, q2, c)
         q1, q2, c = (jnp.broadcast_to(v, shape).astype(dtype).reshape(-1) for v in (q1, q2, c))
         size = q1.shape[0]
         block = max(1, self.budget // self._u_nodes())
         if size <= block:
-            return self._dual_block(f, q1, q2, c).reshape(shape)
+            return block_fn(q1, q2, c).reshape(shape)
         n_blocks = -(-size // block)
         pad = n_blocks * block - size
 
         def padded(v, fill):
             return jnp.concatenate([v, jnp.full((pad,), fill, dtype)]).reshape(n_blocks, block)
 
-        out = jax.lax.map(lambda args: self._dual_block(f, *args),
-                          (padded(q1, 1.0), padded(q2, 1.0), padded(c, 0.0)))
+        out = jax.lax.map(lambda args: block_fn(*args), (padded(q1, 1.0), padded(q2, 1.0), padded(c, 0.0)))
         return out.reshape(-1)[:size].reshape(shape)
+
+    def _conditional_mean(self, g, m, s):
+        """E[g(m + s ζ)], ζ ~ N(0, 1), split at the kinks of g."""
+        dtype = m.dtype
+        T = self.width
+        t, w = (jnp.asarray(v, dtype) for v in np.polynomial.legendre.leggauss(self.nodes))
+        fixed = jnp.linspace(-T, T, self.panels + 1, dtype=dtype)
+        zb = [jnp.broadcast_to(fixed, m.shape + fixed.shape)]
+        if len(self.kinks):
+            kinks = jnp.asarray(self.kinks, dtype)
+            safe = jnp.where(s > 0, s, 1.0)[..., None]
+            cut = jnp.where(s[..., None] > 0, (kinks - m[..., None]) / safe, T)
+            zb.append(jnp.clip(cut, -T, T))
+        zb = jnp.sort(jnp.concatenate(zb, axis=-1), axis=-1)
+        mid, half = (zb[..., 1:] + zb[..., :-1]) / 2, (zb[..., 1:] - zb[..., :-1]) / 2
+        zeta = mid[..., None] + half[..., None] * t
+        weight = half[..., None] * w * jnp.exp(-zeta * zeta / 2) / math.sqrt(2 * math.pi)
+        return jnp.sum(weight * g(m[..., None, None] + s[..., None, None] * zeta), axis=(-2, -1))
+
+    def _jump_block(self, g, jumps, q1, q2, c):
+        dtype = q1.dtype
+        tiny = jnp.finfo(dtype).tiny
+        q1, q2 = jnp.maximum(q1, tiny), jnp.maximum(q2, tiny)
+        det = jnp.maximum(q1 * q2 - c * c, 0.0)
+
+        def density(x, q):
+            return jnp.exp(-x * x / (2 * q)) / jnp.sqrt(2 * math.pi * q)
+
+        total = jnp.zeros(q1.shape, dtype)
+        for xk, jk in jumps:
+            total += jk * density(xk, q1) * self._conditional_mean(g, c * xk / q1, jnp.sqrt(det / q1))
+            total += jk * density(xk, q2) * self._conditional_mean(g, c * xk / q2, jnp.sqrt(det / q2))
+            for xj, jj in jumps:
+                quad = q2 * xk * xk - 2 * c * xk * xj + q1 * xj * xj
+                safe = jnp.maximum(det, tiny)
+                # the bivariate density at (x_k, x_j); 0/0 on the singular diagonal → +inf or 0
+                p = jnp.where(det > 0, jnp.exp(-quad / (2 * safe)) / (2 * math.pi * jnp.sqrt(safe)),
+                              jnp.where(quad <= 0, jnp.inf, 0.0))
+                total += jk * jj * p
+        return total
 
     def _dual_block(self, f, q1, q2, c):
         shape, dtype = q1.shape, q1.dtype
@@ -204,6 +260,13 @@ class PiecewiseGaussLegendre:
             safe = jnp.where(sigma > 0, sigma, 1.0)[..., None, None]
             meet = jnp.where(sigma[..., None, None] > 0, num / safe, jnp.where(num >= 0, T, -T))
             zb.append(jnp.clip(meet, -T, T).reshape(shape + (-1,)))
+        if self.sweeps:
+            # where a kink of f(v) enters/leaves the u range: for small |a| it sweeps the whole
+            # range within a narrow ζ window, a steep (smooth) step of F when f jumps
+            ends = kinks[:, None] - a[..., None, None] * (T * su[..., None, None]) * jnp.array([-1.0, 1.0], dtype)
+            safe = jnp.where(sigma > 0, sigma, 1.0)[..., None, None]
+            ends = jnp.where(sigma[..., None, None] > 0, ends / safe, T)
+            zb.append(jnp.clip(ends, -T, T).reshape(shape + (-1,)))
         zb = jnp.sort(jnp.concatenate(zb, axis=-1), axis=-1)
         zmid, zhalf = (zb[..., 1:] + zb[..., :-1]) / 2, (zb[..., 1:] - zb[..., :-1]) / 2
 

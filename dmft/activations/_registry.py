@@ -132,7 +132,7 @@ def lambdify_x(expr: sp.Expr):
     """φ as an elementwise JAX function (erf etc. mapped to jax.scipy; jit-safe).
 
     DiracDelta terms (from differentiating Heaviside/sign) are dropped: φ' is taken almost
-    everywhere; activations whose φ jumps are rejected before this matters (see `_kinks`).
+    everywhere; the dual maps add the δ parts of jumps separately (see `_jumps`).
     """
     expr = expr.replace(sp.DiracDelta, lambda *args: sp.Integer(0))
     f = sp.lambdify([X], expr, modules=_JAX_MODULES, cse=True)
@@ -311,19 +311,26 @@ def _kinks(expr: sp.Expr, text: str) -> tuple[float, ...]:
             raise InputError(f"activation {text!r}: cannot locate its kinks (where {g} = 0)")
         points |= {float(r) for r in roots}
     kinks = tuple(sorted(points))
-    phi = _numpy_function(expr)
+    return kinks
+
+
+def _jumps(expr: sp.Expr, kinks: tuple[float, ...]) -> tuple[tuple[float, float], ...]:
+    """(x_k, J_k = φ(x_k+) − φ(x_k−)) for the kinks where φ itself jumps.
+
+    A jump keeps |φ(k+h) − φ(k−h)| as h shrinks 100×, continuity shrinks it ~100×; the jump size
+    is φ(k+h) − φ(k−h) − h(φ'(k+h) + φ'(k−h)) + O(h²) with h = 1e-6·max(1, |k|).
+    """
+    phi, dphi = _numpy_function(expr), _numpy_function(sp.diff(expr, X))
+    jumps = []
     for k in kinks:
-        # a jump keeps |φ(k+h) − φ(k−h)| as h shrinks 100×; continuity shrinks it ~100×
         h = 1e-6 * max(1.0, abs(k))
         with np.errstate(all="ignore"):
-            wide = abs(float(phi(k + h)) - float(phi(k - h)))
-            narrow = abs(float(phi(k + h / 100)) - float(phi(k - h / 100)))
-        if not (narrow < 0.5 * wide or wide <= 1e-12 * max(1.0, abs(float(phi(k + h))))):
-            raise InputError(
-                f"activation {text!r} jumps at x = {k:g}: its NTK needs φ' = δ terms, supported "
-                f"only for the table entries 'step' and 'sign' (and their rescalings)"
-            )
-    return kinks
+            wide = float(phi(k + h)) - float(phi(k - h))
+            narrow = float(phi(k + h / 100)) - float(phi(k - h / 100))
+            if abs(narrow) < 0.5 * abs(wide) or abs(wide) <= 1e-12 * max(1.0, abs(float(phi(k + h)))):
+                continue
+            jumps.append((k, wide - h * (float(dphi(k + h)) + float(dphi(k - h)))))
+    return tuple(jumps)
 
 
 def _singular_power(expr: sp.Expr, kinks: tuple[float, ...]) -> float | None:
@@ -387,11 +394,19 @@ def _quadrature_activation(expr: sp.Expr, name: str, text: str) -> Activation:
     phi = lambdify_x(expr)
     dphi = lambdify_x(sp.diff(expr, X))
     kinks = _kinks(expr, text)
+    dual_derivative = None
     if kinks:
         p = _singular_power(expr, kinks)
-        method = PiecewiseGaussLegendre(kinks=kinks, nodes=20 if p is None else 40)
+        jumps = _jumps(expr, kinks)
+        method = PiecewiseGaussLegendre(kinks=kinks, nodes=20 if p is None else 40, sweeps=bool(jumps))
         description = (f"kink-aware 2-D Gauss–Legendre ({method.nodes} nodes × {method.panels} "
                        f"panels, split at the kinks x = {', '.join(f'{k:g}' for k in kinks)})")
+        if jumps:
+            def dual_derivative(q1, q2, c):
+                return method.dual(dphi, q1, q2, c) + method.jump_terms(dphi, jumps, q1, q2, c)
+
+            description += "; φ jumps at x = " + ", ".join(f"{k:g} (by {j:.6g})" for k, j in jumps)
+            description += ": K̇ adds the δ terms (infinite where u = v at a jump)"
         error = KINKED_ERROR
         if p is not None:
             # A piece like |x − x_k|^p (p not an integer) makes Gauss–Legendre converge only
@@ -410,6 +425,7 @@ def _quadrature_activation(expr: sp.Expr, name: str, text: str) -> Activation:
     return Activation(
         name=name, expr=expr, tier="quadrature", dual_expr=None, dual_derivative_expr=None,
         dual_error=error, method=description, _phi=phi, _dphi=dphi,
-        _dual=functools.partial(method.dual, phi), _dual_derivative=functools.partial(method.dual, dphi),
+        _dual=functools.partial(method.dual, phi),
+        _dual_derivative=dual_derivative or functools.partial(method.dual, dphi),
         variance_limit=math.inf if kinks else q_max,
     )
