@@ -69,7 +69,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._errors import InputError, SolveError
-from .._progress import progress_bar
+from .._progress import progress_bar, progress_enabled
 from ..spec import Spec
 from ._dmft import check_bool, check_int, check_mup, check_positive, input_kernel
 from ._sharding import constrain_samples, largest_divisor_at_most, sample_mesh, shard_samples
@@ -243,14 +243,15 @@ class MonteCarloDMFT:
             num_layers=num_layers, num_train=num_train, num_points=num_points,
             num_grid=num_grid, num_samples=self.num_samples, num_batches=self.num_batches,
             rcond=self.rcond, control_variates=self.control_variates, activation=activation,
-            mesh=mesh, phase_ends=_phase_ends(num_grid, phases), keep_rows=self.check_sweeps > 0 or self.schedule == "picard",
+            mesh=mesh, show_steps=progress_enabled(), phase_ends=_phase_ends(num_grid, phases), keep_rows=self.check_sweeps > 0 or self.schedule == "picard",
             kernel_control_variates=self.kernel_control_variates,
         )
         scalars = (jnp.asarray(dt, dtype), jnp.asarray(arch.gamma0, dtype))
         picard = self.schedule == "picard"
         sweeps = self.max_iter if picard else self.check_sweeps
-        bar = progress_bar(1 + sweeps, f"DMFT monte carlo ({self.schedule})")
-        bar.set_postfix(steps=num_grid, S=self.num_samples, L=num_layers)
+        bar = progress_bar(num_grid * (1 + sweeps), f"DMFT monte carlo ({self.schedule})")
+        bar.set_postfix(S=self.num_samples, L=num_layers)
+        _STEP_BAR[0] = bar if progress_enabled() else None
         if picard:
             # initial guess: the lazy (γ0 → 0) kernels of the same draws, zero-drift fields
             lazy = (scalars[0], scalars[1] * 1e-30)
@@ -258,7 +259,6 @@ class MonteCarloDMFT:
         else:
             out = _march(config, *scalars, kx, y, draws)
         out = jax.tree_util.tree_map(np.asarray, jax.block_until_ready(out))
-        bar.update(1)
         if not picard:
             _check_finite(out, dt)
 
@@ -273,7 +273,6 @@ class MonteCarloDMFT:
                 residual = _residual(new_frozen, frozen)
                 residuals.append(residual)
                 bar.set_postfix(residual=f"{residual:.2e}")
-                bar.update(1)
                 beta = self.damping
                 frozen = jax.tree_util.tree_map(lambda a, b: beta * a + (1 - beta) * b,
                                                 new_frozen, frozen)
@@ -281,6 +280,7 @@ class MonteCarloDMFT:
                 if residual < self.tol:
                     break
         bar.close()
+        _STEP_BAR[0] = None
         if residuals and residuals[-1] >= self.tol:
             message = (f"DMFT did not converge: residual {residuals[-1]:.3g} > tol {self.tol:g} "
                        f"after {len(residuals)} iterations")
@@ -377,6 +377,7 @@ class _Config:
     activation: Any
     mesh: Any
     keep_rows: bool = False
+    show_steps: bool = False
     phase_ends: tuple[int, ...] = ()
     kernel_control_variates: bool = True
 
@@ -419,6 +420,15 @@ def _block(x, k, width):
 
 def _set_block(x, value, k, width):
     return jax.lax.dynamic_update_slice_in_dim(x, value, k * width, axis=1)
+
+
+_STEP_BAR: list = [None]  # the bar of the running solve, advanced once per grid step
+
+
+def _advance_bar(k) -> None:
+    bar = _STEP_BAR[0]
+    if bar is not None:
+        bar.update(1)
 
 
 def _phase_ends(num_grid: int, phases: int) -> tuple[int, ...]:
@@ -725,6 +735,8 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
                 "rank": jnp.stack(rank) if rank else jnp.zeros((0,), jnp.int32),
                 "rows": rows_out if config.keep_rows else {},
             }
+            if config.show_steps:
+                jax.debug.callback(_advance_bar, k)
             carry = (tuple(phi_h), tuple(g_h), tuple(linv_u), tuple(linv_r), delta_h, ntk, f_test)
             return carry, out
 
