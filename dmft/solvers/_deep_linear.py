@@ -118,8 +118,12 @@ class DeepLinearDMFT:
             grid = np.arange(n + 1) * (t_max / n if n else 0.0)
             bad = _first_bad(grid, run)
             if bad is not None:
-                raise SolveError(f"deep_linear DMFT diverged at t = {bad:g} (dt = {t_max / n:g}); "
-                                 "decrease solver.dt")
+                hint = "decrease solver.dt"
+                if dt > self.dt * (1 + 1e-9):
+                    hint = (f"dt was enlarged from solver.dt = {self.dt:g} to fit solver.max_memory_gb "
+                            f"= {self.max_memory_gb:g}: raise it or shorten training.times")
+                raise SolveError(f"deep_linear DMFT diverged at t = {bad:g} (grid step "
+                                 f"{t_max / n:g}); {hint}")
         if len(runs) == 2:  # Richardson: 2 x_{dt/2} − x_{dt} on the coarse grid
             coarse, fine = runs
             values = jax.tree_util.tree_map(lambda c, f: 2.0 * f[::2] - c, coarse, fine)
