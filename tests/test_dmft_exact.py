@@ -151,6 +151,25 @@ def test_deep_linear_order_on_several_points_against_moment_closure():
     assert errors[0] / errors[1] == pytest.approx(4.0, rel=0.2)  # order 2 (Richardson), ±20 %
 
 
+@pytest.mark.parametrize("gamma0,eta,reference", [(1.0, 0.05, 0.919091), (2.0, 0.05, 0.974762)])
+def test_first_order_march_is_exact_infinite_width_gradient_descent(gamma0, eta, reference):
+    # eq:discretisation: without extrapolation the march is the N = ∞ limit of gradient descent
+    # with step dt. Independent check: the exact GD moment recursion for the two-layer single point
+    # (A = ⟨a²⟩, H = ⟨h²⟩, M = ⟨ah⟩, f = M/γ0; notes §7b) and the notes' value f(τ = 1).
+    solution = DeepLinearDMFT(dt=eta, extrapolate=False).solve(
+        single_point(gamma0, times=tuple(eta * np.arange(21))))
+    a, h, m, f = 1.0, 1.0, 0.0, [0.0]
+    for _ in range(20):
+        d = 1.0 - m / gamma0
+        step = eta * gamma0 * d
+        a, h, m = a + 2 * step * m + step**2 * h, h + 2 * step * m + step**2 * a, \
+            m + step * (a + h) + step**2 * m
+        f.append(m / gamma0)
+    # both are exact recursions in float64: round-off only
+    np.testing.assert_allclose(solution.f_train[:, 0], f, atol=1e-12, rtol=0)
+    assert solution.f_train[-1, 0] == pytest.approx(reference, abs=1e-6)  # table: 6 decimals
+
+
 # ----------------------------------------------------------------------------------------------
 # Deep linear: notes V4 and consistency with the two-layer solvers
 
