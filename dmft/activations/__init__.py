@@ -1,11 +1,21 @@
-"""Activations φ and their dual maps K = E[φ(u)φ(v)], K̇ = E[φ'(u)φ'(v)].
+"""Activations φ and their dual maps K = E[φ(u)φ(v)], K̇ = E[φ'(u)φ'(v)] = ∂K/∂c,
+for (u, v) ~ N(0, [[q1, c], [c, q2]]).
 
     >>> from dmft.activations import get_activation
     >>> relu = get_activation("relu")
-    >>> relu.tier, relu.dual(1.0, 1.0, 1.0)          # ("closed-form", 0.5)
+    >>> relu.tier, float(relu.dual(1.0, 1.0, 1.0))          # ('closed-form', 0.5)
 
-An activation is a known name (`known_activations()`) or a SymPy expression in `X` ("x*tanh(x)").
-Tiers: "closed-form" (verified table), "polynomial" (exact Isserlis rule), "quadrature" (numeric).
+An activation is a known name (`known_activations()`, aliases like "ReLU", "identity", "swish",
+"leaky_relu(0.2)", "relu**2") or a SymPy expression in `X` ("x*tanh(x)", "Max(x, 0)").
+`get_activation` picks the most exact tier that applies (`Activation.tier`):
+
+- "closed-form": the verified table (relu, leaky_relu, step, sign, abs, erf, gelu, linear, sin,
+  cos, exp, gaussian, relu**n), its rescalings α ψ(β x), and affine combinations γ + λx + αψ(βx)
+  (Stein's lemma). Numerically stable, exact on the diagonal; `dual_expr` holds the SymPy form.
+- "polynomial": polynomials in x, exactly, by Isserlis' theorem.
+- "quadrature": everything else. Smooth φ: a Mehler (Hermite) series with a validated truncation
+  bound; φ with kinks or jumps: a 2-D Gauss–Legendre rule split at the kinks, plus the δ terms
+  of jumps in K̇. `dual_error` states the error, `variance_limit` the range where it holds.
 """
 
 from ._activation import Activation

@@ -10,9 +10,12 @@ summed by Horner's rule (one (…)-shaped temporary per term). The coefficients 
 once per variance, by an n-node Gauss–Hermite rule (Golub–Welsch: the eigenvector components of the
 Jacobi matrix are exactly √w_i h_k(z_i), so nothing overflows). By Parseval and Cauchy–Schwarz the
 truncation error is at most √(T(q1) T(q2)) with T(q) = E[φ(√q z)²] − Σ_{k≤K} a_k(q)², worst at
-ρ = ±1; `validated_range` finds the variances where this relative tail is below a target.
+ρ = ±1; `choose_mehler_order` picks the order and the variance range where this relative tail is
+below a target. Measured for tanh (order 512, bound 1e-11 up to q = 4.6) against nested adaptive
+quadrature: relative error ≤ 2e-15 for q ≤ 4, 1e-11 at q = 8, 5e-9 at q = 16, 3e-7 at q = 32.
 
-`PiecewiseGaussLegendre` (φ with kinks or jumps in φ'): see its docstring.
+`PiecewiseGaussLegendre` (φ with kinks or jumps): see its docstring. Measured against the exact
+duals of |x| and max(x, 0) (incl. ρ = ±1, ±0.999999, variance ratios up to 300): ≤ 3e-14.
 """
 
 from __future__ import annotations
@@ -156,7 +159,9 @@ class PiecewiseGaussLegendre:
     also split where a kink of f(v) enters and leaves the u range, which for small |c| happens in a
     narrow ζ window. Elements are processed in blocks and node sums in
     chunks so that about `budget` values are live at once (cache-sized; memory stays a few arrays
-    of the broadcast shape). Cost: ~(panels+1)(panels+2)·nodes² evaluations of f per element.
+    of the broadcast shape). Cost: ~(panels+1)(panels+2)·nodes² evaluations of f per element
+    (8000 for one kink with the defaults): K and K̇ for P = 200 take ~17 s on this shared 2-core
+    CPU. A fallback, not a fast path.
     """
 
     kinks: tuple[float, ...] = ()
