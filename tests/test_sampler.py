@@ -20,6 +20,7 @@ from dmft.sampler import (
     TangentPropagator,
     compare,
     fit_inverse_width,
+    member_bytes,
     plan_batches,
     predict_training_fluctuations,
     sample,
@@ -348,6 +349,18 @@ def test_bad_widths_seeds_and_memory_are_one_line_input_errors(lazy_spec):
         sample(lazy_spec, [8], 2, GradientDescent(dt=0.3))
     with pytest.raises(InputError, match="dt"):
         GradientDescent(dt=-1.0)
+
+
+def test_memory_plan_fits_width_8192_and_shrinks_batches_with_width():
+    data = teacher_data(num_train=32, num_test=0, input_dim=16)
+    spec = Spec(Architecture(2, "tanh", "mup"), data, Training(tuple(np.linspace(0, 10, 100))))
+    plan = plan_batches(spec, [256, 2048, 8192], 16, GradientFlow(), max_memory_gib=14.0)
+    # 8192² weights × 14 solver copies × 8 B ≈ 7.5 GiB per member: one member fits in 14 GiB
+    assert plan[8192] >= 1
+    assert plan[256] == 16 and plan[256] >= plan[2048] >= plan[8192]
+    net = Network(spec.architecture, 8192, 16)
+    estimate = member_bytes(net, GradientFlow(), 32, 32, 100) / 2**30
+    assert 7.0 < estimate < 8.5, estimate  # ≈ 67.2M params × 14 × 8 B plus fields and outputs
 
 
 def _write_spec(folder, parameterization="ntk", hidden_layers=1):
