@@ -414,6 +414,7 @@ def test_chunked_quadrature_equals_unchunked():
     ("ReLU", "relu", "closed-form"), ("Max(x, 0)", "relu", "closed-form"),
     ("max(0,x)", "relu", "closed-form"), ("x*Heaviside(x)", "relu", "closed-form"),
     ("identity", "linear", "closed-form"), ("Heaviside(x)", "step", "closed-form"),
+    ("Piecewise((x, x > 0), (0, True))", "relu", "closed-form"),
     ("x*(1+erf(x/sqrt(2)))/2", "gelu", "closed-form"), ("Abs(x)", "abs", "closed-form"),
     ("Max(x,0)**2", "relu**2", "closed-form"), ("x**3", "x**3", "polynomial"),
     ("tanh", "tanh", "quadrature"), ("swish", "silu", "quadrature"),
@@ -464,6 +465,7 @@ def test_dphi_is_the_derivative_of_phi(name):
 @pytest.mark.parametrize("text,needle", [
     ("rleu", "rleu"), ("x**", "x**"), ("x*y", "y"), ("foo(x)", "foo"), ("__import__('os')", "__import__"),
     ("x.func", "x.func"), ("", "non-empty"), ("3", "'3'"), ("Heaviside(sin(x))+x**2", "Heaviside(sin(x))+x**2"),
+    ("x**0.5", "not real"), ("1/x", "1/x"), ("exp(x**2)", "exp(x**2)"),
     ("Abs(sin(x))", "kinks"),
 ])
 def test_bad_activation_raises_input_error_naming_it(text, needle):

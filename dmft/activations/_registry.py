@@ -101,7 +101,8 @@ def parse_activation(text: str) -> sp.Expr:
     """Parse a user expression in x with a restricted vocabulary; never a bare `eval`."""
     bad = (
         not _SAFE_TEXT.match(text) or "__" in text or re.search(r"\.\s*[A-Za-z_]", text)
-        or any(keyword.iskeyword(w) for w in re.findall(r"[A-Za-z_]\w*", text))
+        or any(keyword.iskeyword(w) and w not in ("True", "False")
+               for w in re.findall(r"[A-Za-z_]\w*", text))
     )
     if bad:
         raise InputError(f"activation: cannot parse {text!r} (only x, numbers, + - * / ** and "
@@ -348,10 +349,27 @@ def _singular_power(expr: sp.Expr, kinks: tuple[float, ...]) -> float | None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _check_real_and_finite(expr: sp.Expr, text: str) -> None:
+    """φ must be real and finite on the real line (where the quadrature rules sample it)."""
+    grid = np.concatenate([np.linspace(-40.0, 40.0, 801), _FINGERPRINT])
+    with np.errstate(all="ignore"):
+        try:
+            vals = np.asarray(_numpy_function(expr)(grid.astype(complex)), dtype=complex)
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+            return  # not vectorisable in NumPy: leave it to the tiers
+        vals = np.broadcast_to(vals, grid.shape)
+    bad = ~np.isfinite(vals) | (np.abs(vals.imag) > 1e-12 * np.maximum(1.0, np.abs(vals.real)))
+    if np.any(bad):
+        x0 = grid[np.argmax(bad)]
+        raise InputError(f"activation {text!r} is not real and finite on the real line "
+                         f"(at x = {x0:g}); Gaussian expectations need φ(x) for all real x")
+
+
 def _from_expression(expr: sp.Expr, name: str, tier: str | None = None, text: str | None = None) -> Activation:
     """The best tier for φ = expr: table (possibly rescaled), affine rule, polynomial, or
     quadrature. `text` (the user's spelling) is what error messages name."""
     text = name if text is None else text
+    _check_real_and_finite(expr, text)
     if tier in (None, "closed-form"):
         match = _table_match(expr)
         if match is not None:
