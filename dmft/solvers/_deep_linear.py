@@ -106,14 +106,16 @@ class DeepLinearDMFT:
         gamma0 = jnp.asarray(arch.gamma0, kx.dtype)
 
         grids = [steps] + ([2 * steps] if self.extrapolate and steps else [])
-        bar = progress_bar(len(grids), "deep_linear DMFT")
         runs = []
-        for n in grids:
-            runs.append(jax.tree_util.tree_map(np.asarray, _march(
-                kx, y, gamma0, jnp.asarray(t_max / n if n else 0.0, kx.dtype), n + 1, num_layers,
-                _stages(n + 1, num_points))))
-            bar.update(1)
-        bar.close()
+        _PROGRESS[0] = progress_bar(sum(n + 1 for n in grids), "deep_linear DMFT (time steps)")
+        try:
+            for n in grids:
+                runs.append(jax.tree_util.tree_map(np.asarray, _march(
+                    kx, y, gamma0, jnp.asarray(t_max / n if n else 0.0, kx.dtype), n + 1,
+                    num_layers, _stages(n + 1, num_points))))
+        finally:
+            _PROGRESS[0].close()
+            _PROGRESS[0] = None
         for n, run in zip(grids, runs):
             grid = np.arange(n + 1) * (t_max / n if n else 0.0)
             bad = _first_bad(grid, run)
@@ -183,6 +185,14 @@ class DeepLinearDMFT:
             )
             steps = max_steps
         return steps
+
+
+_PROGRESS: list = [None]  # the progress bar of the running solve, ticked from inside the march
+
+
+def _tick(_k) -> None:
+    if _PROGRESS[0] is not None:
+        _PROGRESS[0].update(1)
 
 
 def _stages(num_grid: int, num_points: int) -> int:
@@ -289,6 +299,7 @@ def _march(
         g_top = jnp.ones((T, T), dtype)  # G^{L+1} = 1
 
         def step(k, c):
+            jax.debug.callback(_tick, k)
             past = (jnp.arange(T) < k).astype(dtype)
             delta = c["delta"] * past[:, None]  # Δ_s for s < k (zero on test points)
             onehot = jax.nn.one_hot(k, T, dtype=dtype)
