@@ -10,7 +10,7 @@ Float64 is not switched on at import; entry points (the CLI, tests, examples) en
 from ._errors import DmftError, InputError, SolveError
 from .activations import Activation, get_activation, known_activations
 from .kernels import LayerKernels, kernels, layer_kernels
-from .solvers import Solution, solve, solve_lazy
+from .solvers import Solution, solve, solve_dmft, solve_lazy
 from .spec import Architecture, Data, Spec, Training, default_spec, load_spec
 
 __version__ = "0.1.0"
@@ -33,5 +33,6 @@ __all__ = [
     "layer_kernels",
     "load_spec",
     "solve",
+    "solve_dmft",
     "solve_lazy",
 ]

@@ -28,14 +28,12 @@ def execute(args) -> int:
     wall_time = time.perf_counter() - start
 
     def figures(folder):
-        from ..figures import plot_learning_curve
+        from ..figures import plot_learning_curve, plot_ntk_evolution
 
         regime = "lazy (NTK)" if arch.parameterization == "ntk" else f"DMFT, $\\gamma_0={arch.gamma0:g}$"
         plot_learning_curve(arrays, folder / "learning_curve",
                             title=f"{arch.activation}, L={arch.hidden_layers}, {regime}")
         if arch.parameterization == "mup":
-            from ..figures._ntk_evolution import plot_ntk_evolution
-
             plot_ntk_evolution(solution, data.y_train, folder / "ntk_evolution")
 
     metadata = {

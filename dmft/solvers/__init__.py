@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from .._errors import InputError
 from ..spec import Spec
+from ._deep_linear import DeepLinearDMFT
+from ._dmft import auto_method_name, dmft_methods, method_from_spec, solve_dmft
 from ._lazy import ClosedForm, KernelODE, lazy_method_from_table, solve_lazy
 from ._solution import Solution
+from ._two_layer import TwoLayerDMFT, TwoLayerMoments
 
 
 def solve(spec: Spec) -> Solution:
@@ -15,14 +17,21 @@ def solve(spec: Spec) -> Solution:
     """
     if spec.architecture.parameterization == "ntk":
         return solve_lazy(spec)
-    if spec.architecture.residual_scale is not None:
-        raise InputError(
-            "architecture.residual_scale: the residual muP DMFT is derived (dmft derive) but not "
-            "solved yet; use parameterization = \"ntk\" for its lazy limit"
-        )
-    from ._dmft import solve_dmft
-
     return solve_dmft(spec)
 
 
-__all__ = ["ClosedForm", "KernelODE", "Solution", "lazy_method_from_table", "solve", "solve_lazy"]
+__all__ = [
+    "ClosedForm",
+    "DeepLinearDMFT",
+    "KernelODE",
+    "Solution",
+    "TwoLayerDMFT",
+    "TwoLayerMoments",
+    "auto_method_name",
+    "dmft_methods",
+    "lazy_method_from_table",
+    "method_from_spec",
+    "solve",
+    "solve_dmft",
+    "solve_lazy",
+]

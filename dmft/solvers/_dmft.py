@@ -107,6 +107,11 @@ def check_mup(spec: Spec) -> None:
             f'architecture.parameterization = "{param}" has a lazy limit; the DMFT solvers need '
             '"mup" (use dmft.solvers.solve_lazy for "ntk")'
         )
+    if spec.architecture.residual_scale is not None:
+        raise InputError(
+            "architecture.residual_scale: the residual muP DMFT is derived (dmft derive) but not "
+            'solved yet; use parameterization = "ntk" for its lazy limit'
+        )
 
 
 def is_identity_activation(name: str) -> bool:

@@ -26,6 +26,7 @@ from jaxtyping import Array, Float
 from .._errors import InputError, SolveError
 from ..kernels import layer_kernels
 from ..spec import Spec
+from ._dmft import check_tolerance, options_from_table
 from ._solution import Solution
 
 
@@ -47,9 +48,7 @@ class KernelODE:
 
     def __post_init__(self):
         for key in ("rtol", "atol"):
-            value = getattr(self, key)
-            if not (isinstance(value, (int, float)) and 1e-16 <= value < 1):
-                raise InputError(f"solver.{key} must be in [1e-16, 1), got {value!r}")
+            object.__setattr__(self, key, check_tolerance(key, getattr(self, key)))
 
     def integrate(self, ntk, ntk_test_train, y, times):
         return _kernel_ode(ntk, ntk_test_train, y, times, self.rtol, self.atol, self.max_steps)
@@ -61,18 +60,12 @@ _METHODS = {"closed_form": ClosedForm, "ode": KernelODE}
 
 def lazy_method_from_table(table: Mapping[str, Any]) -> LazyMethod:
     """The lazy method named by a spec's ``[solver]`` table (``method = "closed_form" | "ode"``)."""
-    table = dict(table)
-    name = table.pop("method", "closed_form")
+    name = table.get("method", "closed_form")
     if name not in _METHODS:
         raise InputError(
             f"solver.method = {name!r} is not a lazy (ntk) method; use one of {sorted(_METHODS)}"
         )
-    cls = _METHODS[name]
-    known = {field.name for field in dataclasses.fields(cls)}
-    for key in table:
-        if key not in known:
-            raise InputError(f"unknown key solver.{key} for method {name!r} (known: {sorted(known)})")
-    return cls(**table)
+    return options_from_table(_METHODS[name], table, name)
 
 
 @jax.jit
