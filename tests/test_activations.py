@@ -497,3 +497,17 @@ def test_autodiff_of_dual_in_c_is_dual_derivative_also_on_the_diagonal(name):
     grad_q1 = float(jax.grad(act.dual, argnums=0)(1.0, 2.0, 0.5))
     fd = (float(act.dual(1.0 + h, 2.0, 0.5)) - float(act.dual(1.0 - h, 2.0, 0.5))) / (2 * h)
     assert abs(grad_q1 - fd) <= 1e-8 * max(1.0, abs(fd))  # O(h²) + 1e-16/h rounding
+
+
+def test_get_activation_works_when_first_called_inside_jit():
+    """Construction does NumPy/SymPy work only, so a spec first resolved inside a trace works."""
+
+    @jax.jit
+    def f(c):
+        a = get_activation("0.5 + 0.3*x + 2*sin(x/3)")  # affine rule: builds its error bound
+        b = get_activation("x**3 - 2*x**2")  # polynomial
+        return a.dual(1.0, 2.0, c) + b.dual_derivative(1.0, 2.0, c)
+
+    expected = (get_activation("0.5 + 0.3*x + 2*sin(x/3)").dual(1.0, 2.0, 0.3)
+                + get_activation("x**3 - 2*x**2").dual_derivative(1.0, 2.0, 0.3))
+    np.testing.assert_allclose(float(f(0.3)), float(expected), rtol=1e-14)  # same ops, jitted

@@ -8,7 +8,6 @@ import keyword
 import math
 import re
 
-import jax
 import jax.numpy as jnp
 import jax.scipy.special as jsp
 import numpy as np
@@ -275,9 +274,8 @@ def _affine(expr: sp.Expr, name: str) -> Activation | None:
         return (l * l + l * (mean(s._dual_derivative, q1, slope_sign) + mean(s._dual_derivative, q2, slope_sign))
                 + s._dual_derivative(q1, q2, c))
 
-    one = jnp.ones(())
-    with jax.enable_x64(True):
-        size = (abs(g) + abs(l) + math.sqrt(float(s._dual(one, one, one)))) ** 2 / float(dual(one, one, one))
+    unit = {Q1: 1, Q2: 1, C: 1}  # SymPy, not JAX: this may run inside a jit trace
+    size = (abs(g) + abs(l) + math.sqrt(float(s.dual_expr.subs(unit)))) ** 2 / float(K.subs(unit))
     return Activation(
         name=name, expr=expr, tier="closed-form", dual_expr=K, dual_derivative_expr=Kdot,
         dual_error=min(1.0, CLOSED_FORM_ERROR * size),
