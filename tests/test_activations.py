@@ -269,6 +269,10 @@ def test_relu_dual_is_exact_on_the_diagonal(q):
     assert abs(K - q / 2) <= 4e-16 * q / 2
     assert float(relu.dual_derivative(q, q, q)) == 0.5  # θ = atan2(0, q) = 0 exactly
     assert float(relu.dual_derivative(q, q, -q)) == 0.0
+    # also jitted, where XLA may fuse q1 q2 − c² into an FMA that leaves ~ε q² instead of 0
+    qs = jnp.full((3,), q)
+    assert np.all(np.abs(np.asarray(jax.jit(relu.dual)(qs, qs, qs)) - q / 2) <= 4e-16 * q / 2)
+    assert np.all(np.asarray(jax.jit(relu.dual_derivative)(qs, qs, qs)) == 0.5)
 
 
 @pytest.mark.parametrize("name,moment", [
