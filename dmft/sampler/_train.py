@@ -126,6 +126,8 @@ def _train_member_flow(net: Network, method: GradientFlow, centered: bool, times
         stepsize_controller=diffrax.PIDController(rtol=method.rtol, atol=method.atol),
         max_steps=method.max_steps,
         throw=False,
+        # no reverse-mode through training: skip the checkpoint buffers (parameter-sized copies)
+        adjoint=diffrax.ForwardMode(),
     )
     ok = solution.result == diffrax.RESULTS.successful
     return solution.ys, solution.stats["num_steps"], ok
