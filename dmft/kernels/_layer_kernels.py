@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -106,6 +107,18 @@ def _tile(arch: Architecture, x1, x2, variances1, variances2, kinds, keep):
     return jnp.stack([jnp.stack([by_kind[kind][l - 1] for l in keep]) for kind in kinds])
 
 
+def _warn_beyond_variance_limit(activation: Activation, variances) -> None:
+    """Warn when a numeric-tier dual is evaluated outside the range its error bound holds for."""
+    largest = max(float(jnp.max(v)) for v in variances) if variances else 0.0
+    if largest > activation.variance_limit:
+        warnings.warn(
+            f"activation {activation.name}: pre-activation variance {largest:.3g} exceeds "
+            f"{activation.variance_limit:.3g}, where its {activation.tier} dual kernels keep their "
+            f"stated error {activation.dual_error:.0e}; expect a larger error",
+            stacklevel=3,
+        )
+
+
 def _pad_rows(array, size, value=0.0):
     return jnp.pad(array, ((0, size - array.shape[0]),) + ((0, 0),) * (array.ndim - 1),
                    constant_values=value)
@@ -139,6 +152,7 @@ def layer_kernels(
     activation = get_activation(arch.activation)
     variances1 = _diagonal_recursion(arch, activation, x1)
     variances2 = variances1 if same_inputs else _diagonal_recursion(arch, activation, x2)
+    _warn_beyond_variance_limit(activation, variances1[:-1] + variances2[:-1])
 
     rows, cols = x1.shape[0], x2.shape[0]
     block = max(1, min(block_size, max(rows, cols)))
