@@ -136,17 +136,10 @@ class DeepLinearDMFT:
             richardson_difference = None
         f, ntk, phis, gs = (_interpolate(v, dt, times) for v in values)
 
-        has_test = data.num_test > 0
-        num_times = times.shape[0]
-        return Solution(
-            t=times,
-            f_train=f[:, :num_train],
-            ntk=ntk[:, :num_train, :num_train],
-            f_test=f[:, num_train:] if has_test else None,
-            ntk_test_train=ntk[:, num_train:, :num_train] if has_test else None,
-            phi=tuple(phis[:, layer, :num_train, :num_train] for layer in range(num_layers)),
-            g=tuple(np.broadcast_to(gs[:, layer, None, None], (num_times, num_train, num_train)).copy()
-                    for layer in range(num_layers)),
+        return Solution.from_augmented(
+            times, f, ntk, num_train,
+            phi=tuple(phis[:, layer] for layer in range(num_layers)),
+            g=tuple(gs[:, layer] for layer in range(num_layers)),
             diagnostics={
                 "method": "deep_linear",
                 "settings": dataclasses.asdict(self),

@@ -36,6 +36,40 @@ class Solution:
     stderr: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     diagnostics: dict[str, Any] = dataclasses.field(default_factory=dict)
 
+    @classmethod
+    def from_augmented(
+        cls,
+        t: Float[np.ndarray, " T"],
+        f: Float[np.ndarray, "T Q"],
+        ntk: Float[np.ndarray, "T Q Q"],
+        num_train: int,
+        phi: tuple[Float[np.ndarray, "T Q Q"], ...] = (),
+        g: tuple[Float[np.ndarray, "T Q Q"] | Float[np.ndarray, " T"], ...] = (),
+        diagnostics: dict[str, Any] | None = None,
+    ) -> Solution:
+        """A solution from arrays over the augmented index set, train points first then test points
+        (Q = P + P_test). Kernels that do not depend on the data index (e.g. the gradient kernels
+        of deep linear networks) may be given as (T,) and are broadcast to (T, P, P)."""
+        has_test = f.shape[1] > num_train
+        shape = (t.shape[0], num_train, num_train)
+
+        def train_block(kernel):
+            kernel = np.asarray(kernel)
+            if kernel.ndim == 1:
+                return np.broadcast_to(kernel[:, None, None], shape).copy()
+            return kernel[:, :num_train, :num_train]
+
+        return cls(
+            t=t,
+            f_train=f[:, :num_train],
+            ntk=ntk[:, :num_train, :num_train],
+            f_test=f[:, num_train:] if has_test else None,
+            ntk_test_train=ntk[:, num_train:, :num_train] if has_test else None,
+            phi=tuple(map(train_block, phi)),
+            g=tuple(map(train_block, g)),
+            diagnostics=diagnostics or {},
+        )
+
     def losses(self, y_train: np.ndarray, y_test: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """𝓛(t) = (1/2P) Σ_μ (f_μ(t) − y_μ)² on train, and on test when targets are given."""
         out = {"loss_train": 0.5 * np.mean((np.asarray(self.f_train) - y_train) ** 2, axis=-1)}

@@ -348,15 +348,8 @@ class TwoLayerMoments:
         gamma0 = spec.architecture.gamma0
         ntk = big_h + a[:, None, None] * kx[None]
         f = m / gamma0
-        has_test = data.num_test > 0
-        return Solution(
-            t=times,
-            f_train=f[:, :num_train],
-            ntk=ntk[:, :num_train, :num_train],
-            f_test=f[:, num_train:] if has_test else None,
-            ntk_test_train=ntk[:, num_train:, :num_train] if has_test else None,
-            phi=(big_h[:, :num_train, :num_train],),
-            g=(np.broadcast_to(a[:, None, None], (times.shape[0], num_train, num_train)).copy(),),
+        return Solution.from_augmented(
+            times, f, ntk, num_train, phi=(big_h,), g=(a,),
             diagnostics={
                 "method": "two_layer_moments",
                 "settings": dataclasses.asdict(self),
