@@ -117,10 +117,10 @@ def test_allow_unconverged_keeps_the_result_and_records_residuals():
 
 
 def test_non_finite_fields_raise_solve_error_naming_the_time():
-    # φ = √x is NaN for the negative pre-activations present from t = 0
-    spec = pd4(activation="sqrt(x)", times=(0.0, 0.5))
-    with pytest.raises(SolveError, match="non-finite .* at t = 0"):
-        MonteCarloDMFT(num_samples=64, num_batches=4, dt=0.25).solve(spec)
+    # φ = x³ at γ0 = 20 with dt = 0.5: the explicit march overflows in its first step
+    spec = pd4(activation="x**3", gamma0=20.0, times=(0.0, 1.0, 2.0))
+    with pytest.raises(SolveError, match=r"non-finite .* at t = 0\.5 \(step 1\)"):
+        MonteCarloDMFT(num_samples=64, num_batches=4, dt=0.5).solve(spec)
 
 
 # ----------------------------------------------------------------------------------------------
