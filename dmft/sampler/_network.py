@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._errors import InputError
 from ..activations import get_activation
 from ..spec import Architecture
 
@@ -41,6 +42,13 @@ class Network:
     arch: Architecture
     width: int
     input_dim: int
+
+    def __post_init__(self):
+        if self.arch.residual_scale is not None:
+            raise InputError(
+                "architecture.residual_scale: the finite-width sampler builds plain MLPs only; "
+                "residual networks are supported by dmft kernels, run (ntk) and derive"
+            )
 
     @property
     def mup(self) -> bool:
