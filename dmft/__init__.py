@@ -10,8 +10,10 @@ Float64 is not switched on at import; entry points (the CLI, tests, examples) en
 from ._errors import DmftError, InputError, SolveError
 from .activations import Activation, get_activation, known_activations
 from .kernels import LayerKernels, kernels, layer_kernels
+from .sampler import compare, sample
 from .solvers import Solution, solve, solve_dmft, solve_lazy
 from .spec import Architecture, Data, Spec, Training, default_spec, load_spec
+from .symbolic import derive, verify
 
 __version__ = "0.1.0"
 
@@ -26,13 +28,17 @@ __all__ = [
     "SolveError",
     "Spec",
     "Training",
+    "compare",
     "default_spec",
+    "derive",
     "get_activation",
     "kernels",
     "known_activations",
     "layer_kernels",
     "load_spec",
+    "sample",
     "solve",
     "solve_dmft",
     "solve_lazy",
+    "verify",
 ]
