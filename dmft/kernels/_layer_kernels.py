@@ -68,32 +68,20 @@ def _diagonal_recursion(arch: Architecture, activation: Activation, x) -> list[j
     return variances
 
 
-def _snap_to_unit_correlation(q1, q2, c):
-    """c, with correlations within rounding of ±1 set to exactly ±1.
-
-    Identical inputs reach the recursion with c and √(q1 q2) that differ in the last bits (a
-    matmul and a sum of squares round differently), and ReLU-type maps have a √ε sensitivity at
-    correlation 1; snapping makes the diagonal, and duplicated points, exact.
-    """
-    # For q1 = q2 (the diagonal, duplicated points) the snapped value is q1 itself, so that the
-    # dual maps see q1 q2 − c² = 0 exactly; √(q1 q2)² need not round back to q1 q2.
-    scale = jnp.where(q1 == q2, q1, jnp.sqrt(q1 * q2))
-    eps = jnp.finfo(c.dtype).eps
-    return jnp.where(jnp.abs(c) >= scale * (1 - 8 * eps), jnp.sign(c) * scale, c)
-
-
 @functools.partial(jax.jit, static_argnames=("arch", "kinds", "keep"))
 def _tile(arch: Architecture, x1, x2, variances1, variances2, kinds, keep):
-    """The kept layers' (Σ^l, Θ^l[, Σ̇^l]) on one tile x1 × x2, stacked as (kinds, layers, B1, B2)."""
+    """The kept layers' (Σ^l, Θ^l[, Σ̇^l]) on one tile x1 × x2, as a tuple ordered (kind, layer).
+
+    The diagonal x = x' needs no special case: the dual maps treat q1 q2 − c² below its rounding
+    error as 0, so the last-bit differences between a matmul and a sum of squares are harmless.
+    """
     activation = get_activation(arch.activation)
-    sigma = _snap_to_unit_correlation(variances1[0][:, None], variances2[0][None, :],
-                                      _input_kernel(arch, x1, x2))
+    sigma = _input_kernel(arch, x1, x2)
     theta = sigma
     by_kind = {"nngp": [sigma], "ntk": [theta], "nngp_derivative": [jnp.zeros_like(sigma)]}
     for layer in range(1, arch.hidden_layers + 1):
         q1 = variances1[layer - 1][:, None]
         q2 = variances2[layer - 1][None, :]
-        sigma = _snap_to_unit_correlation(q1, q2, sigma)
         sigma_dot = arch.sigma_w**2 * activation.dual_derivative(q1, q2, sigma)
         branch = arch.sigma_w**2 * activation.dual(q1, q2, sigma) + arch.sigma_b**2
         beta2 = _branch_weight(arch, layer)
@@ -104,7 +92,7 @@ def _tile(arch: Architecture, x1, x2, variances1, variances2, kinds, keep):
         by_kind["nngp"].append(sigma)
         by_kind["ntk"].append(theta)
         by_kind["nngp_derivative"].append(sigma_dot)
-    return jnp.stack([jnp.stack([by_kind[kind][l - 1] for l in keep]) for kind in kinds])
+    return tuple(by_kind[kind][l - 1] for kind in kinds for l in keep)
 
 
 def _warn_beyond_variance_limit(activation: Activation, variances) -> None:
@@ -167,14 +155,17 @@ def layer_kernels(
         r1 = min(r0 + block, rows)
         for c0 in range(r0 if same_inputs else 0, cols, block):
             c1 = min(c0 + block, cols)
-            tile = np.asarray(_tile(
+            pieces = _tile(
                 arch, x1_padded[r0 : r0 + block], x2_padded[c0 : c0 + block],
                 [v[r0 : r0 + block] for v in v1_padded], [v[c0 : c0 + block] for v in v2_padded],
                 kinds, keep,
-            ))
-            out[..., r0:r1, c0:c1] = tile[..., : r1 - r0, : c1 - c0]
-            if same_inputs and c0 != r0:
-                out[..., c0:c1, r0:r1] = np.swapaxes(tile[..., : r1 - r0, : c1 - c0], -1, -2)
+            )
+            for index, piece in enumerate(pieces):
+                piece = np.asarray(piece)[: r1 - r0, : c1 - c0]
+                target = out[index // len(keep), index % len(keep)]
+                target[r0:r1, c0:c1] = piece
+                if same_inputs and c0 != r0:
+                    target[c0:c1, r0:r1] = piece.T
 
     def by_layer(kind):
         if kind not in kinds:
