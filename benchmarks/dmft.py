@@ -199,7 +199,7 @@ def main() -> None:
 
     if args.reference:
         print("\nPD4 tanh, L = 2, γ0 = 1 (notes §7b): loss at t = 0.5 / 1.0 / 1.5 / 1.9")
-        print(f"  width-1024 networks (GD, η = 0.1):        "
+        print("  width-1024 networks (GD, η = 0.1):        "
               + " / ".join(f"{v:.5f}" for v in PD4_NETWORK_LOSS))
         for samples in args.ours_samples.split(","):
             out = _spawn(["--ours-pd4-worker", samples, "--repeats", str(args.repeats)])

@@ -53,4 +53,5 @@ __all__ = [
     "seed_mesh",
     "train_ensemble",
     "variance_with_error",
+    "vertex_prediction",
 ]

@@ -70,7 +70,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
 
 from .._errors import InputError, SolveError
 from .._progress import progress_bar, progress_enabled
