@@ -19,6 +19,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from .._errors import InputError, SolveError
+from ..solvers._ode import integrate_flow
 from ._network import Network
 
 
@@ -114,19 +115,9 @@ def _train_member_flow(net: Network, method: GradientFlow, centered: bool, times
     params, offset, y_train = _start(net, centered, x_train, y_train, x_all, key)
     P = x_train.shape[0]
     observe = lambda t, state, args: _observe(net, state, x_all, P, offset)  # noqa: E731
-    t1 = times[-1]
-    term = diffrax.ODETerm(lambda t, state, args: net.flow(state, x_train, y_train))
-    solution = diffrax.diffeqsolve(
-        term,
-        diffrax.Tsit5(),
-        t0=0.0,
-        t1=t1,
-        dt0=None,
-        y0=params,
-        saveat=diffrax.SaveAt(ts=times, fn=observe),
-        stepsize_controller=diffrax.PIDController(rtol=method.rtol, atol=method.atol),
-        max_steps=method.max_steps,
-        throw=False,
+    solution = integrate_flow(
+        lambda t, state, args: net.flow(state, x_train, y_train), params, times,
+        method.rtol, method.atol, method.max_steps, save=observe,
         # no reverse-mode through training: skip the checkpoint buffers (parameter-sized copies)
         adjoint=diffrax.ForwardMode(),
     )

@@ -27,6 +27,7 @@ from .._errors import InputError, SolveError
 from ..kernels import layer_kernels
 from ..spec import Spec
 from ._dmft import check_tolerance, options_from_table
+from ._ode import integrate_flow
 from ._solution import Solution
 
 
@@ -97,18 +98,7 @@ def _kernel_ode(ntk, ntk_test_train, y, times, rtol, atol, max_steps):
         return ntk @ residual, ntk_test_train @ residual
 
     zeros = (jnp.zeros_like(y), jnp.zeros(ntk_test_train.shape[0], y.dtype))
-    solution = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field),
-        diffrax.Tsit5(),
-        t0=0.0,
-        t1=times[-1],
-        dt0=None,
-        y0=zeros,
-        saveat=diffrax.SaveAt(ts=times),
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        max_steps=max_steps,
-        throw=False,
-    )
+    solution = integrate_flow(vector_field, zeros, times, rtol, atol, max_steps)
     if not diffrax.is_successful(solution.result):
         raise SolveError(f"lazy ODE solve failed: {solution.result}")
     return solution.ys

@@ -39,6 +39,7 @@ from ._dmft import (
     is_identity_activation,
     options_from_table,
 )
+from ._ode import integrate_flow
 from ._solution import Solution
 
 
@@ -49,11 +50,6 @@ def _check_two_layer(spec: Spec, method: str) -> None:
             f"solver.method = {method!r} solves two-layer networks (architecture.hidden_layers = 1), "
             f"got hidden_layers = {spec.architecture.hidden_layers}"
         )
-
-
-def _progress_meter():
-    return diffrax.TqdmProgressMeter(refresh_steps=50) if progress_enabled() \
-        else diffrax.NoProgressMeter()
 
 
 def _first_bad_time(times: np.ndarray, *arrays: np.ndarray) -> float | None:
@@ -274,21 +270,9 @@ def _integrate_particles(activation, kx, y, gamma0, sources, times, rtol, atol, 
 
     batches = u.shape[0]
     y0 = (u, r, jnp.broadcast_to(y, (batches, num_train)), jnp.zeros((batches, num_test), y.dtype))
-    t_end = times[-1]
 
-    solution = diffrax.diffeqsolve(
-        diffrax.ODETerm(field),
-        diffrax.Tsit5(),
-        t0=0.0,
-        t1=t_end,
-        dt0=None,
-        y0=y0,
-        saveat=diffrax.SaveAt(ts=times, fn=save),
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        max_steps=max_steps,
-        throw=False,
-        progress_meter=_progress_meter(),
-    )
+    solution = integrate_flow(field, y0, times, rtol, atol, max_steps, save=save,
+                              progress=progress_enabled())
     return solution.ys, solution.stats, solution.result
 
 
@@ -384,18 +368,7 @@ def _integrate_moments(
         return d_h, d_m, d_a
 
     y0 = (kx, jnp.zeros(num_points, y.dtype), jnp.ones((), y.dtype))
-    solution = diffrax.diffeqsolve(
-        diffrax.ODETerm(field),
-        diffrax.Tsit5(),
-        t0=0.0,
-        t1=times[-1],
-        dt0=None,
-        y0=y0,
-        saveat=diffrax.SaveAt(ts=times),
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        max_steps=max_steps,
-        throw=False,
-    )
+    solution = integrate_flow(field, y0, times, rtol, atol, max_steps)
     return solution.ys, solution.stats, solution.result
 
 
