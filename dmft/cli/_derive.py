@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
-import tomllib
 from pathlib import Path
 
 from .._errors import InputError
 from ..spec import Architecture, default_spec, load_spec
+from ..spec._toml import architecture_from_table, check_table_keys, read_spec_table
 
 
 def add_architecture_arguments(parser) -> None:
@@ -24,26 +23,17 @@ def read_architecture(path: str | None) -> Architecture:
     """The [architecture] of a spec file; a file without [data] is accepted (derive needs none)."""
     if path is None:
         return default_spec().architecture
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"spec file not found: {file}")
-    try:
-        table = tomllib.loads(file.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"{file}: not valid TOML: {error}") from None
+    table = read_spec_table(path)
     if "data" in table:
-        return load_spec(file).architecture
-    arch = table.get("architecture")
-    if not isinstance(arch, dict):
-        raise InputError(f"{file}: spec is missing the [architecture] table")
-    known = {f.name for f in dataclasses.fields(Architecture)}
-    for key in arch:
-        if key not in known:
-            raise InputError(f"{file}: unknown key architecture.{key} in spec "
-                             f"(known: {', '.join(sorted(known))})")
-    if "hidden_layers" not in arch:
-        raise InputError(f"{file}: spec is missing architecture.hidden_layers")
-    return Architecture(**arch)
+        return load_spec(path).architecture
+    architecture = table.get("architecture")
+    if not isinstance(architecture, dict):
+        raise InputError(f"{path}: spec is missing the [architecture] table")
+    try:
+        check_table_keys(table)
+        return architecture_from_table(architecture)
+    except InputError as error:
+        raise InputError(f"{path}: {error}") from None
 
 
 def configure(parser) -> None:

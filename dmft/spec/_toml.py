@@ -38,9 +38,27 @@ def _load_array(key: str, value: Any, base: Path) -> np.ndarray:
     raise InputError(f"data.{key}: unsupported file type {path.suffix!r} (use .npy, .csv or .txt)")
 
 
-def spec_from_dict(table: dict[str, Any], base: Path | str = ".", source: str | None = None) -> Spec:
-    """Build a `Spec` from the parsed TOML tables; data paths are relative to `base`."""
-    base = Path(base)
+def architecture_from_table(table: dict[str, Any]) -> Architecture:
+    """The `Architecture` of a spec's ``[architecture]`` table (keys checked by `check_table_keys`)."""
+    if "hidden_layers" not in table:
+        raise InputError("spec is missing architecture.hidden_layers")
+    return Architecture(**table)
+
+
+def read_spec_table(path: str | Path) -> dict[str, Any]:
+    """The parsed TOML tables of a spec file; InputError naming the file when it is missing or
+    not valid TOML."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"spec file not found: {path}")
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: not valid TOML: {error}") from None
+
+
+def check_table_keys(table: dict[str, Any]) -> None:
+    """InputError for unknown tables or keys of a spec (free-form tables excepted)."""
     for name, value in table.items():
         if name not in _TABLES:
             raise InputError(f"unknown table [{name}] in spec (known: {', '.join(_TABLES)})")
@@ -53,13 +71,16 @@ def spec_from_dict(table: dict[str, Any], base: Path | str = ".", source: str | 
                     raise InputError(
                         f"unknown key {name}.{key} in spec (known: {', '.join(sorted(allowed))})"
                     )
+
+
+def spec_from_dict(table: dict[str, Any], base: Path | str = ".", source: str | None = None) -> Spec:
+    """Build a `Spec` from the parsed TOML tables; data paths are relative to `base`."""
+    base = Path(base)
+    check_table_keys(table)
     for name in ("architecture", "data"):
         if name not in table:
             raise InputError(f"spec is missing the [{name}] table")
-    architecture_table = dict(table["architecture"])
-    if "hidden_layers" not in architecture_table:
-        raise InputError("spec is missing architecture.hidden_layers")
-    architecture = Architecture(**architecture_table)
+    architecture = architecture_from_table(table["architecture"])
     data_table = table["data"]
     for key in ("x_train", "y_train"):
         if key not in data_table:
@@ -79,12 +100,7 @@ def spec_from_dict(table: dict[str, Any], base: Path | str = ".", source: str | 
 def load_spec(path: str | Path) -> Spec:
     """Read a spec file; every problem raises `InputError` naming the file or key."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"spec file not found: {path}")
-    try:
-        table = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: not valid TOML: {error}") from None
+    table = read_spec_table(path)
     try:
         return spec_from_dict(table, base=path.parent, source=str(path))
     except TypeError as error:  # e.g. a wrong argument type caught by a dataclass
