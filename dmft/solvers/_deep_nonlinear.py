@@ -50,9 +50,12 @@ Memory (float64 words): per-sample state ≈ (4L − 2)·S·T·Q (φ and g histo
 **Standard errors.** The S samples are split into `num_batches` groups; kernels are averaged per
 group at the final fixed point (batch means) and f per group follows from its own K. This counts
 the Monte Carlo noise of each estimate but not its feedback through the kernels shared by all
-groups (measured: σ ~1.2× low for f, up to ~2× low for late-time NTKs). With
-`independent_batches` every group is its own fixed point (vmapped): the spread then includes the
-feedback, at B× the O(Q(TQ)²) work and an O(B/S) bias. Reported kernels use control variates
+groups (measured: σ ~1.2× low for f, 1.7–3× low for late-time losses of deep ReLU). With
+`replicas` = R the solve is repeated with R seeds and the spread of the R answers is the error:
+honest, at R× the cost. With `independent_batches` every group is its own fixed point (vmapped):
+the spread then includes the feedback, at B× the O(Q(TQ)²) work, but with a bias of order
+T·Q/(S/B) (the Stein regressions have T·Q regressors; measured about −10 % of the late-time loss at
+T·Q = 3200, S/B = 512). Reported kernels use control variates
 (`kernel_control_variates`): ⟨F⟩ − ⟨F_lazy⟩ + E[F_lazy] with E[F_lazy] the exact dual kernels,
 exact at t = 0 and with O(γ0 t/√S) noise.
 """
@@ -136,6 +139,10 @@ class MonteCarloDMFT:
             the self-consistency, at B× the O(Q(TQ)²) work and an O(B/S) bias; the default uses
             batch means of one fixed point (cheaper, but σ is ~1.2× low for f and up to ~2× low
             for late-time NTKs in our checks).
+        replicas: independent solves with seeds ``seed, seed + 1, ...`` (each with all the
+            settings above); the result is their mean and the standard errors are the spread of
+            the replicas over √replicas: honest errors including the self-consistency feedback,
+            at replicas × the cost, with each solve's O(1/S) bias (not O(B/S)).
     """
 
     num_samples: int = 4096
@@ -156,6 +163,7 @@ class MonteCarloDMFT:
     devices: int | None = None
     phases: int | None = None
     independent_batches: bool = False
+    replicas: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "num_samples", check_int("num_samples", self.num_samples, 1))
@@ -190,6 +198,7 @@ class MonteCarloDMFT:
                              "and solver.check_sweeps = 0")
         if self.phases is not None:
             object.__setattr__(self, "phases", check_int("phases", self.phases, 1))
+        object.__setattr__(self, "replicas", check_int("replicas", self.replicas, 1))
         if self.check_sweeps > self.max_iter:
             raise InputError(f"solver.check_sweeps = {self.check_sweeps} exceeds "
                              f"solver.max_iter = {self.max_iter}")
@@ -219,6 +228,8 @@ class MonteCarloDMFT:
     def solve(self, spec: Spec) -> Solution:
         """March the single-site process over the spec's times; see the module docstring."""
         check_mup(spec)
+        if self.replicas > 1:
+            return self._replicated(spec)
         from ..activations import get_activation
 
         start = time.perf_counter()
@@ -314,6 +325,32 @@ class MonteCarloDMFT:
 
         return self._solution(spec, times, dt, steps, kx, out, residuals, n_dev,
                               time.perf_counter() - start)
+
+    def _replicated(self, spec: Spec) -> Solution:
+        """Mean of `replicas` independent solves; standard errors from their spread."""
+        start = time.perf_counter()
+        data = spec.data
+        solutions = [dataclasses.replace(self, replicas=1, seed=self.seed + i).solve(spec)
+                     for i in range(self.replicas)]
+        stacked = {key: np.stack([sol.arrays(data.y_train, data.y_test)[key] for sol in solutions])
+                   for key in solutions[0].arrays(data.y_train, data.y_test)
+                   if key != "t" and not key.endswith("_stderr")}
+        mean = {key: value.mean(axis=0) for key, value in stacked.items()}
+        num_layers = spec.architecture.hidden_layers
+        layers = range(1, num_layers + 1)
+        diagnostics = dict(solutions[0].diagnostics)
+        diagnostics.update(
+            settings=dataclasses.asdict(self), replicas=self.replicas,
+            f_identity_gap=max(sol.diagnostics["f_identity_gap"] for sol in solutions),
+            wall_time_s=time.perf_counter() - start)
+        return Solution(
+            t=solutions[0].t, f_train=mean["f_train"], ntk=mean["ntk"],
+            f_test=mean.get("f_test"), ntk_test_train=mean.get("ntk_test_train"),
+            phi=tuple(mean[f"phi_L{l}"] for l in layers), g=tuple(mean[f"g_L{l}"] for l in layers),
+            stderr={key: value.std(axis=0, ddof=1) / math.sqrt(self.replicas)
+                    for key, value in stacked.items()},
+            diagnostics=diagnostics,
+        )
 
     def _solution(self, spec, times, dt, steps, kx, out, residuals, n_dev, wall) -> Solution:
         data = spec.data
