@@ -230,6 +230,30 @@ def test_replicas_average_independent_seeds_and_take_their_spread_as_the_error()
         MonteCarloDMFT(replicas=0)
 
 
+def _p8(activation):
+    """P = D = 8 Gaussian inputs, ±1 labels, L = 2, γ0 = 1, t ∈ [0, 4] (the issue's P = 8 case)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 8))
+    y = np.sign(rng.standard_normal(8))
+    return Spec(Architecture(2, activation, "mup", gamma0=1.0), Data(x, y),
+                Training(tuple(np.linspace(0, 4, 9))))
+
+
+@pytest.mark.parametrize("activation", [
+    "tanh",
+    pytest.param("relu", marks=pytest.mark.xfail(strict=True, reason=(
+        "known inconsistency, issue 3: for ReLU the identity is off by ~0.05 at every S and dt "
+        "(tanh: 5e-4); likely the defect behind the 2 % of L(0) gap to ReLU networks"))),
+])
+def test_outputs_obey_the_last_layer_identity(activation):
+    # f_μ(t) = γ0⁻¹⟨z^L(t) φ(h^L_μ(t))⟩ holds exactly for the process (z^L is the read-out weight),
+    # so it checks every response function; kernel control variates off, so both sides use the
+    # same samples: MC noise ~1e-3 at S = 4096 over 41×8 entries, discretisation O(dt²) ~ 1e-3.
+    sol = MonteCarloDMFT(num_samples=4096, dt=0.1, kernel_control_variates=False).solve(
+        _p8(activation))
+    assert sol.diagnostics["f_identity_gap"] < 5e-3
+
+
 def test_relu_runs_without_second_derivatives():
     spec = pd4(activation="relu", times=(0.0, 0.5, 1.0))
     sol = MonteCarloDMFT(num_samples=256, num_batches=4, dt=0.1).solve(spec)
@@ -239,15 +263,6 @@ def test_relu_runs_without_second_derivatives():
 
 # ----------------------------------------------------------------------------------------------
 # Against real finite-width networks (slow: minutes)
-
-
-def _p8(activation):
-    """P = D = 8 Gaussian inputs, ±1 labels, L = 2, γ0 = 1, t ∈ [0, 4] (the issue's P = 8 case)."""
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((8, 8))
-    y = np.sign(rng.standard_normal(8))
-    return Spec(Architecture(2, activation, "mup", gamma0=1.0), Data(x, y),
-                Training(tuple(np.linspace(0, 4, 9))))
 
 
 def _network_limit(spec, widths, seeds):
