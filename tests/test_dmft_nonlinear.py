@@ -5,7 +5,6 @@ y = (1, 1, −1, −1)); sample counts and horizons are small so the default tes
 Every solve with the same (S, grid, L, P) shares one compiled march.
 """
 
-
 import numpy as np
 import pytest
 

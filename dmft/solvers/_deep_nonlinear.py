@@ -332,8 +332,8 @@ class MonteCarloDMFT:
         data = spec.data
         solutions = [dataclasses.replace(self, replicas=1, seed=self.seed + i).solve(spec)
                      for i in range(self.replicas)]
-        stacked = {key: np.stack([sol.arrays(data.y_train, data.y_test)[key] for sol in solutions])
-                   for key in solutions[0].arrays(data.y_train, data.y_test)
+        arrays = [sol.arrays(data.y_train, data.y_test) for sol in solutions]
+        stacked = {key: np.stack([a[key] for a in arrays]) for key in arrays[0]
                    if key != "t" and not key.endswith("_stderr")}
         mean = {key: value.mean(axis=0) for key, value in stacked.items()}
         num_layers = spec.architecture.hidden_layers
