@@ -397,6 +397,7 @@ class MonteCarloDMFT:
 
         f_all = np.concatenate([f_train, out["f_test"]], axis=-1)
         identity_gap = float(np.max(np.abs(out["f_identity"] - f_all)))
+        f_train_identity = at_times(out["f_identity"][:, :num_train])
         return Solution(
             t=times,
             f_train=at_times(f_train),
@@ -418,6 +419,9 @@ class MonteCarloDMFT:
                 "min_source_rank": int(np.min(out["rank"])) if out["rank"].size else None,
                 # f = γ0⁻¹⟨z^L φ(h^L)⟩ holds for the exact process; the gap is MC + O(dt²).
                 "f_identity_gap": identity_gap,
+                # the training loss with f from that identity instead of from Δ
+                "loss_train_identity": (0.5 * np.mean((f_train_identity - data.y_train) ** 2,
+                                                      axis=-1)).tolist(),
                 "devices": n_dev,
                 "wall_time_s": wall,
             },
