@@ -6,7 +6,9 @@ with Q = P + P_test points (test points have zero weight in Δ):
     h^ℓ(t) = u^ℓ(t) + [𝒜^{ℓ-1} g^ℓ](t) + (γ0/P) ∫_0^t ds Σ_α Δ_α(s) Φ^{ℓ-1}_{μα}(t,s) g^ℓ_α(s)
     z^ℓ(t) = r^ℓ(t) + [ℬ^ℓ φ^ℓ](t)     + (γ0/P) ∫_0^t ds Σ_α Δ_α(s) G^{ℓ+1}_{μα}(t,s) φ^ℓ_α(s)
     g^ℓ = φ'(h^ℓ) z^ℓ,   u^ℓ ~ GP(0, Φ^{ℓ-1}),  r^ℓ ~ GP(0, G^{ℓ+1}),  G^{L+1} = 1,  Φ^0 = xx'/D
-    Φ^ℓ = ⟨φ(h^ℓ)φ(h^ℓ)ᵀ⟩,  G^ℓ = ⟨g^ℓ g^ℓᵀ⟩,  K = Σ_{ℓ=0}^{L} G^{ℓ+1}⊙Φ^ℓ,  ∂t Δ = −K Δ / P
+    Φ^ℓ = ⟨φ(h^ℓ)φ(h^ℓ)ᵀ⟩,  G^ℓ = ⟨g^ℓ g^ℓᵀ⟩,  K = Σ_{ℓ=0}^{L} G^{ℓ+1}⊙Φ^ℓ,
+    Δ = y − f,  f = γ0⁻¹⟨z^L φ(h^L)⟩   (the read-out: exact for every φ, unlike ∂tΔ = −KΔ/P,
+                                        which fails for kinked φ on sliding neurons, eq:sliding)
 
 𝒜^ℓ = γ0 A^ℓ and ℬ^ℓ = γ0 B^ℓ are the discrete response operators (the measure ds absorbed):
 𝒜^ℓ(t,s) = ⟨∂φ(h^ℓ(t))/∂r^ℓ(s)⟩ (s < t) and ℬ^ℓ(t,s) = ⟨∂g^{ℓ+1}(t)/∂u^{ℓ+1}(s)⟩ (s ≤ t; the
@@ -30,25 +32,32 @@ fixed up front. Everything at t_k depends only on rows ≤ k of the kernels, so 
 `lax.scan` over k computes, at each step: the forward pass ℓ = 1..L (new Cholesky row of Φ^{ℓ-1},
 sample u^ℓ(t_k) conditionally on its past, the 𝒜^{ℓ-1} row, h^ℓ(t_k), the Φ^ℓ row), the backward
 pass ℓ = L..1 (Cholesky row of G^{ℓ+1}, r^ℓ(t_k), the ℬ^ℓ row, z^ℓ and g^ℓ(t_k), the G^ℓ row),
-then K(t_k) and Δ(t_k). The result is exactly the fixed point of the Picard map with these draws
+then K(t_k) and Δ(t_k) from the read-out. The result is exactly the fixed point of the Picard map with these draws
 (the reference algorithm's iteration, redrawing noise each sweep, never settles: notes §3, §7b):
 no damping or outer loop is needed. `check_sweeps > 0` re-applies the map with every kernel,
 response and Δ frozen at the marched values and reports the residual (max-abs change of Δ and
 of the equal-time kernels) per sweep; it must be at round-off level.
 
-**Time discretisation (order 2).** Memory integrals use the trapezoid rule; the endpoint s = t_k
-of the h-integral (whose g^ℓ(t_k) is not yet known) is linearly extrapolated from t_{k-1},
-t_{k-2}, keeping the march explicit; Δ uses the trapezoid rule (a P×P linear solve per step).
-The discrete process is itself a well-defined "network" (weights W(t_k) = W(0) + Σ_s w_ks ΔW_s),
-so its Stein responses are exact for it and the scheme is consistent of order 2 (tested).
+**Time discretisation (order 2).** Memory integrals use the trapezoid rule; at the endpoint
+s = t_k, g^ℓ(t_k) (not yet known in the h-integral) is linearly extrapolated from t_{k-1}, t_{k-2}
+and Δ(t_k) is predicted by a trapezoid step of the sampled NTK of t_{k-1}, which makes the lazy
+part of the march exactly Crank–Nicolson (A-stable). The discrete process is itself a
+well-defined "network" (weights W(t_k) = W(0) + Σ_s w_ks ΔW_s) whose output is the read-out, so
+its Stein responses are exact for it and the scheme is consistent of order 2 for smooth φ
+(tested); sliding neurons of kinked φ chatter as in gradient descent, an O(dt) effect.
+
+**Read-out with a lazy control variate.** f = γ0⁻¹⟨r^L(φ(h^L) − φ(u^L)) + (z^L − r^L)φ(h^L)⟩ + F,
+F = (1/P)∫(K − K̂)Δ (trapezoid; one P×P solve per step), with K − K̂ the shift of the kernel
+control variates below (exact minus sampled lazy NTK): f(0) = 0 exactly and, as γ0 → 0, f is the
+exact lazy flow rather than its O(1/√S) Monte Carlo estimate.
 
 **Cost and memory.** Per step and layer: O(S·T·Q²) for sampling, kernel rows, Stein moments and
 the memory sums, O(Q·(TQ)²) for the Cholesky/response rows; in total O(L·T²Q²·(S + TQ)) flops.
 Memory (float64 words): per-sample state ≈ (4L − 2)·S·T·Q (φ and g histories, the draws), plus
 2(L − 1)·(TQ)² for the inverse Cholesky factors — O(S·T·Q + (TQ)²), never O(S·T²Q²).
 
-**Standard errors.** The S samples are split into `num_batches` groups; kernels are averaged per
-group at the final fixed point (batch means) and f per group follows from its own K. This counts
+**Standard errors.** The S samples are split into `num_batches` groups; kernels and read-outs are
+averaged per group at the final fixed point (batch means). This counts
 the Monte Carlo noise of each estimate but not its feedback through the kernels shared by all
 groups (measured: σ ~1.2× low for f, 1.7–3× low for late-time losses of deep ReLU). With
 `replicas` = R the solve is repeated with R seeds and the spread of the R answers is the error:
@@ -115,9 +124,10 @@ class MonteCarloDMFT:
         rcond: relative eigenvalue cutoff of the conditional source covariances (Stein inverse).
         antithetic: draw the r-sources in ± pairs (exact γ0 → −γ0 symmetry, f(0) = 0).
         control_variates: subtract the lazy values in the Stein estimators (less noise).
-        kernel_control_variates: estimate the reported equal-time kernels (and the NTK that
-            drives Δ) as ⟨F⟩ − ⟨F_lazy⟩ + E[F_lazy], with E[F_lazy] the exact dual kernels of
-            `dmft.activations`: exact at t = 0, noise O(γ0 t/√S) instead of O(1/√S).
+        kernel_control_variates: estimate the reported equal-time kernels as ⟨F⟩ − ⟨F_lazy⟩ +
+            E[F_lazy], with E[F_lazy] the exact dual kernels of `dmft.activations` (exact at
+            t = 0, noise O(γ0 t/√S) instead of O(1/√S)), and use the same shift of the NTK as a
+            control variate of the read-out f.
         schedule: "march" (default): the Gauss–Seidel causal march, which lands on the fixed
             point in one pass; "picard": the reference algorithm's Jacobi iteration (with common
             random numbers) from the lazy kernels, up to `max_iter` sweeps until the residual
@@ -341,7 +351,7 @@ class MonteCarloDMFT:
         diagnostics = dict(solutions[0].diagnostics)
         diagnostics.update(
             settings=dataclasses.asdict(self), replicas=self.replicas,
-            f_identity_gap=max(sol.diagnostics["f_identity_gap"] for sol in solutions),
+            ntk_flow_gap=max(sol.diagnostics["ntk_flow_gap"] for sol in solutions),
             wall_time_s=time.perf_counter() - start)
         return Solution(
             t=solutions[0].t, f_train=mean["f_train"], ntk=mean["ntk"],
@@ -372,9 +382,13 @@ class MonteCarloDMFT:
         phi_b, g_b = out["phi_batches"], out["g_batches"]  # (Tg, L, B, Q, Q)
         if "ntk_batches" in out:  # independent fixed points
             ntk_b, delta_b, ftest_b = out["ntk_batches"], out["delta_batches"], out["f_test_batches"]
-        else:  # batch means of one fixed point; f per batch from its own K
-            ntk_b = _ntk(np.asarray(kx), phi_b, g_b)  # (Tg, B, Q, Q)
-            delta_b, ftest_b = _integrate_delta(ntk_b, data.y_train, dt, num_train)
+        else:  # batch means of one fixed point; f per batch from its own read-out
+            kx_np = np.asarray(kx)
+            ntk_b = _ntk(kx_np, np.moveaxis(phi_b, 1, 0), np.moveaxis(g_b, 1, 0))  # (Tg, B, Q, Q)
+            ntk_raw_b = _ntk(kx_np, np.moveaxis(out["phi_raw_batches"], 1, 0),
+                             np.moveaxis(out["g_raw_batches"], 1, 0))
+            delta_b, ftest_b = (np.asarray(x) for x in _readout_error(
+                out["f_identity_batches"], ntk_b - ntk_raw_b, data.y_train, dt))
         loss_b = 0.5 * np.mean(delta_b**2, axis=-1)
         per_batch = {
             "f_train": data.y_train - delta_b,
@@ -396,8 +410,6 @@ class MonteCarloDMFT:
                       for key, value in per_batch.items()}
 
         f_all = np.concatenate([f_train, out["f_test"]], axis=-1)
-        identity_gap = float(np.max(np.abs(out["f_identity"] - f_all)))
-        f_train_identity = at_times(out["f_identity"][:, :num_train])
         return Solution(
             t=times,
             f_train=at_times(f_train),
@@ -417,11 +429,8 @@ class MonteCarloDMFT:
                 "iterations": 1 + len(residuals),
                 "residuals": residuals,
                 "min_source_rank": int(np.min(out["rank"])) if out["rank"].size else None,
-                # f = γ0⁻¹⟨z^L φ(h^L)⟩ holds for the exact process; the gap is MC + O(dt²).
-                "f_identity_gap": identity_gap,
-                # the training loss with f from that identity instead of from Δ
-                "loss_train_identity": (0.5 * np.mean((f_train_identity - data.y_train) ** 2,
-                                                      axis=-1)).tolist(),
+                # f − (1/P)∫KΔ: O(dt²) + MC for smooth φ; the sliding-mode term for kinked φ
+                "ntk_flow_gap": _ntk_flow_gap(f_all, ntk[..., :num_train], delta, dt),
                 "devices": n_dev,
                 "wall_time_s": wall,
             },
@@ -542,33 +551,84 @@ def _cholesky_row(linv, row, k, width, rcond):
 
 
 def _ntk(kx, phi, g):
-    """K = G^1⊙Φ^0 + Σ_{ℓ=1}^{L-1} G^{ℓ+1}⊙Φ^ℓ + Φ^L; phi, g (Tg, L, ..., Q, Q)."""
-    phi = np.moveaxis(phi, 1, 0)  # layer axis first
-    g = np.moveaxis(g, 1, 0)
+    """K = G^1⊙Φ^0 + Σ_{ℓ=1}^{L-1} G^{ℓ+1}⊙Φ^ℓ + Φ^L from per-layer sequences Φ^1..Φ^L, G^1..G^L."""
     ntk = g[0] * kx + phi[-1]
-    for layer in range(1, phi.shape[0]):
+    for layer in range(1, len(phi)):
         ntk = ntk + g[layer] * phi[layer - 1]
     return ntk
 
 
-def _integrate_delta(ntk, y, dt, num_train):
-    """Δ(t), f_test(t) from K(t) on the grid by the trapezoid rule; ntk (Tg, ..., Q, Q)."""
+def _ntk_sum(kx, phi, g, num_layers):
+    """`_ntk` of the layer-keyed dicts (keys 1..L) of the march."""
+    layers = range(1, num_layers + 1)
+    return _ntk(kx, [phi[l] for l in layers], [g[l] for l in layers])
+
+
+def _trapezoid_step(ntk, delta, c):
+    """Δ_k = (I + c K)⁻¹ (I − c K) Δ_{k-1}, c = dt/(2P): one trapezoid step of ∂tΔ = −KΔ/P."""
+    eye = jnp.eye(ntk.shape[-1], dtype=ntk.dtype)
+    return jnp.linalg.solve(eye + c * ntk, delta - c * ntk @ delta)
+
+
+def _readout_terms(r, z_memory, u, h, phi_fn, gamma0):
+    """Per-sample terms of f = γ0⁻¹⟨z^L φ(h^L)⟩, with the zero-mean control variate r φ(u^L):
+
+        γ0⁻¹ [r (φ(h) − φ(u)) + (z − r) φ(h)],   z − r = `z_memory` (∝ γ0, kept apart so that
+    nothing cancels catastrophically as γ0 → 0). ⟨r φ(u^L)⟩ = 0 because r^L ⟂ u^L, so f(0) = 0
+    exactly at every S, antithetic pairs or not. Shapes (S, Q)."""
+    return (r * (phi_fn(h) - phi_fn(u)) + z_memory * phi_fn(h)) / gamma0
+
+
+def _readout_step(f_identity, shift_prev, shift, delta_prev, corr_prev, y, c):
+    """One step of the read-out error signal with the lazy-NTK control variate (eq:mc_readout).
+
+    f = f_id + F with f_id = γ0⁻¹⟨z^L φ(h^L)⟩ and F(t) = (1/P)∫_0^t D(s)Δ(s)ds, D = K − K̂ the
+    control-variate shift of the NTK (exact minus sampled lazy part, zero-mean); trapezoid in
+    time, so (I + cD_k)Δ_k = y − f_id,k − F_{k-1} − cD_{k-1}Δ_{k-1}, c = dt/(2P). Leading batch
+    axes are allowed. Returns (Δ_k (…, P), F_k (…, Q)).
+    """
+    num_train = y.shape[-1]
+
+    def apply(matrix, vector):
+        return jnp.einsum("...ij,...j->...i", matrix[..., :num_train], vector)
+
+    rhs = (y - f_identity[..., :num_train] - corr_prev[..., :num_train]
+           - c * apply(shift_prev[..., :num_train, :], delta_prev))
+    eye = jnp.eye(num_train, dtype=shift.dtype)
+    delta = jnp.linalg.solve(eye + c * shift[..., :num_train, :num_train], rhs[..., None])[..., 0]
+    corr = corr_prev + c * (apply(shift_prev, delta_prev) + apply(shift, delta))
+    return delta, corr
+
+
+@jax.jit
+def _readout_error(f_identity, shift, y, dt):
+    """Δ(t_k), f_*(t_k) on the whole grid from the read-out (`_readout_step`); f_identity
+    (Tg, …, Q), shift (Tg, …, Q, Q). Used for the per-batch estimates of one fixed point."""
+    num_train = y.shape[-1]
     c = dt / (2 * num_train)
-    num_grid = ntk.shape[0]
-    batch_shape = ntk.shape[1:-2]
-    eye = np.eye(num_train)
-    delta = np.empty((num_grid, *batch_shape, num_train))
-    f_test = np.zeros((num_grid, *batch_shape, ntk.shape[-1] - num_train))
-    delta[0] = y
-    for k in range(1, num_grid):
-        k_prev, k_now = ntk[k - 1], ntk[k]
-        rhs = delta[k - 1] - c * np.einsum("...ij,...j->...i", k_prev[..., :num_train, :num_train],
-                                           delta[k - 1])
-        delta[k] = np.linalg.solve(eye + c * k_now[..., :num_train, :num_train], rhs[..., None])[..., 0]
-        f_test[k] = f_test[k - 1] + c * (
-            np.einsum("...ij,...j->...i", k_prev[..., num_train:, :num_train], delta[k - 1])
-            + np.einsum("...ij,...j->...i", k_now[..., num_train:, :num_train], delta[k]))
-    return delta, f_test
+    delta0 = jnp.broadcast_to(y, f_identity.shape[1:-1] + (num_train,))
+    corr0 = jnp.zeros(f_identity.shape[1:], f_identity.dtype)
+
+    def step(carry, inputs):
+        delta_prev, corr_prev, shift_prev = carry
+        f_id, shift_k = inputs
+        delta, corr = _readout_step(f_id, shift_prev, shift_k, delta_prev, corr_prev, y, c)
+        return (delta, corr, shift_k), (delta, f_id[..., num_train:] + corr[..., num_train:])
+
+    _, (delta, f_test) = jax.lax.scan(step, (delta0, corr0, shift[0]), (f_identity[1:], shift[1:]))
+    f_test0 = f_identity[:1, ..., num_train:] * 0.0
+    return jnp.concatenate([delta0[None], delta]), jnp.concatenate([f_test0, f_test])
+
+
+def _ntk_flow_gap(f, ntk, delta, dt):
+    """max |f(t_k) − (1/P)∫_0^{t_k} K Δ ds| (trapezoid): how far the read-out is from the NTK flow.
+
+    O(dt²) + Monte Carlo for smooth φ; for kinked φ (ReLU) it also holds the sliding-mode term of
+    eq:mc_readout, which the NTK flow misses. f (Tg, Q), ntk (Tg, Q, P), delta (Tg, P)."""
+    rate = np.einsum("kij,kj->ki", ntk, delta) / delta.shape[-1]
+    flow = np.concatenate([np.zeros_like(rate[:1]),
+                           np.cumsum(0.5 * dt * (rate[1:] + rate[:-1]), axis=0)])
+    return float(np.max(np.abs(f - flow)))
 
 
 def _interpolation_matrix(grid: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -626,7 +686,7 @@ def _march_independent(config: _Config, dt, gamma0, kx, y, draws):
 def _combine_independent(out):
     """Batch-leading outputs of `_march_independent` → means plus the per-batch layout."""
     mean = {key: value.mean(axis=0) for key, value in out.items()
-            if key in ("delta", "f_test", "ntk", "phi", "g", "f_identity")}
+            if key in ("delta", "f_test", "ntk", "phi", "g")}
     mean["rank"] = out["rank"].min(axis=0) if out["rank"].size else out["rank"][0]
     mean["phi_batches"] = np.moveaxis(out["phi"], 0, 2)  # (Tg, L, B, Q, Q)
     mean["g_batches"] = np.moveaxis(out["g"], 0, 2)
@@ -670,18 +730,20 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
         eps_r = tuple(e[:, :TQ] for e in eps_r_full)
 
         def step(carry, k):
-            phi_h, g_h, linv_u, linv_r, delta_h, k_prev, ftest_prev = carry
+            phi_h, g_h, linv_u, linv_r, delta_h, k_prev, shift_prev, corr_prev = carry
             phi_h, g_h = list(phi_h), list(g_h)
             linv_u, linv_r = list(linv_u), list(linv_r)
             fz = None if frozen is None else jax.tree_util.tree_map(lambda x: x[k][:, :TQ],
                                                                      frozen["rows"])
 
-            # Memory weights (γ0/P)·w_s·Δ_α(s): trapezoid on s < k; the endpoint s = k separately.
+            # Memory weights (γ0/P)·w_s·Δ_α(s): trapezoid on s < k; the endpoint s = k separately,
+            # with Δ(t_k) predicted by the trapezoid step of the sampled NTK of t_{k-1}
+            # (eq:mc_predictor): this keeps the lazy part of the march A-stable.
             w = jnp.where(time_index < k, dt, 0.0).at[0].multiply(0.5)
             delta_src = delta_h if frozen is None else frozen["delta"]
             d1 = delta_src[jnp.maximum(k - 1, 0)]
-            d2 = delta_src[jnp.maximum(k - 2, 0)]
-            delta_end = jnp.where(k >= 2, 2 * d1 - d2, d1)
+            k_pred = k_prev if frozen is None else frozen["ntk_raw"][jnp.maximum(k - 1, 0)]
+            delta_end = _trapezoid_step(k_pred[:P, :P], d1, dt / (2 * P))
             w_end = jnp.where(k >= 1, 0.5 * dt, 0.0)
             pad = jnp.zeros((T, Q - P), dtype)
             dw = scale * w[:, None] * jnp.concatenate([delta_src[:T], pad], axis=1)  # (T, Q)
@@ -691,7 +753,8 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
             rank = []
             u_now, h_now, phi_now, r_now, g_now = {}, {}, {}, {}, {}
             phi_cv, phi_cv_b, g_cv, g_cv_b = {}, {}, {}, {}
-            phi_rows, phi_kk, g_rows, g_kk = {}, {}, {}, {}
+            phi_raw, phi_raw_b, g_raw, g_raw_b = {}, {}, {}, {}
+            phi_rows, g_rows = {}, {}
             rows_out = {}
 
             # ---- forward pass ℓ = 1..L
@@ -740,12 +803,12 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
                 # exact mean is the dual kernel of the (control-variate) Φ^{ℓ-1}: exact at t = 0.
                 lazy = phi_fn(u)
                 prev_cv, prev_cv_b = (kx, kx[None]) if l == 1 else (phi_cv[l - 1], phi_cv_b[l - 1])
+                phi_raw[l], phi_raw_b[l] = mean_outer(act_h, act_h), batch_means(act_h)
                 if config.kernel_control_variates:
-                    phi_cv[l] = mean_outer(act_h, act_h) - mean_outer(lazy, lazy) + _dual(act, prev_cv)
-                    phi_cv_b[l] = batch_means(act_h) - batch_means(lazy) + _dual(act, prev_cv_b)
+                    phi_cv[l] = phi_raw[l] - mean_outer(lazy, lazy) + _dual(act, prev_cv)
+                    phi_cv_b[l] = phi_raw_b[l] - batch_means(lazy) + _dual(act, prev_cv_b)
                 else:
-                    phi_cv[l], phi_cv_b[l] = mean_outer(act_h, act_h), batch_means(act_h)
-                phi_kk[l] = phi_cv[l]
+                    phi_cv[l], phi_cv_b[l] = phi_raw[l], phi_raw_b[l]
 
             # ---- backward pass ℓ = L..1
             for l in range(L, 0, -1):
@@ -772,7 +835,8 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
                     coef = coef + b_row
                 r = constrain_samples(r, mesh)
                 if coef is None:
-                    z = r + (phi_h[l - 1] @ dw_z.reshape(TQ))[:, None]
+                    z_memory = (phi_h[l - 1] @ dw_z.reshape(TQ))[:, None]
+                    z = r + z_memory
                 else:
                     z = r + phi_h[l - 1] @ coef.reshape(Q, TQ).T
                 grad = dphi_fn(h_now[l]) * z
@@ -786,45 +850,49 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
                 lazy = dphi_fn(u_now[l]) * r
                 prev_cv, prev_cv_b = (kx, kx[None]) if l == 1 else (phi_cv[l - 1], phi_cv_b[l - 1])
                 next_cv, next_cv_b = (1.0, 1.0) if l == L else (g_cv[l + 1], g_cv_b[l + 1])
+                g_raw[l], g_raw_b[l] = mean_outer(grad, grad), batch_means(grad)
                 if config.kernel_control_variates:
-                    g_cv[l] = (mean_outer(grad, grad) - mean_outer(lazy, lazy)
-                               + next_cv * _dual_derivative(act, prev_cv))
-                    g_cv_b[l] = (batch_means(grad) - batch_means(lazy)
+                    g_cv[l] = g_raw[l] - mean_outer(lazy, lazy) + next_cv * _dual_derivative(act, prev_cv)
+                    g_cv_b[l] = (g_raw_b[l] - batch_means(lazy)
                                  + next_cv_b * _dual_derivative(act, prev_cv_b))
                 else:
-                    g_cv[l], g_cv_b[l] = mean_outer(grad, grad), batch_means(grad)
-                g_kk[l] = g_cv[l]
+                    g_cv[l], g_cv_b[l] = g_raw[l], g_raw_b[l]
                 if l == L:
-                    f_identity = jnp.mean(z * phi_now[L], axis=0) / gamma0
+                    readout = _readout_terms(r, z_memory, u_now[L], h_now[L], phi_fn, gamma0)
+                    f_identity = jnp.mean(readout, axis=0)
+                    f_identity_b = jnp.mean(readout.reshape(B, S // B, Q), axis=1)
 
-            # ---- NTK and the error signal (trapezoid)
-            ntk = g_kk[1] * kx + phi_kk[L]
-            for l in range(1, L):
-                ntk = ntk + g_kk[l + 1] * phi_kk[l]
-            c = dt / (2 * P)
+            # ---- NTK; the error signal from the read-out (eq:mc_readout)
+            ntk_raw = _ntk_sum(kx, phi_raw, g_raw, L)
+            ntk = _ntk_sum(kx, phi_cv, g_cv, L)
+            shift = ntk - ntk_raw  # the lazy control variate of the read-out (0 without it)
             d_prev = delta_h[jnp.maximum(k - 1, 0)]
-            rhs = d_prev - c * (k_prev[:P, :P] @ d_prev)
-            d_new = jnp.linalg.solve(jnp.eye(P, dtype=dtype) + c * ntk[:P, :P], rhs)
+            d_new, corr = _readout_step(f_identity, shift_prev, shift, d_prev, corr_prev, y,
+                                        dt / (2 * P))
             d_new = jnp.where(k == 0, y, d_new)
-            f_test = ftest_prev + c * (k_prev[P:, :P] @ d_prev + ntk[P:, :P] @ d_new)
-            f_test = jnp.where(k == 0, jnp.zeros_like(f_test), f_test)
+            corr = jnp.where(k == 0, jnp.zeros_like(corr), corr)
+            f_test = f_identity[P:] + corr[P:]
             delta_h = delta_h.at[k].set(d_new)
 
             out = {
                 "delta": d_new,
                 "f_test": f_test,
                 "ntk": ntk,
-                "phi": jnp.stack([phi_kk[l] for l in range(1, L + 1)]),
-                "g": jnp.stack([g_kk[l] for l in range(1, L + 1)]),
+                "ntk_raw": ntk_raw,
+                "phi": jnp.stack([phi_cv[l] for l in range(1, L + 1)]),
+                "g": jnp.stack([g_cv[l] for l in range(1, L + 1)]),
                 "phi_batches": jnp.stack([phi_cv_b[l] for l in range(1, L + 1)]),
                 "g_batches": jnp.stack([g_cv_b[l] for l in range(1, L + 1)]),
-                "f_identity": f_identity,
+                "phi_raw_batches": jnp.stack([phi_raw_b[l] for l in range(1, L + 1)]),
+                "g_raw_batches": jnp.stack([g_raw_b[l] for l in range(1, L + 1)]),
+                "f_identity_batches": f_identity_b,
                 "rank": jnp.stack(rank) if rank else jnp.zeros((0,), jnp.int32),
                 "rows": rows_out if config.keep_rows else {},
             }
             if config.show_steps:
                 jax.debug.callback(_advance_bar, k)
-            carry = (tuple(phi_h), tuple(g_h), tuple(linv_u), tuple(linv_r), delta_h, ntk, f_test)
+            carry = (tuple(phi_h), tuple(g_h), tuple(linv_u), tuple(linv_r), delta_h, ntk_raw,
+                     shift, corr)
             return carry, out
 
         return step
@@ -844,7 +912,7 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
             hist = tuple(constrain_samples(jnp.zeros((S, width), dtype), mesh) for _ in range(L))
             linv0 = tuple(jnp.zeros((width, width), dtype) for _ in range(L - 1))
             carry = (hist, hist, linv0, linv0, jnp.zeros((T_full, P), dtype),
-                     jnp.zeros((Q, Q), dtype), jnp.zeros((Q - P,), dtype))
+                     jnp.zeros((Q, Q), dtype), jnp.zeros((Q, Q), dtype), jnp.zeros((Q,), dtype))
         else:
             phi_h, g_h, linv_u, linv_r, *rest = carry
             carry = (tuple(constrain_samples(pad_to(x, width, (1,)), mesh) for x in phi_h),
@@ -858,5 +926,5 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
     outs = jax.tree_util.tree_map(lambda *x: jnp.concatenate(x, axis=0), *outs_all)
     rows = outs.pop("rows")
     if config.keep_rows:  # what a check sweep freezes: kernel and response rows, and Δ
-        outs["frozen"] = {"rows": rows, "delta": outs["delta"]}
+        outs["frozen"] = {"rows": rows, "delta": outs["delta"], "ntk_raw": outs["ntk_raw"]}
     return outs

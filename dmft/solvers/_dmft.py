@@ -4,7 +4,8 @@ Every DMFT method is a small immutable object with a ``solve(spec) -> Solution``
 ``from_table(table)`` classmethod that reads the spec's ``[solver]`` table (minus its
 ``method`` key). `solve_dmft` dispatches:
 
-    method = "auto"          deep_linear if φ is the identity, two_layer if L = 1, else monte_carlo
+    method = "auto"          deep_linear if φ is the identity, two_layer if L = 1 and φ is smooth,
+                             else monte_carlo
     method = "two_layer"     exact McKean–Vlasov particle dynamics (L = 1, any φ)
     method = "two_layer_moments"  exact moment closure (L = 1, φ = identity)
     method = "deep_linear"   exact Gaussian closure (φ = identity, any L)
@@ -61,10 +62,13 @@ def _method_class(name: str) -> type:
 
 
 def auto_method_name(spec: Spec) -> str:
-    """The method "auto" resolves to: deep_linear for φ = id, two_layer for L = 1, else monte_carlo."""
-    if is_identity_activation(spec.architecture.activation):
+    """The method "auto" resolves to: deep_linear for φ = id, two_layer for L = 1 with a smooth φ,
+    else monte_carlo (whose fixed time step also suits kinked φ at L = 1: an adaptive solver
+    crawls there, since the flow is non-smooth on the neurons that slide along a kink)."""
+    activation = spec.architecture.activation
+    if is_identity_activation(activation):
         return "deep_linear"
-    if spec.architecture.hidden_layers == 1:
+    if spec.architecture.hidden_layers == 1 and not is_piecewise_activation(activation):
         return "two_layer"
     return "monte_carlo"
 
@@ -119,6 +123,15 @@ def is_identity_activation(name: str) -> bool:
     from ..activations import X, get_activation
 
     return sp.simplify(get_activation(name).expr - X) == 0
+
+
+def is_piecewise_activation(name: str) -> bool:
+    """Whether φ is built from pieces (Max, Min, Abs, Heaviside, sign, Piecewise): kinks or jumps,
+    so that φ' may jump (conservative: Max(0, x)**2 counts, although its φ' is continuous)."""
+    from ..activations import get_activation
+
+    return get_activation(name).expr.has(sp.Max, sp.Min, sp.Abs, sp.Heaviside, sp.sign,
+                                         sp.Piecewise)
 
 
 def options_from_table(cls: type, table: Mapping[str, Any], method_name: str):
