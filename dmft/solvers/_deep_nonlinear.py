@@ -57,9 +57,10 @@ Memory (float64 words): per-sample state ≈ (4L − 2)·S·T·Q (φ and g histo
 2(L − 1)·(TQ)² for the inverse Cholesky factors — O(S·T·Q + (TQ)²), never O(S·T²Q²).
 
 **Standard errors.** The S samples are split into `num_batches` groups; kernels and read-outs are
-averaged per group at the final fixed point (batch means). This counts
-the Monte Carlo noise of each estimate but not its feedback through the kernels shared by all
-groups (measured: σ ~1.2× low for f, 1.7–3× low for late-time losses of deep ReLU). With
+averaged per group at the final fixed point (batch means). A group's read-out carries its own
+Monte Carlo noise but not the restoring feedback of the full solution (its fields were driven by
+the common Δ), so these errors are conservative: measured 1.2–4.6× the seed-to-seed spread of
+losses and f (deep ReLU and tanh, P = 8). With
 `replicas` = R the solve is repeated with R seeds and the spread of the R answers is the error:
 honest, at R× the cost. With `independent_batches` every group is its own fixed point (vmapped):
 the spread then includes the feedback, at B× the O(Q(TQ)²) work, but with a bias of order
@@ -147,8 +148,8 @@ class MonteCarloDMFT:
         independent_batches: solve each of the `num_batches` groups as its own fixed point
             (vmapped, one device): honest standard errors that include the noise fed back through
             the self-consistency, at B× the O(Q(TQ)²) work and an O(B/S) bias; the default uses
-            batch means of one fixed point (cheaper, but σ is ~1.2× low for f and up to ~2× low
-            for late-time NTKs in our checks).
+            batch means of one fixed point (cheaper; conservative, 1.2–4.6× the seed spread in
+            our checks).
         replicas: independent solves with seeds ``seed, seed + 1, ...`` (each with all the
             settings above); the result is their mean and the standard errors are the spread of
             the replicas over √replicas: honest errors including the self-consistency feedback,
