@@ -249,18 +249,37 @@ def test_replicas_average_independent_seeds_and_take_their_spread_as_the_error()
         MonteCarloDMFT(replicas=0)
 
 
-def _p8(activation):
-    """P = D = 8 Gaussian inputs, ±1 labels, L = 2, γ0 = 1, t ∈ [0, 4] (the issue's P = 8 case)."""
+def _p8(activation, hidden_layers=2):
+    """P = D = 8 Gaussian inputs, ±1 labels, γ0 = 1, t ∈ [0, 4] (the issue's P = 8 case, L = 2)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, 8))
     y = np.sign(rng.standard_normal(8))
-    return Spec(Architecture(2, activation, "mup", gamma0=1.0), Data(x, y),
+    return Spec(Architecture(hidden_layers, activation, "mup", gamma0=1.0), Data(x, y),
                 Training(tuple(np.linspace(0, 4, 9))))
 
 
+def _network_limit(spec, widths, seeds):
+    """1/N extrapolation of the mean training loss of centred μP networks, with its error.
+
+    Centred gradient descent with step 0.025 (f(0) = 0 as in the limit). The step's offset from
+    gradient flow, measured by pairing seeds, is linear in the step and at most 5e-4 at t = 4
+    (0.1 % of 𝓛(0)): +3e-4 for ReLU, L = 2, N = 1024 (steps 0.05 / 0.025 / 0.0125), 5e-4 in an
+    earlier pairing down to step 0.005. The tolerances below include it.
+    """
+    from dmft.sampler import GradientDescent, sample
+    from dmft.sampler._compare import fit_inverse_width
+
+    means, stderrs = [], []
+    for width, count in zip(widths, seeds):
+        losses = sample(spec, [width], count, method=GradientDescent(dt=0.025),
+                        centered=True)[width]["loss_train"]
+        means.append(losses.mean(0))
+        stderrs.append(losses.std(0, ddof=1) / np.sqrt(count))
+    return fit_inverse_width(widths, np.array(means), np.array(stderrs))
+
+
 def _two_layer_flow_gaps(activation):
-    spec = _p8(activation)
-    spec = spec.replace(architecture=Architecture(1, activation, "mup", gamma0=1.0))
+    spec = _p8(activation, hidden_layers=1)
     return [MonteCarloDMFT(num_samples=4096, dt=dt, kernel_control_variates=False).solve(spec)
             .diagnostics["ntk_flow_gap"] for dt in (0.1, 0.05)]
 
@@ -282,28 +301,16 @@ def test_ntk_flow_overcounts_the_sliding_neurons_of_relu():
 
 
 def test_two_layer_relu_dmft_matches_networks_where_the_ntk_flow_does_not():
-    from dmft.sampler import GradientDescent, sample
-    from dmft.sampler._compare import fit_inverse_width
-
     # L = 1 networks are cheap enough to resolve the sliding-neuron effect (eq:sliding): the NTK
     # flow of the same particles reaches 𝓛(4) ≈ 0.2455, 0.003 (6σ) below the networks' 0.2487
-    spec = _p8("relu")
-    spec = spec.replace(architecture=Architecture(1, "relu", "mup", gamma0=1.0))
-    widths, seeds = (1024, 4096), (128, 64)
-    means, errors = [], []
-    for width, count in zip(widths, seeds):
-        losses = sample(spec, [width], count, method=GradientDescent(dt=0.025),
-                        centered=True)[width]["loss_train"]
-        means.append(losses.mean(0))
-        errors.append(losses.std(0, ddof=1) / np.sqrt(count))
-    fit = fit_inverse_width(widths, np.array(means), np.array(errors))
+    spec = _p8("relu", hidden_layers=1)
+    fit = _network_limit(spec, (1024, 4096), (128, 64))
     sol = MonteCarloDMFT(num_samples=32768, dt=0.05, replicas=2).solve(spec)
     loss, loss_err = sol.losses(spec.data.y_train)["loss_train"], sol.stderr["loss_train"]
     # measured: networks 0.2487 ± 0.0005, DMFT 0.2482 ± 0.0002 at t = 4. 3.5σ over 9 correlated
-    # times, plus the gradient-descent step's offset from the flow (paired seeds, step 0.025 vs
-    # 0.0125: +3e-4 at t = 4, linear in the step)
+    # times, plus the gradient-descent step's 5e-4 offset from the flow (`_network_limit`)
     sigma = np.hypot(fit.limit_err, loss_err)
-    assert np.all(np.abs(fit.limit - loss) <= 3.5 * sigma + 3e-4), (fit.limit - loss, sigma)
+    assert np.all(np.abs(fit.limit - loss) <= 3.5 * sigma + 5e-4), (fit.limit - loss, sigma)
 
 
 def test_relu_runs_without_second_derivatives():
@@ -317,30 +324,11 @@ def test_relu_runs_without_second_derivatives():
 # Against real finite-width networks (slow: minutes)
 
 
-def _network_limit(spec, widths, seeds):
-    """1/N extrapolation of the mean training loss of centred μP networks, with its error.
-
-    Centred gradient descent with step 0.025 (f(0) = 0 as in the limit; the step's offset from
-    gradient flow, measured by pairing seeds at dt = 0.05 / 0.025 / 0.01 / 0.005, is linear in dt
-    and 5e-4 at t = 4 here, 0.1 % of 𝓛(0): it is part of the tolerance below).
-    """
-    from dmft.sampler import GradientDescent, sample
-    from dmft.sampler._compare import fit_inverse_width
-
-    means, stderrs = [], []
-    for width, count in zip(widths, seeds):
-        losses = sample(spec, [width], count, method=GradientDescent(dt=0.025),
-                        centered=True)[width]["loss_train"]
-        means.append(losses.mean(0))
-        stderrs.append(losses.std(0, ddof=1) / np.sqrt(count))
-    return fit_inverse_width(widths, np.array(means), np.array(stderrs))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 def test_monte_carlo_dmft_matches_the_inverse_width_extrapolation_of_networks(activation):
     spec = _p8(activation)
-    # replicas: honest errors (the batch-means error of one solve misses the feedback noise)
+    # replicas: errors from independent solves (batch means of one solve are conservative)
     sol = MonteCarloDMFT(num_samples=8192, dt=0.1, replicas=4).solve(spec)
     loss, loss_err = sol.losses(spec.data.y_train)["loss_train"], sol.stderr["loss_train"]
     fit = _network_limit(spec, (1024, 2048), (96, 48))

@@ -624,8 +624,8 @@ def _readout_error(f_identity, shift, y, dt):
 def _ntk_flow_gap(f, ntk, delta, dt):
     """max |f(t_k) − (1/P)∫_0^{t_k} K Δ ds| (trapezoid): how far the read-out is from the NTK flow.
 
-    O(dt²) + Monte Carlo for smooth φ; for kinked φ (ReLU) it also holds the sliding-mode term of
-    eq:mc_readout, which the NTK flow misses. f (Tg, Q), ntk (Tg, Q, P), delta (Tg, P)."""
+    O(dt²) + Monte Carlo for smooth φ; for kinked φ (ReLU) it also holds the term of the sliding
+    neurons (eq:sliding), which the NTK flow over-counts. f (Tg, Q), ntk (Tg, Q, P), delta (Tg, P)."""
     rate = np.einsum("kij,kj->ki", ntk, delta) / delta.shape[-1]
     flow = np.concatenate([np.zeros_like(rate[:1]),
                            np.cumsum(0.5 * dt * (rate[1:] + rate[:-1]), axis=0)])
