@@ -57,10 +57,10 @@ Memory (float64 words): per-sample state ≈ (4L − 2)·S·T·Q (φ and g histo
 2(L − 1)·(TQ)² for the inverse Cholesky factors — O(S·T·Q + (TQ)²), never O(S·T²Q²).
 
 **Standard errors.** The S samples are split into `num_batches` groups; kernels and read-outs are
-averaged per group at the final fixed point (batch means). A group's read-out carries its own
-Monte Carlo noise but not the restoring feedback of the full solution (its fields were driven by
-the common Δ), so these errors are conservative: measured 1.2–4.6× the seed-to-seed spread of
-losses and f (deep ReLU and tanh, P = 8). With
+averaged per group at the final fixed point (batch means), with the linear response (1/P)∫K(Δ_b − Δ)
+of a group's read-out to its own error signal added. These errors are conservative: measured
+0.95–1.4× the seed-to-seed spread of 𝓛(4), 1.4–6× for 𝓛(2) and f (deep ReLU and tanh, P = 8),
+more at small γ0, where the control variates make the full solution nearly exact. With
 `replicas` = R the solve is repeated with R seeds and the spread of the R answers is the error:
 honest, at R× the cost. With `independent_batches` every group is its own fixed point (vmapped):
 the spread then includes the feedback, at B× the O(Q(TQ)²) work, but with a bias of order
@@ -148,8 +148,8 @@ class MonteCarloDMFT:
         independent_batches: solve each of the `num_batches` groups as its own fixed point
             (vmapped, one device): honest standard errors that include the noise fed back through
             the self-consistency, at B× the O(Q(TQ)²) work and an O(B/S) bias; the default uses
-            batch means of one fixed point (cheaper; conservative, 1.2–4.6× the seed spread in
-            our checks).
+            batch means of one fixed point (cheaper; conservative, 1–6× the seed spread at
+            γ0 = 1 in our checks).
         replicas: independent solves with seeds ``seed, seed + 1, ...`` (each with all the
             settings above); the result is their mean and the standard errors are the spread of
             the replicas over √replicas: honest errors including the self-consistency feedback,
@@ -379,17 +379,23 @@ class MonteCarloDMFT:
         f_train = data.y_train - delta
         has_test = data.num_test > 0
 
+        f_all = np.concatenate([f_train, out["f_test"]], axis=-1)
+        flow = _ntk_flow(ntk[..., :num_train], delta, dt)  # (1/P)∫KΔ, (Tg, Q)
+
         # per-batch estimates for the standard errors
         phi_b, g_b = out["phi_batches"], out["g_batches"]  # (Tg, L, B, Q, Q)
         if "ntk_batches" in out:  # independent fixed points
             ntk_b, delta_b, ftest_b = out["ntk_batches"], out["delta_batches"], out["f_test_batches"]
-        else:  # batch means of one fixed point; f per batch from its own read-out
+        else:  # batch means of one fixed point; f per batch from its own read-out (eq:mc_stderr)
             kx_np = np.asarray(kx)
             ntk_b = _ntk(kx_np, np.moveaxis(phi_b, 1, 0), np.moveaxis(g_b, 1, 0))  # (Tg, B, Q, Q)
             ntk_raw_b = _ntk(kx_np, np.moveaxis(out["phi_raw_batches"], 1, 0),
                              np.moveaxis(out["g_raw_batches"], 1, 0))
+            # f_b = f_id,b + (1/P)∫(K_b − K̂_b)Δ_b + (1/P)∫K(Δ_b − Δ): the last term is the linear
+            # response of the batch's read-out had it been driven by its own Δ_b
             delta_b, ftest_b = (np.asarray(x) for x in _readout_error(
-                out["f_identity_batches"], ntk_b - ntk_raw_b, data.y_train, dt))
+                out["f_identity_batches"] - flow[:, None], ntk_b - ntk_raw_b + ntk[:, None],
+                data.y_train, dt))
         loss_b = 0.5 * np.mean(delta_b**2, axis=-1)
         per_batch = {
             "f_train": data.y_train - delta_b,
@@ -410,7 +416,6 @@ class MonteCarloDMFT:
             stderr = {key: at_times(np.std(value, axis=1, ddof=1) / np.sqrt(b))
                       for key, value in per_batch.items()}
 
-        f_all = np.concatenate([f_train, out["f_test"]], axis=-1)
         return Solution(
             t=times,
             f_train=at_times(f_train),
@@ -431,7 +436,7 @@ class MonteCarloDMFT:
                 "residuals": residuals,
                 "min_source_rank": int(np.min(out["rank"])) if out["rank"].size else None,
                 # f − (1/P)∫KΔ: O(dt²) + MC for smooth φ; the sliding-mode term for kinked φ
-                "ntk_flow_gap": _ntk_flow_gap(f_all, ntk[..., :num_train], delta, dt),
+                "ntk_flow_gap": float(np.max(np.abs(f_all - flow))),
                 "devices": n_dev,
                 "wall_time_s": wall,
             },
@@ -621,15 +626,15 @@ def _readout_error(f_identity, shift, y, dt):
     return jnp.concatenate([delta0[None], delta]), jnp.concatenate([f_test0, f_test])
 
 
-def _ntk_flow_gap(f, ntk, delta, dt):
-    """max |f(t_k) − (1/P)∫_0^{t_k} K Δ ds| (trapezoid): how far the read-out is from the NTK flow.
+def _ntk_flow(ntk, delta, dt):
+    """(1/P)∫_0^{t_k} K Δ ds on the grid (trapezoid); ntk (Tg, Q, P), delta (Tg, P) → (Tg, Q).
 
-    O(dt²) + Monte Carlo for smooth φ; for kinked φ (ReLU) it also holds the term of the sliding
-    neurons (eq:sliding), which the NTK flow over-counts. f (Tg, Q), ntk (Tg, Q, P), delta (Tg, P)."""
+    The read-out f equals it up to O(dt²) and Monte Carlo noise for smooth φ; for kinked φ (ReLU)
+    f − flow also holds the term of the sliding neurons (eq:sliding), which the NTK over-counts.
+    """
     rate = np.einsum("kij,kj->ki", ntk, delta) / delta.shape[-1]
-    flow = np.concatenate([np.zeros_like(rate[:1]),
+    return np.concatenate([np.zeros_like(rate[:1]),
                            np.cumsum(0.5 * dt * (rate[1:] + rate[:-1]), axis=0)])
-    return float(np.max(np.abs(f - flow)))
 
 
 def _interpolation_matrix(grid: np.ndarray, times: np.ndarray) -> np.ndarray:
