@@ -289,7 +289,7 @@ def _dmft_mup(arch: Architecture, ops: tuple[Dense, ...]) -> DMFTSystem:
             note="causal: 0 for s >= t"))
         responses.append(Equation(Response("B", l), mul(Scalar(1 / norm), Expect(FuncDeriv(
             Field("g", l + 1, "mu", "t"), Field("u", l + 1, "alpha", "s")))), f"B{l}",
-            note="causal: 0 for s >= t"))
+            note=f"0 for s > t; at s = t the Onsager term ⟨φ''(h^{l + 1}) z^{l + 1}⟩, diagonal in μα"))
     # K = Σ over weight matrices W^l (l = 0..L) of G^{l+1}(t,t) Φ^l(t,t); a residual branch's
     # gradient carries β, so its term carries β².
     ntk_terms = [mul(Scalar(beta**2) if (l + 1) in residual_ops else Scalar(sp.Integer(1)),
@@ -298,10 +298,14 @@ def _dmft_mup(arch: Architecture, ops: tuple[Dense, ...]) -> DMFTSystem:
     ntk = Equation(Kernel("K", None, time=("t", None)), add(*ntk_terms), "ntk")
     output = [
         ntk,
+        Equation(Field("f", None, "mu", "t"),
+                 mul(Scalar(1 / g0), Expect(mul(Field("z", L, None), Act(Field("h", L, "mu", "t"))))),
+                 "readout", note="the read-out, exact for every φ; the solvers take Δ from it"),
         Equation(TimeDerivative(Field("f", None, "mu", "t")),
                  mul(Scalar(1 / P), data_sum("alpha", mul(Kernel("K", None, time=("t", None)),
                                                           ErrorSignal("alpha", "t")))),
-                 "output", note="Δ_α(t) = y_α − f_α(t), f_μ(0) = 0"),
+                 "output", note="Δ_α(t) = y_α − f_α(t), f_μ(0) = 0; for kinked φ it over-counts "
+                                "the neurons that slide along a kink (derivations/dmft.md §2.1)"),
     ]
     test = [
         Equation(TimeDerivative(Field("f", None, "star", "t")),
