@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +40,7 @@ from ._dmft import (
     check_tolerance,
     input_kernel,
     is_identity_activation,
+    is_piecewise_activation,
     options_from_table,
 )
 from ._ode import integrate_flow
@@ -144,6 +146,11 @@ class TwoLayerDMFT:
                 f"particles for P + P_test = {num_points} points"
             )
         activation = get_activation(spec.architecture.activation)
+        if is_piecewise_activation(spec.architecture.activation):
+            warnings.warn(f"two_layer DMFT with the kinked activation {activation.name!r}: the "
+                          "adaptive steps shrink on the neurons that slide along the kink; "
+                          'solver.method = "monte_carlo" integrates the same dynamics with a fixed '
+                          "dt", stacklevel=2)
         kx = jnp.asarray(input_kernel(spec))
         times = np.asarray(spec.training.times, dtype=np.float64)
         sources = _sources(
