@@ -87,7 +87,14 @@ import numpy as np
 from .._errors import InputError, SolveError
 from .._progress import progress_bar, progress_enabled
 from ..spec import Spec
-from ._dmft import check_bool, check_int, check_mup, check_positive, input_kernel
+from ._dmft import (
+    check_bool,
+    check_int,
+    check_mup,
+    check_positive,
+    input_kernel,
+    readout_terms,
+)
 from ._sharding import constrain_samples, largest_divisor_at_most, sample_mesh, shard_samples
 from ._solution import Solution
 
@@ -576,15 +583,6 @@ def _trapezoid_step(ntk, delta, c):
     return jnp.linalg.solve(eye + c * ntk, delta - c * ntk @ delta)
 
 
-def _readout_terms(r, z_memory, u, h, phi_fn, gamma0):
-    """Per-sample terms of f = γ0⁻¹⟨z^L φ(h^L)⟩, with the zero-mean control variate r φ(u^L):
-
-        γ0⁻¹ [r (φ(h) − φ(u)) + (z − r) φ(h)],   z − r = `z_memory` (∝ γ0, kept apart so that
-    nothing cancels catastrophically as γ0 → 0). ⟨r φ(u^L)⟩ = 0 because r^L ⟂ u^L, so f(0) = 0
-    exactly at every S, antithetic pairs or not. Shapes (S, Q)."""
-    return (r * (phi_fn(h) - phi_fn(u)) + z_memory * phi_fn(h)) / gamma0
-
-
 def _readout_step(f_identity, shift_prev, shift, delta_prev, corr_prev, y, c):
     """One step of the read-out error signal with the lazy-NTK control variate (eq:mc_readout).
 
@@ -757,7 +755,8 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
             dw_z = dw.at[k].set(dend)
 
             rank = []
-            u_now, h_now, phi_now, r_now, g_now = {}, {}, {}, {}, {}
+            u_now, h_now, phi_now, g_now = {}, {}, {}, {}
+            phi_u_now, g_lazy_now = {}, {}  # the lazy values φ(u^ℓ), φ'(u^ℓ) r^ℓ of this step
             phi_cv, phi_cv_b, g_cv, g_cv_b = {}, {}, {}, {}
             phi_raw, phi_raw_b, g_raw, g_raw_b = {}, {}, {}, {}
             phi_rows, g_rows = {}, {}
@@ -780,7 +779,7 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
                     # 𝒜^{l-1}(t_k, s<k): response of φ(h^{l-1}(t_k)) to r^{l-1}, by Stein
                     resid = phi_now[l - 1]
                     if config.control_variates:
-                        resid = resid - phi_fn(u_now[l - 1])
+                        resid = resid - phi_u_now[l - 1]
                     moment = mean_outer(resid, eps_r[l - 2])
                     a_row = (moment @ linv_r[l - 2]).reshape(Q, T, Q)
                     rows_out[f"A{l - 1}"] = a_row.reshape(Q, TQ)
@@ -807,7 +806,7 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
                 u_now[l], h_now[l], phi_now[l] = u, h, act_h
                 # Reported Φ^ℓ(t_k,t_k): Gram average with the lazy control variate φ(u^ℓ), whose
                 # exact mean is the dual kernel of the (control-variate) Φ^{ℓ-1}: exact at t = 0.
-                lazy = phi_fn(u)
+                lazy = phi_u_now[l] = phi_fn(u)
                 prev_cv, prev_cv_b = (kx, kx[None]) if l == 1 else (phi_cv[l - 1], phi_cv_b[l - 1])
                 phi_raw[l], phi_raw_b[l] = mean_outer(act_h, act_h), batch_means(act_h)
                 if config.kernel_control_variates:
@@ -832,7 +831,7 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
                     # ℬ^l(t_k, s<=k): response of g^{l+1}(t_k) to u^{l+1}, by Stein
                     resid = g_now[l + 1]
                     if config.control_variates:
-                        resid = resid - dphi_fn(u_now[l + 1]) * r_now[l + 1]
+                        resid = resid - g_lazy_now[l + 1]
                     moment = mean_outer(resid, eps_u[l - 1])
                     b_row = (moment @ linv_u[l - 1]).reshape(Q, T, Q)
                     rows_out[f"B{l}"] = b_row.reshape(Q, TQ)
@@ -851,9 +850,9 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
                 if l > 1:
                     g_rows[l] = mean_outer(grad, g_h[l - 1])
                     rows_out[f"g{l}"] = g_rows[l]
-                r_now[l], g_now[l] = r, grad
+                g_now[l] = grad
                 # Reported G^ℓ(t_k,t_k) with the control variate φ'(u^ℓ) r^ℓ: mean G^{ℓ+1} ⊙ K̇(Φ^{ℓ-1})
-                lazy = dphi_fn(u_now[l]) * r
+                lazy = g_lazy_now[l] = dphi_fn(u_now[l]) * r
                 prev_cv, prev_cv_b = (kx, kx[None]) if l == 1 else (phi_cv[l - 1], phi_cv_b[l - 1])
                 next_cv, next_cv_b = (1.0, 1.0) if l == L else (g_cv[l + 1], g_cv_b[l + 1])
                 g_raw[l], g_raw_b[l] = mean_outer(grad, grad), batch_means(grad)
@@ -864,7 +863,7 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
                 else:
                     g_cv[l], g_cv_b[l] = g_raw[l], g_raw_b[l]
                 if l == L:
-                    readout = _readout_terms(r, z_memory, u_now[L], h_now[L], phi_fn, gamma0)
+                    readout = readout_terms(r, z_memory, phi_u_now[L], phi_now[L], gamma0)
                     f_identity = jnp.mean(readout, axis=0)
                     f_identity_b = jnp.mean(readout.reshape(B, S // B, Q), axis=1)
 

@@ -134,6 +134,16 @@ def is_piecewise_activation(name: str) -> bool:
                                          sp.Piecewise)
 
 
+def readout_terms(r, z_memory, phi_u, phi_h, gamma0):
+    """Per-sample terms of the read-out f = γ0⁻¹⟨z^L φ(h^L)⟩ with the zero-mean control variate
+    r φ(u^L) (eq:mc_readout): γ0⁻¹[r (φ(h) − φ(u)) + (z − r) φ(h)], shapes (S, Q).
+
+    z − r = `z_memory` is passed apart (it is ∝ γ0, so nothing cancels as γ0 → 0); r^L ⟂ u^L makes
+    ⟨r φ(u^L)⟩ = 0, so f(0) = 0 exactly at every S, antithetic pairs or not.
+    """
+    return (r * (phi_h - phi_u) + z_memory * phi_h) / gamma0
+
+
 def options_from_table(cls: type, table: Mapping[str, Any], method_name: str):
     """``cls(**table)``, with an InputError naming ``solver.<key>`` for unknown keys (the
     ``method`` key, if present, is the dispatcher's and is ignored)."""

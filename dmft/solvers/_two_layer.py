@@ -42,6 +42,7 @@ from ._dmft import (
     is_identity_activation,
     is_piecewise_activation,
     options_from_table,
+    readout_terms,
 )
 from ._ode import integrate_flow
 from ._solution import Solution
@@ -256,15 +257,15 @@ def _integrate_particles(activation, kx, y, gamma0, sources, times, rtol, atol, 
     ntk_shift = phi_shift + kx * g_shift  # K_0 − K̂_0
 
     def readout(u, r, dh, dz, corr):
-        """One population: h, z, Δ (P,) and f over all Q points (eq:mc_readout)."""
-        h, z = u + dh, r + dz
-        f = jnp.mean(r[:, None] * (phi(h) - phi(u)) + dz[:, None] * phi(h), axis=0) / gamma0 + corr
-        return h, z, y - f[:num_train], f
+        """One population: h, z, φ(h), Δ (P,) and f over all Q points (eq:mc_readout)."""
+        h, z, act = u + dh, r + dz, phi(u + dh)
+        f = jnp.mean(readout_terms(r[:, None], dz[:, None], phi(u), act, gamma0), axis=0) + corr
+        return h, z, act, y - f[:num_train], f
 
     def field(t, state, args):
         def one(u, r, dh, dz, corr, ntk_shift):
-            h, z, delta, _ = readout(u, r, dh, dz, corr)
-            act, dact = phi(h), dphi(h)  # (S, Q)
+            h, z, act, delta, _ = readout(u, r, dh, dz, corr)
+            dact = dphi(h)  # (S, Q)
             # v_{iμ} = Σ_α Φ^0_{μα} Δ_α φ'(h_{iα}): the feature-gradient direction of particle i
             v = (dact[:, :num_train] * delta) @ kx_train.T  # (S, Q)
             d_dh = (gamma0 / num_train) * v * z[:, None]
@@ -275,8 +276,8 @@ def _integrate_particles(activation, kx, y, gamma0, sources, times, rtol, atol, 
 
     def save(t, state, args):
         def one(u, r, dh, dz, corr, phi_shift, g_shift):
-            h, z, delta, f = readout(u, r, dh, dz, corr)
-            act, dact = phi(h), dphi(h)
+            h, z, act, delta, f = readout(u, r, dh, dz, corr)
+            dact = dphi(h)
             s = h.shape[0]
             phi_k = act.T @ act[:, :num_train] / s + phi_shift[:, :num_train]  # (Q, P)
             grad = z[:, None] * dact
