@@ -21,6 +21,8 @@ t = 0, 0.5, …, 4. Prints, per activation, the training loss at t = 2 and t = 4
         --first-seed 500 --steps 0.05,0.025,0.0125 --samples 4096 --dts 0.1   # step offset
     python benchmarks/dmft_vs_networks.py --activations relu,tanh --widths 1024 --seeds 4 \
         --samples 4096,16384 --dts 0.1 --replicas 16 --first-dmft-seed 300     # error bars
+    python benchmarks/dmft_vs_networks.py --activations tanh --gamma0 0.2 --widths 1024 --seeds 4 \
+        --samples 4096 --dts 0.1 --replicas 8 --first-dmft-seed 300            # ... at small γ0
 """
 
 from __future__ import annotations

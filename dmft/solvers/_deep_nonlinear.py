@@ -58,9 +58,9 @@ Memory (float64 words): per-sample state ≈ (4L − 2)·S·T·Q (φ and g histo
 
 **Standard errors.** The S samples are split into `num_batches` groups; kernels and read-outs are
 averaged per group at the final fixed point (batch means), with the linear response (1/P)∫K(Δ_b − Δ)
-of a group's read-out to its own error signal added. These errors are conservative: measured
-0.95–1.4× the seed-to-seed spread of 𝓛(4), 1.4–6× for 𝓛(2) and f (deep ReLU and tanh, P = 8),
-more at small γ0, where the control variates make the full solution nearly exact. With
+of a group's read-out to its own error signal added. They are a rough guide: measured 0.9–1.4×
+the seed-to-seed spread of 𝓛(4) and 1.8–4× of 𝓛(2) (L = 2, ReLU and tanh, P = 8), 0.5–0.75× for
+L = 1 ReLU, over 10× at γ0 = 0.2 (benchmarks/dmft_vs_networks.py --replicas 16). With
 `replicas` = R the solve is repeated with R seeds and the spread of the R answers is the error:
 honest, at R× the cost. With `independent_batches` every group is its own fixed point (vmapped):
 the spread then includes the feedback, at B× the O(Q(TQ)²) work, but with a bias of order
@@ -155,8 +155,8 @@ class MonteCarloDMFT:
         independent_batches: solve each of the `num_batches` groups as its own fixed point
             (vmapped, one device): honest standard errors that include the noise fed back through
             the self-consistency, at B× the O(Q(TQ)²) work and an O(B/S) bias; the default uses
-            batch means of one fixed point (cheaper; conservative, 1–6× the seed spread at
-            γ0 = 1 in our checks).
+            batch means of one fixed point (cheaper; 0.5–4× the seed spread at γ0 = 1 in our
+            checks).
         replicas: independent solves with seeds ``seed, seed + 1, ...`` (each with all the
             settings above); the result is their mean and the standard errors are the spread of
             the replicas over √replicas: honest errors including the self-consistency feedback,
