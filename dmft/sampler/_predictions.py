@@ -7,21 +7,56 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import DmftError
+from .._errors import DmftError, InputError
 from ..spec import Spec
 from ._propagator import TangentPropagator, TrainingFluctuations, predict_training_fluctuations
 from ._sample import Samples
 from ._vertex import vertex_prediction
 
 
-def variance_with_error(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unbiased variance over axis 0 and its standard error sqrt((m4 − s⁴)/S)."""
+#: fewest ensemble members the standard error of a variance needs (its unbiased form divides
+#: by (S − 2)(S − 3))
+MIN_VARIANCE_SEEDS = 4
+
+
+def variance_of_variance(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unbiased variance s² over axis 0 and a strictly positive estimate of Var(s²).
+
+    For S i.i.d. values with central moments μ2 = σ², μ4, Var(s²) = μ4/S − σ⁴(S−3)/(S(S−1)).
+    Its unbiased estimate from the sample central moments m2, m4 (divisor S) is
+
+        V_u = S/((S−2)(S−3)) · [m4 − (S²−3)/(S−1)² · m2²],
+
+    which is negative for a sizeable fraction of small ensembles (19 % of Gaussian samples at
+    S = 4). Every distribution has μ4 ≥ σ⁴, so Var(s²) ≥ 2σ⁴/(S(S−1)); with the unbiased,
+    nonnegative U-statistic U = s⁴ − V_u of σ⁴ the estimate returned is
+
+        V = max(V_u, 2U/(S(S−1))),
+
+    which is > 0 whenever s² > 0 (if V_u ≤ 0 then U ≥ s⁴ > 0) and never below the unbiased
+    estimate: conservative where the floor acts (Gaussian data: +23 % at S = 4, +7 % at S = 5,
+    under 0.1 % from S = 8 on) and unbiased otherwise. Needs S ≥ 4 (InputError naming --seeds).
+    """
     values = np.asarray(values, dtype=np.float64)
-    seeds = values.shape[0]
+    seeds = values.shape[0] if values.ndim else 0
+    if seeds < MIN_VARIANCE_SEEDS:
+        raise InputError(f"--seeds must be at least {MIN_VARIANCE_SEEDS} to estimate the error of "
+                         f"an ensemble variance, got {seeds}")
+    S = float(seeds)
     centred = values - values.mean(axis=0)
-    var = (centred**2).sum(axis=0) / max(seeds - 1, 1)
+    m2 = (centred**2).mean(axis=0)
     m4 = (centred**4).mean(axis=0)
-    return var, np.sqrt(np.maximum(m4 - var**2, 0.0) / seeds)
+    var = m2 * S / (S - 1)
+    unbiased = S / ((S - 2) * (S - 3)) * (m4 - (S * S - 3) / (S - 1) ** 2 * m2**2)
+    u_sigma4 = var**2 - unbiased
+    return var, np.maximum(unbiased, 2 * u_sigma4 / (S * (S - 1)))
+
+
+def variance_with_error(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unbiased variance over axis 0 and its standard error √V (`variance_of_variance`), > 0
+    for non-degenerate data; InputError naming --seeds for fewer than 4 members."""
+    var, var_of_var = variance_of_variance(values)
+    return var, np.sqrt(var_of_var)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -108,6 +143,10 @@ def predict_corrections(spec: Spec, samples: Samples,
     """Vertex prediction at initialization and training-fluctuation prediction, each compared
     with the ensembles in `samples` (N·Var over seeds; Var for the NTK parameterization's
     O(1) training fluctuations). A prediction that is not available is noted, never raised."""
+    if len(samples.seeds) < MIN_VARIANCE_SEEDS:  # before any prediction work
+        raise InputError(f"--seeds must be at least {MIN_VARIANCE_SEEDS} for the measured "
+                         f"variances of the 1/N predictions, got {len(samples.seeds)} "
+                         f"(or pass --no-predictions)")
     notes: dict[str, str] = {}
     vertex, vertex_measured = None, {}
     try:
