@@ -6,7 +6,28 @@ For every observable O (loss, f, NTK entries, Φ^ℓ, G^ℓ) and width N:
     mean_N = a + b/N     (weighted least squares over widths, weights 1/stderr_N²)
 
 and, when the infinite-width prediction is available, mean_N − O_∞ (the finite-width bias, O(1/N))
-and the single-network RMS deviation sqrt⟨(O − O_∞)²⟩ (O(1/√N) for μP, where f(0) → 0).
+and the single-network RMS deviation sqrt⟨(O − O_∞)²⟩ (O(1/√N) where one network converges).
+
+Uncentred NTK-parameterized networks (the default network of the conventions). Their f(0) ~
+N(0, Σ^{L+1}) is O(1) at every width while the limit starts at f(0) = 0, so one network's f and
+loss never approach the limit, and the ensemble means of f and 𝓛 carry O(1)/√S seed noise at
+every N: their 1/N fits are noise. What converges is the NTK and the layer kernels (per network),
+and the ensemble means. `compare` therefore adds, when t = 0 is a saved time, the observables
+``f_train_cv``, ``f_test_cv`` and ``loss_train_cv``: the same quantities with an exactly zero-mean
+control variate of f(0) removed (eq:lazy-variance, per network: y − f(t) ≈ A_t (y − f(0)),
+A_t = e^{−Θt/P}),
+
+    f_cv(t)    = f(t) − A_t f(0)                                    (E f(0) = 0 exactly)
+    f*_cv(t)   = f*(t) − [f*(0) − Θ_{*X} Θ^{-1}(I − A_t) f(0)]
+    𝓛_cv(t)    = 𝓛(t) − [q_t − E(q_t | hidden layers)],   q_t = |A_t (y − f(0))|²/2P,
+                 E(q_t | hidden) = (|A_t y|² + tr A_t C A_t)/2P,  C = σ_w² Φ̂^L(0) + σ_b²,
+
+(given the hidden layers, f(0) is exactly Gaussian with covariance C, so the bracket has mean
+zero). Their ensemble means estimate the same E f(t), E 𝓛(t) without bias, one network's
+deviation is O(1/√N) and the seed noise O(1/√(NS)), so their 1/N fits measure the finite-width
+bias. Their limits are the lazy f and 𝓛_lazy + tr Cov f(t)/2P. Centred networks
+(``--centered``) need none of this: f(0) = 0 there. `Comparison.quantities` says in words what
+each observable's mean, fit and deviation are about; the table prints it.
 """
 
 from __future__ import annotations
@@ -17,7 +38,7 @@ from typing import Any
 import numpy as np
 from jaxtyping import Float
 
-from .._errors import DmftError
+from .._errors import DmftError, InputError
 from ..spec import Spec
 from ._sample import Samples
 
@@ -48,13 +69,17 @@ def fit_inverse_width(
     With zero or missing standard errors the fit is unweighted and the uncertainties are those
     of unit errors. Needs at least two distinct widths.
     """
-    widths = np.asarray(widths, dtype=np.float64)
-    means = np.asarray(means, dtype=np.float64)
-    if len(np.unique(widths)) < 2:
-        raise ValueError("a 1/N fit needs at least two distinct widths")
-    if stderrs is None:
-        stderrs = np.ones_like(means)
-    stderrs = np.asarray(stderrs, dtype=np.float64)
+    try:
+        widths = np.asarray(widths, dtype=np.float64).reshape(-1)
+        means = np.asarray(means, dtype=np.float64)
+        stderrs = np.ones_like(means) if stderrs is None else np.asarray(stderrs, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"a 1/N fit needs numeric widths, means and standard errors: {error}") from None
+    if len(np.unique(widths)) < 2 or np.any(widths <= 0) or not np.all(np.isfinite(widths)):
+        raise InputError(f"a 1/N fit needs at least two distinct positive widths, got {widths.tolist()}")
+    if means.ndim == 0 or means.shape[0] != widths.size or stderrs.shape != means.shape:
+        raise InputError(f"a 1/N fit needs one mean and one standard error per width: widths "
+                         f"{widths.size}, means {means.shape}, standard errors {stderrs.shape}")
     shape = (-1,) + (1,) * (means.ndim - 1)
     x = (1.0 / widths).reshape(shape)
     positive = np.all(stderrs > 0, axis=0)
@@ -145,9 +170,91 @@ def _observables(samples: Samples, width: int) -> dict[str, np.ndarray]:
     return out
 
 
+def _uncentred_ntk(samples: Samples, spec: Spec) -> bool:
+    return spec.architecture.parameterization == "ntk" and not samples.diagnostics.get("centered", False)
+
+
+def _control_variates(samples: Samples, spec: Spec, limit: dict[str, np.ndarray] | None
+                      ) -> tuple[dict[int, dict[str, np.ndarray]], str]:
+    """``f_train_cv``, ``f_test_cv``, ``loss_train_cv`` per width for uncentred NTK networks (see
+    the module docstring), and a note; empty with the reason when they do not apply."""
+    if not _uncentred_ntk(samples, spec):
+        return {}, ""
+    t = np.asarray(samples.t, dtype=np.float64)
+    if t.size == 0 or t[0] != 0.0:
+        return {}, "no f(0) control variate: t = 0 is not a saved time"
+    if limit is None or "ntk" not in limit:
+        return {}, "no f(0) control variate: no lazy NTK"
+    arch, data = spec.architecture, spec.data
+    first = samples[samples.widths[0]]["f_train"]
+    P = data.num_train
+    if first.ndim != 3 or first.shape[-1] != P:
+        return {}, f"no f(0) control variate: f_train has shape {first.shape}, not (seeds, T, {P})"
+    theta = np.asarray(limit["ntk"], dtype=np.float64).reshape(-1, P, P)[0]
+    eigvals, eigvecs = np.linalg.eigh(0.5 * (theta + theta.T))
+    eigvals = np.clip(eigvals, 0.0, None)
+    rate = eigvals[None, :] * t[:, None] / P
+    decay = np.einsum("ik,tk,jk->tij", eigvecs, np.exp(-rate), eigvecs)  # A_t = e^{−Θt/P}
+    safe = np.where(eigvals > 0, eigvals, 1.0)
+    integral = np.where(eigvals > 0, -np.expm1(-rate) / safe, t[:, None] / P)
+    growth = np.einsum("ik,tk,jk->tij", eigvecs, integral, eigvecs)  # Θ^{-1}(I − A_t)
+    y = np.asarray(data.y_train, dtype=np.float64).reshape(P)
+    a_y = np.einsum("tij,j->ti", decay, y)
+    out: dict[int, dict[str, np.ndarray]] = {}
+    for width in samples.widths:
+        member = samples[width]
+        f, f0 = member["f_train"], member["f_train"][:, 0]
+        a_f0 = np.einsum("tij,sj->sti", decay, f0)
+        cv = {"f_train_cv": f - a_f0}
+        # 𝓛 − [q_t − E(q_t | hidden)]: q_t = |A_t(y − f0)|²/2P, f0 | hidden ~ N(0, C)
+        cov = arch.sigma_w**2 * member["phi"][:, 0, -1] + arch.sigma_b**2  # (S, P, P)
+        q = np.sum((a_y[None] - a_f0) ** 2, axis=-1) / (2 * P)
+        expected = (np.sum(a_y**2, axis=-1)[None]
+                    + np.einsum("tij,sjk,tik->st", decay, cov, decay)) / (2 * P)
+        cv["loss_train_cv"] = member["loss_train"] - (q - expected)
+        if "f_test" in member and "ntk_test_train" in limit:
+            theta_star = np.asarray(limit["ntk_test_train"], dtype=np.float64)[0]  # (P*, P)
+            f0_star = member["f_test"][:, 0]
+            shift = f0_star[:, None, :] - np.einsum("qi,tij,sj->stq", theta_star, growth, f0)
+            cv["f_test_cv"] = member["f_test"] - shift
+        out[width] = cv
+    return out, ("f(0) control variates: f_cv = f - e^(-Θt/P) f(0), loss_cv = loss - [q - E(q|hidden)] "
+                 "(zero mean; see dmft.sampler._compare)")
+
+
+def _describe(name: str, uncentred_ntk: bool, names=()) -> str:
+    """What the mean, fit and deviation of observable `name` are about, in one line."""
+    kinds = {"loss_train": "train loss", "loss_test": "test loss", "f_train": "f on train inputs",
+             "f_test": "f on test inputs", "ntk": "NTK K(t) over train inputs",
+             "ntk_test_train": "NTK K(t) test x train"}
+    if name.endswith("_cv"):
+        base = name[:-3]
+        what = {"f_train": "f(t) - e^(-Θt/P) f(0)", "f_test": "f*(t) - [f*(0) - Θ*X Θ^-1 (1 - e^(-Θt/P)) f(0)]",
+                "loss_train": "train loss minus its zero-mean f(0) term"}[base]
+        limit = ("lazy loss + tr Cov f(t)/2P (eq:lazy-variance)" if base.startswith("loss")
+                 else "lazy f")
+        return (f"ensemble mean of {what} (same mean as {base}, seed noise O(1/sqrt(NS))) "
+                f"vs {limit}; one network converges as 1/sqrt(N)")
+    if name in kinds:
+        what = kinds[name]
+        if uncentred_ntk and name.startswith(("loss", "f_")):
+            limit = "lazy loss + tr Cov f(t)/2P (eq:lazy-variance)" if name.startswith("loss") else "lazy f"
+            text = (f"ensemble mean of {what} vs {limit}; uncentred: seed noise O(1)/sqrt(S) at "
+                    f"every N, one network does not converge (random f(0))")
+            return text + (f"; its 1/N fit is in {name}_cv" if f"{name}_cv" in names else "")
+        return f"ensemble mean of {what} vs the limit's"
+    kind, layer = name.split("_L")
+    symbol = "Phi" if kind == "phi" else "G"
+    return f"ensemble mean of {symbol}^{layer}(t,t) (layer {layer}) vs the limit's"
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Comparison:
-    """Per observable: statistics per width, the 1/N fit and deviations from the limit."""
+    """Per observable: statistics per width, the 1/N fit and deviations from the limit.
+
+    ``quantities[name]`` says in one line which quantity the statistics and the fit of `name` are
+    about and what it is compared with; ``cv_note`` says whether the f(0) control variates of
+    uncentred NTK networks were formed (module docstring)."""
 
     widths: tuple[int, ...]
     stats: dict[str, dict[int, dict[str, np.ndarray]]]
@@ -155,6 +262,8 @@ class Comparison:
     limit: dict[str, np.ndarray] | None
     limit_note: str
     summary: dict[str, dict[str, np.ndarray]]
+    quantities: dict[str, str] = dataclasses.field(default_factory=dict)
+    cv_note: str = ""
 
     def arrays(self) -> dict[str, np.ndarray]:
         """``N{N}_{obs}_mean/_stderr/_nvar``, ``N{N}_{obs}_deviation``, ``limit_{obs}``,
@@ -177,24 +286,63 @@ class Comparison:
         return {key: np.asarray(value) for key, value in out.items()}
 
 
+def _check_limit(limit: dict[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        value = np.asarray(limit[name], dtype=np.float64)
+        return np.broadcast_to(value, shape)
+    except (TypeError, ValueError):
+        raise InputError(f"limit[{name!r}] has shape {np.shape(limit[name])}, but the ensembles' "
+                         f"{name} has shape {shape}") from None
+
+
 def compare(samples: Samples, spec: Spec, limit: dict[str, np.ndarray] | None = None,
             limit_note: str | None = None) -> Comparison:
     """Ensemble statistics per width, 1/N fits and deviations from the limit (computed with
-    `infinite_width_limit` unless given)."""
+    `infinite_width_limit` unless given). For uncentred NTK-parameterized networks it adds the
+    f(0) control-variate observables ``*_cv`` whose fits measure the 1/N bias (module docstring).
+    Bad input (an empty or mismatched ensemble, a limit of the wrong shape) is an InputError."""
+    widths = tuple(getattr(samples, "widths", ()))
+    if not widths:
+        raise InputError("compare needs ensembles of at least one width (--widths)")
     if limit is None and limit_note is None:
         limit, limit_note = infinite_width_limit(spec, samples.diagnostics.get("centered", False))
-    widths = samples.widths
     observables = {width: _observables(samples, width) for width in widths}
+    names = list(observables[widths[0]])
+    for width in widths[1:]:
+        if list(observables[width]) != names:
+            raise InputError(f"ensembles of width {width} record {sorted(observables[width])}, "
+                             f"those of width {widths[0]} {sorted(names)}")
+    if limit is not None:
+        for name in names:
+            if name in limit:
+                _check_limit(limit, name, observables[widths[0]][name].shape[1:])
+    try:
+        cv, cv_note = _control_variates(samples, spec, limit)
+    except (TypeError, ValueError, np.linalg.LinAlgError) as error:
+        raise InputError(f"the f(0) control variates need the spec's data and the lazy limit of "
+                         f"these ensembles: {' '.join(str(error).split())}") from None
+    if cv:
+        limit = dict(limit)
+        for key in cv[widths[0]]:
+            limit[key] = limit[key[:-3]]
+        for width in widths:
+            observables[width].update(cv[width])
+        order = [n for n in OBSERVABLES if n in observables[widths[0]]]
+        names = [n for n in names if n not in OBSERVABLES]
+        names = [m for n in order for m in (n, f"{n}_cv") if m in observables[widths[0]]] + names
+    uncentred = _uncentred_ntk(samples, spec)
     stats: dict[str, dict[int, dict[str, np.ndarray]]] = {}
     fits: dict[str, InverseWidthFit] = {}
     summary: dict[str, dict[str, np.ndarray]] = {}
-    for name in observables[widths[0]]:
+    for name in names:
         per_width = {}
+        target = None
         for width in widths:
             values = observables[width][name]
             per_width[width] = ensemble_statistics(values, width)
             if limit is not None and name in limit:
-                per_width[width]["deviation"] = per_width[width]["mean"] - limit[name]
+                target = _check_limit(limit, name, per_width[width]["mean"].shape)
+                per_width[width]["deviation"] = per_width[width]["mean"] - target
         stats[name] = per_width
         if len(set(widths)) >= 2:
             fits[name] = fit_inverse_width(
@@ -203,7 +351,7 @@ def compare(samples: Samples, spec: Spec, limit: dict[str, np.ndarray] | None = 
                 np.stack([per_width[w]["stderr"] for w in widths]),
             )
         rows: dict[str, list[float]] = {"nvar": [], "noise": []}
-        if limit is not None and name in limit:
+        if target is not None:
             rows.update(bias=[], member_rms=[])
         for width in widths:
             s = per_width[width]
@@ -211,8 +359,10 @@ def compare(samples: Samples, spec: Spec, limit: dict[str, np.ndarray] | None = 
             rows["noise"].append(float(np.sqrt(np.mean(s["stderr"] ** 2))))
             if "bias" in rows:
                 rows["bias"].append(float(np.sqrt(np.mean(s["deviation"] ** 2))))
-                member = observables[width][name] - limit[name]
+                member = observables[width][name] - target
                 rows["member_rms"].append(float(np.sqrt(np.mean(member**2))))
         summary[name] = {key: np.asarray(value) for key, value in rows.items()}
+    quantities = {name: _describe(name, uncentred, names) for name in names}
     return Comparison(widths=widths, stats=stats, fits=fits, limit=limit,
-                      limit_note=limit_note or "", summary=summary)
+                      limit_note=limit_note or "", summary=summary, quantities=quantities,
+                      cv_note=cv_note)

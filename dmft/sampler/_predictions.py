@@ -14,9 +14,11 @@ from ._sample import Samples
 from ._vertex import vertex_prediction
 
 
-#: fewest ensemble members the standard error of a variance needs (its unbiased form divides
-#: by (S − 2)(S − 3))
-MIN_VARIANCE_SEEDS = 4
+#: fewest ensemble members a variance and its standard error need
+MIN_VARIANCE_SEEDS = 2
+#: fewest members for the distribution-free (fourth-moment) standard error; its unbiased form
+#: divides by (S − 2)(S − 3). Below it the error assumes Gaussian members.
+KURTOSIS_SEEDS = 4
 
 
 def variance_of_variance(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -29,24 +31,29 @@ def variance_of_variance(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     which is negative for a sizeable fraction of small ensembles (19 % of Gaussian samples at
     S = 4). Every distribution has μ4 ≥ σ⁴, so Var(s²) ≥ 2σ⁴/(S(S−1)); with the unbiased,
-    nonnegative U-statistic U = s⁴ − V_u of σ⁴ the estimate returned is
+    nonnegative U-statistic U = s⁴ − V_u of σ⁴ the estimate returned for S ≥ 4 is
 
         V = max(V_u, 2U/(S(S−1))),
 
     which is > 0 whenever s² > 0 (if V_u ≤ 0 then U ≥ s⁴ > 0) and never below the unbiased
     estimate: conservative where the floor acts (Gaussian data: +23 % at S = 4, +7 % at S = 5,
-    under 0.1 % from S = 8 on) and unbiased otherwise. Needs S ≥ 4 (InputError naming --seeds).
+    under 0.1 % from S = 8 on) and unbiased otherwise. With S = 2 or 3 no unbiased estimate of
+    μ4 exists (for S = 3, m4 = 3m2²/2 identically); V = 2s⁴/(S+1) is then the unbiased estimate
+    for Gaussian values (E s⁴ = σ⁴(S+1)/(S−1)), which `predict_corrections` notes. S < 2 is an
+    InputError naming --seeds.
     """
     values = np.asarray(values, dtype=np.float64)
     seeds = values.shape[0] if values.ndim else 0
     if seeds < MIN_VARIANCE_SEEDS:
-        raise InputError(f"--seeds must be at least {MIN_VARIANCE_SEEDS} to estimate the error of "
-                         f"an ensemble variance, got {seeds}")
+        raise InputError(f"--seeds must be at least {MIN_VARIANCE_SEEDS} to estimate an ensemble "
+                         f"variance and its error, got {seeds}")
     S = float(seeds)
     centred = values - values.mean(axis=0)
     m2 = (centred**2).mean(axis=0)
-    m4 = (centred**4).mean(axis=0)
     var = m2 * S / (S - 1)
+    if seeds < KURTOSIS_SEEDS:
+        return var, 2 * var**2 / (S + 1)
+    m4 = (centred**4).mean(axis=0)
     unbiased = S / ((S - 2) * (S - 3)) * (m4 - (S * S - 3) / (S - 1) ** 2 * m2**2)
     u_sigma4 = var**2 - unbiased
     return var, np.maximum(unbiased, 2 * u_sigma4 / (S * (S - 1)))
@@ -54,7 +61,7 @@ def variance_of_variance(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def variance_with_error(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unbiased variance over axis 0 and its standard error √V (`variance_of_variance`), > 0
-    for non-degenerate data; InputError naming --seeds for fewer than 4 members."""
+    for non-degenerate data; InputError naming --seeds for fewer than 2 members."""
     var, var_of_var = variance_of_variance(values)
     return var, np.sqrt(var_of_var)
 
@@ -103,6 +110,8 @@ class Predictions:
 
     def table(self) -> str:
         lines = ["", "predicted 1/N corrections vs measurement (mean over entries, ± 1 s.e.)"]
+        if "variance_errors" in self.notes:
+            lines.append(f"note: {self.notes['variance_errors']}")
         if self.vertex is not None:
             lines.append(f"initialization, four-point vertex: N·Var Φ^l(0)  [{self.notes['vertex']}]")
             P = self.vertex.shape[-1]
@@ -148,6 +157,10 @@ def predict_corrections(spec: Spec, samples: Samples,
                          f"variances of the 1/N predictions, got {len(samples.seeds)} "
                          f"(or pass --no-predictions)")
     notes: dict[str, str] = {}
+    if len(samples.seeds) < KURTOSIS_SEEDS:
+        notes["variance_errors"] = (f"{len(samples.seeds)} seeds: the measured variances' errors "
+                                    f"assume Gaussian members (use --seeds {KURTOSIS_SEEDS} or more "
+                                    f"for distribution-free errors)")
     vertex, vertex_measured = None, {}
     try:
         vertex = vertex_prediction(spec.architecture, spec.data.x_train)

@@ -28,8 +28,18 @@ def _label(name: str) -> str:
 
 def report_table(comparison: Comparison) -> str:
     """One row per observable and width: RMS bias |⟨O⟩_N − O_∞| (with its noise floor, the RMS
-    standard error), single-network RMS deviation, mean N·Var, and the 1/N fit's slope."""
+    standard error), single-network RMS deviation, mean N·Var, and the 1/N fit's slope; above it,
+    one line per observable saying which quantity it is (`Comparison.quantities`)."""
     lines = [comparison.limit_note]
+    if comparison.cv_note:
+        lines.append(comparison.cv_note)
+    if comparison.quantities:
+        lines.append("what each observable's mean, 1/N fit and deviation are about:")
+        lines += [f"  {name:<15} {text}" for name, text in comparison.quantities.items()]
+    lines.append("columns: RMS over entries and saved times of |ensemble mean - limit| and of the "
+                 "standard error (noise); member rms: RMS of one network - limit over seeds, entries "
+                 "and times; N*Var: mean over entries and times; fit mean(N) = a + b/N: RMS of b "
+                 "(± its error) and of a - limit")
     header = (f"{'observable':<16}{'N':>7}{'|mean-limit|':>14}{'noise':>11}{'member rms':>12}"
               f"{'N*Var':>11}{'fit b (1/N)':>14}{'fit a-limit':>14}")
     lines += [header, "-" * len(header)]
