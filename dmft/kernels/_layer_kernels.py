@@ -1,23 +1,25 @@
-"""Infinite-width NNGP and NTK of an MLP, layer by layer (conventions §1a).
+"""Infinite-width NNGP Σ^l, NTK Θ^l and Σ̇^l of a network, layer by layer (docs/conventions.md §1a).
 
-    Σ^1 = σ_w² x·x'/D + σ_b²,                 Θ^1 = Σ^1
-    Σ^{l+1} = σ_w² E[φ(u)φ(v)] + σ_b²,         Σ̇^{l+1} = σ_w² E[φ'(u)φ'(v)]
-    Θ^{l+1} = Σ^{l+1} + Σ̇^{l+1} Θ^l,           (u, v) ~ N(0, Σ^l)
+The recursion is the network's own: each block of layers (`dmft.network.Network.blocks`) applies
+its kernel map, lowered from the layers' SymPy maps, to the state (Σ, Θ, Σ̇, q1, q2), starting from
 
-A residual block (``residual_scale = α``, β² = α²/L, hidden layers l = 1..L-1) adds its branch
-to the stream; the cross terms vanish because the branch weights are independent with mean zero:
+    Σ^0 = x·x'/D,  Θ^0 = 0,  Σ̇^0 = 0,  q = |x|²/D.
 
-    Σ^{l+1} = Σ^l + β² (σ_w² E[φφ] + σ_b²),    Θ^{l+1} = Θ^l + β² (σ_w² E[φφ] + σ_b² + Σ̇ Θ^l)
+For the spec's MLP this is Σ^1 = σ_w² x·x'/D + σ_b², Θ^1 = Σ^1, Σ^{l+1} = σ_w² E[φ(u)φ(v)] + σ_b²,
+Θ^{l+1} = Σ^{l+1} + Σ̇^{l+1} Θ^l with Σ̇^{l+1} = σ_w² E[φ'(u)φ'(v)], (u, v) ~ N(0, Σ^l).
 
-The Gaussian expectations are the activation's dual maps (`dmft.activations`), derived and
-compiled from SymPy. The recursion runs over square tiles of the kernel so that the temporaries are O(block²), only
-the requested output layers are ever held at full (P, P) size, and symmetric kernels cost half.
+The recursion runs over square tiles of the kernel so that the temporaries are O(block²), only
+the requested layers are ever held at full (P1, P2) size, and symmetric kernels cost half. Runs of
+identical blocks (the hidden layers of an MLP) are a `lax.scan` once they are long, so that the
+compiled program does not grow with depth. The diagonal of a symmetric kernel is the 1-D recursion
+of the same maps on Σ = q, exact to round-off whatever rounding the matmul x·x' had.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import warnings
 
 import jax
@@ -25,19 +27,21 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ..activations import Activation, get_activation
-from ..spec import Architecture
+from .._errors import InputError
+from ..network import Elementwise, KernelState, Network, Residual, as_network, lower_kernel_map
 
 _DEFAULT_BLOCK_SIZE = 1024
+_SCAN_MIN_RUN = 8  # runs of at least this many identical blocks are scanned, not unrolled
+_KINDS = ("nngp", "ntk", "nngp_derivative")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class LayerKernels:
     """Kernels between inputs x1 (P1, D) and x2 (P2, D), indexed by layer l = 1..L+1.
 
-    Entry ``l - 1`` of each tuple is layer l (the pre-activation after the l-th dense layer;
-    l = L + 1 is the output). ``nngp_derivative[l - 1]`` is Σ̇^l (zero for l = 1, which has no
-    activation below it). Layers that were not requested are None.
+    Entry ``l - 1`` of each tuple is layer l (the pre-activation after the l-th dense layer or
+    residual block; l = L + 1 is the output). ``nngp_derivative[l - 1]`` is Σ̇^l (zero for l = 1,
+    which has no activation below it). Layers that were not requested are None.
     """
 
     nngp: tuple[Float[np.ndarray, "P1 P2"] | None, ...]
@@ -45,75 +49,141 @@ class LayerKernels:
     nngp_derivative: tuple[Float[np.ndarray, "P1 P2"] | None, ...]
 
 
-def _input_kernel(arch: Architecture, x1, x2):
-    return arch.sigma_w**2 * (x1 @ x2.T) / x1.shape[-1] + arch.sigma_b**2
+def _block_map(block):
+    maps = [lower_kernel_map(layer) for layer in block]
+
+    def apply(state: KernelState) -> KernelState:
+        for fn in maps:
+            state = fn(state)
+        return state
+
+    return apply
 
 
-def _branch_weight(arch: Architecture, layer: int) -> float | None:
-    """β² for the dense layer that maps layer `layer` to `layer + 1`, or None if not residual."""
-    if arch.residual_scale is None or not 1 <= layer < arch.hidden_layers:
-        return None
-    return arch.residual_scale**2 / arch.hidden_layers
-
-
-def _diagonal_recursion(arch: Architecture, activation: Activation, x) -> list[jnp.ndarray]:
-    """Σ^l(x, x) for l = 1..L+1: the variances the off-diagonal recursion conditions on."""
-    q = arch.sigma_w**2 * jnp.sum(x * x, axis=-1) / x.shape[-1] + arch.sigma_b**2
-    variances = [q]
-    for layer in range(1, arch.hidden_layers + 1):
-        branch = arch.sigma_w**2 * activation.dual(q, q, q) + arch.sigma_b**2
-        beta2 = _branch_weight(arch, layer)
-        q = branch if beta2 is None else q + beta2 * branch
-        variances.append(q)
-    return variances
-
-
-@functools.partial(jax.jit, static_argnames=("arch", "kinds", "keep"))
-def _tile(arch: Architecture, x1, x2, variances1, variances2, kinds, keep):
-    """The kept layers' (Σ^l, Θ^l[, Σ̇^l]) on one tile x1 × x2, as a tuple ordered (kind, layer).
-
-    The diagonal x = x' needs no special case: the dual maps treat q1 q2 − c² below its rounding
-    error as 0, so the last-bit differences between a matmul and a sum of squares are harmless.
-    """
-    activation = get_activation(arch.activation)
-    sigma = _input_kernel(arch, x1, x2)
-    theta = sigma
-    by_kind = {"nngp": [sigma], "ntk": [theta], "nngp_derivative": [jnp.zeros_like(sigma)]}
-    for layer in range(1, arch.hidden_layers + 1):
-        q1 = variances1[layer - 1][:, None]
-        q2 = variances2[layer - 1][None, :]
-        sigma_dot = arch.sigma_w**2 * activation.dual_derivative(q1, q2, sigma)
-        branch = arch.sigma_w**2 * activation.dual(q1, q2, sigma) + arch.sigma_b**2
-        beta2 = _branch_weight(arch, layer)
-        if beta2 is None:
-            sigma, theta = branch, branch + sigma_dot * theta
+def _runs(network: Network) -> list[tuple[tuple, int]]:
+    """Consecutive identical blocks grouped: [(block, count), ...]."""
+    runs: list[tuple[tuple, int]] = []
+    for block in network.blocks:
+        if runs and runs[-1][0] == block:
+            runs[-1] = (block, runs[-1][1] + 1)
         else:
-            sigma, theta = sigma + beta2 * branch, theta + beta2 * (branch + sigma_dot * theta)
-        by_kind["nngp"].append(sigma)
-        by_kind["ntk"].append(theta)
-        by_kind["nngp_derivative"].append(sigma_dot)
-    return tuple(by_kind[kind][l - 1] for kind in kinds for l in keep)
+            runs.append((block, 1))
+    return runs
 
 
-def _warn_beyond_variance_limit(activation: Activation, variances) -> None:
+def _recursion(network: Network, state: KernelState, keep: tuple[int, ...]) -> Array:
+    """Run the blocks from `state`; returns (Σ, Θ, Σ̇) of the layers in `keep` (sorted),
+    stacked as one array (len(keep), 3, ...)."""
+    pieces, layer = [], 0
+    shape = jnp.broadcast_shapes(*(s.shape for s in state[:3]))
+    for block, count in _runs(network):
+        step = _block_map(block)
+        kept = [k for k in keep if layer < k <= layer + count]
+        if count < _SCAN_MIN_RUN:
+            for _ in range(count):
+                state = step(state)
+                layer += 1
+                if layer in kept:
+                    pieces.append(jnp.stack(state[:3])[None])
+            continue
+        positions = np.full(count, -1)
+        positions[[k - layer - 1 for k in kept]] = np.arange(len(kept))
+        buffer = jnp.zeros((max(len(kept), 1), 3, *shape), state.nngp.dtype)
+
+        def body(carry, position, step=step):
+            current, buf = carry
+            current = step(current)
+            buf = jax.lax.cond(position >= 0, lambda b: b.at[position].set(jnp.stack(current[:3])),
+                               lambda b: b, buf)
+            return (current, buf), None
+
+        (state, buffer), _ = jax.lax.scan(body, (state, buffer), jnp.asarray(positions))
+        if kept:
+            pieces.append(buffer)
+        layer += count
+    return jnp.concatenate(pieces)
+
+
+def _initial_state(x1, x2) -> KernelState:
+    dim = x1.shape[-1]
+    nngp = x1 @ x2.T / dim
+    zeros = jnp.zeros_like(nngp)
+    return KernelState(nngp, zeros, zeros, (jnp.sum(x1 * x1, -1) / dim)[:, None],
+                       (jnp.sum(x2 * x2, -1) / dim)[None, :])
+
+
+@functools.partial(jax.jit, static_argnames=("network", "kinds", "keep"))
+def _tile(network: Network, x1, x2, kinds, keep):
+    """The kept layers' kernels on one tile x1 × x2, shape (kinds, layers, block, block)."""
+    kernels = _recursion(network, _initial_state(x1, x2), keep)  # (layers, 3, P1, P2)
+    return jnp.swapaxes(kernels[:, jnp.asarray([_KINDS.index(kind) for kind in kinds])], 0, 1)
+
+
+@functools.partial(jax.jit, static_argnames=("network",))
+def _diagonal(network: Network, x) -> Float[Array, "3 L1 P"]:
+    """(Σ^l(x, x), Θ^l(x, x), Σ̇^l(x, x)) for l = 1..L+1: the same maps on the diagonal alone."""
+    q = jnp.sum(x * x, -1) / x.shape[-1]
+    zeros = jnp.zeros_like(q)
+    layers = tuple(range(1, network.hidden_layers + 2))
+    return jnp.swapaxes(_recursion(network, KernelState(q, zeros, zeros, q, q), layers), 0, 1)
+
+
+def _activations(network: Network):
+    from ..activations import get_activation
+
+    names = {layer.activation for layer in network.layers if isinstance(layer, Elementwise)}
+    names |= {inner.activation for layer in network.layers if isinstance(layer, Residual)
+              for inner in layer.branch if isinstance(inner, Elementwise)}
+    return [get_activation(name) for name in sorted(names)]
+
+
+def _warn_beyond_variance_limit(network: Network, variances: np.ndarray) -> None:
     """Warn when a numeric-tier dual is evaluated outside the range its error bound holds for."""
-    largest = max(float(jnp.max(v)) for v in variances) if variances else 0.0
-    if largest > activation.variance_limit:
-        warnings.warn(
-            f"activation {activation.name}: pre-activation variance {largest:.3g} exceeds "
-            f"{activation.variance_limit:.3g}, where its {activation.tier} dual kernels keep their "
-            f"stated error {activation.dual_error:.0e}; expect a larger error",
-            stacklevel=3,
+    largest = float(np.max(variances)) if variances.size else 0.0
+    for activation in _activations(network):
+        if largest > activation.variance_limit:
+            warnings.warn(
+                f"activation {activation.name}: pre-activation variance {largest:.3g} exceeds "
+                f"{activation.variance_limit:.3g}, where its {activation.tier} dual kernels keep "
+                f"their stated error {activation.dual_error:.0e}; expect a larger error",
+                stacklevel=3,
+            )
+
+
+def _inputs(name: str, x, dim: int | None = None) -> jax.Array:
+    """x as a float array (P, D), or an InputError naming `name`."""
+    array = np.asarray(x)
+    if array.dtype.kind not in "fiu" or array.dtype == bool:
+        raise InputError(f"layer_kernels: {name} must be a real numeric array, got dtype {array.dtype}")
+    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise InputError(f"layer_kernels: {name} must have shape (P, D) with P, D >= 1, got {array.shape}")
+    if dim is not None and array.shape[1] != dim:
+        raise InputError(f"layer_kernels: {name} has D = {array.shape[1]} but x1 has D = {dim}")
+    if not np.all(np.isfinite(array)):
+        raise InputError(f"layer_kernels: {name} contains non-finite values (NaN or inf)")
+    return jnp.asarray(array, dtype=jnp.result_type(float))
+
+
+def _check_memory(num_arrays: int, rows: int, cols: int, itemsize: int) -> None:
+    needed = num_arrays * rows * cols * itemsize
+    try:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if needed > 0.8 * available:
+        raise InputError(
+            f"layer_kernels: keeping {num_arrays} kernels of shape ({rows}, {cols}) needs "
+            f"{needed / 2**30:.1f} GiB of the {available / 2**30:.1f} GiB of memory; keep fewer "
+            "layers (layers=(...)) or pass with_derivative=False"
         )
 
 
-def _pad_rows(array, size, value=0.0):
-    return jnp.pad(array, ((0, size - array.shape[0]),) + ((0, 0),) * (array.ndim - 1),
-                   constant_values=value)
+def _pad_rows(array, size):
+    return jnp.pad(array, ((0, size - array.shape[0]), (0, 0)), mode="edge")
 
 
 def layer_kernels(
-    arch: Architecture,
+    arch,
     x1: Float[Array, "P1 D"],
     x2: Float[Array, "P2 D"] | None = None,
     layers: tuple[int, ...] | None = None,
@@ -123,49 +193,52 @@ def layer_kernels(
     """NNGP Σ^l, NTK Θ^l and Σ̇^l between `x1` and `x2` (default: x1) for each layer l.
 
     Args:
-        arch: the architecture; a "mup" architecture gives its γ0 → 0 kernels (σ_w = 1, σ_b = 0).
+        arch: a `dmft.network.Network`, or the spec's `Architecture` shorthand; a "mup" network
+            gives its γ0 → 0 kernels (σ_w = 1, σ_b = 0).
         x1, x2: inputs (P1, D) and (P2, D).
         layers: which layers l ∈ 1..L+1 to keep at full size (default: all). Keeping only the
-            output layer, ``layers=(arch.hidden_layers + 1,)``, bounds the memory to two (P1, P2)
-            arrays plus O(block_size²) temporaries.
+            output layer bounds the memory to two (P1, P2) arrays plus O(block_size²) temporaries.
         block_size: the kernels are computed on square tiles of this size (one compilation);
             with x2 = x1 only the tiles on and above the diagonal are computed.
         with_derivative: also keep Σ̇^l (otherwise ``nngp_derivative`` holds None).
-    """
-    x1 = jnp.asarray(x1)
-    same_inputs = x2 is None
-    x2 = x1 if same_inputs else jnp.asarray(x2)
-    num_layers = arch.hidden_layers + 1
-    keep = tuple(range(1, num_layers + 1)) if layers is None else tuple(sorted(set(layers)))
-    activation = get_activation(arch.activation)
-    variances1 = _diagonal_recursion(arch, activation, x1)
-    variances2 = variances1 if same_inputs else _diagonal_recursion(arch, activation, x2)
-    _warn_beyond_variance_limit(activation, variances1[:-1] + variances2[:-1])
 
+    Cost: O(L·P1·P2) dual evaluations; memory: the kept layers plus O(L·block_size²) per tile.
+    """
+    network = as_network(arch)
+    x1 = _inputs("x1", x1)
+    same_inputs = x2 is None
+    x2 = x1 if same_inputs else _inputs("x2", x2, x1.shape[1])
+    num_layers = network.hidden_layers + 1
+    keep = tuple(range(1, num_layers + 1)) if layers is None else tuple(sorted(set(layers)))
+    if not keep or not all(isinstance(l, int | np.integer) and 1 <= l <= num_layers for l in keep):
+        raise InputError(f"layer_kernels: layers must be in 1..{num_layers}, got {layers!r}")
+    keep = tuple(int(l) for l in keep)
+    kinds = _KINDS if with_derivative else _KINDS[:2]
     rows, cols = x1.shape[0], x2.shape[0]
+    _check_memory(len(kinds) * len(keep), rows, cols, x1.dtype.itemsize)
+
+    diagonal1 = np.asarray(_diagonal(network, x1))  # (3, L + 1, P1)
+    diagonal2 = diagonal1 if same_inputs else np.asarray(_diagonal(network, x2))
+    _warn_beyond_variance_limit(network, np.concatenate([diagonal1[0, :-1].ravel(), diagonal2[0, :-1].ravel()]))
+
     block = max(1, min(block_size, max(rows, cols)))
-    kinds = ("nngp", "ntk", "nngp_derivative") if with_derivative else ("nngp", "ntk")
     out = np.empty((len(kinds), len(keep), rows, cols), np.dtype(x1.dtype))
-    # Pad to whole tiles so that every tile reuses one compilation (padding variances are 1).
-    padded_rows, padded_cols = -(-rows // block) * block, -(-cols // block) * block
-    x1_padded, x2_padded = _pad_rows(x1, padded_rows), _pad_rows(x2, padded_cols)
-    v1_padded = [_pad_rows(v, padded_rows, 1.0) for v in variances1]
-    v2_padded = [_pad_rows(v, padded_cols, 1.0) for v in variances2]
+    # Pad to whole tiles so that every tile reuses one compilation (padding repeats the last row).
+    x1_padded = _pad_rows(x1, -(-rows // block) * block)
+    x2_padded = _pad_rows(x2, -(-cols // block) * block)
     for r0 in range(0, rows, block):
         r1 = min(r0 + block, rows)
         for c0 in range(r0 if same_inputs else 0, cols, block):
             c1 = min(c0 + block, cols)
-            pieces = _tile(
-                arch, x1_padded[r0 : r0 + block], x2_padded[c0 : c0 + block],
-                [v[r0 : r0 + block] for v in v1_padded], [v[c0 : c0 + block] for v in v2_padded],
-                kinds, keep,
-            )
-            for index, piece in enumerate(pieces):
-                piece = np.asarray(piece)[: r1 - r0, : c1 - c0]
-                target = out[index // len(keep), index % len(keep)]
-                target[r0:r1, c0:c1] = piece
-                if same_inputs and c0 != r0:
-                    target[c0:c1, r0:r1] = piece.T
+            tile = np.asarray(_tile(network, x1_padded[r0:r0 + block],
+                                    x2_padded[c0:c0 + block], kinds, keep))
+            out[:, :, r0:r1, c0:c1] = tile[:, :, : r1 - r0, : c1 - c0]
+            if same_inputs and c0 != r0:
+                out[:, :, c0:c1, r0:r1] = np.swapaxes(tile[:, :, : r1 - r0, : c1 - c0], -1, -2)
+    if same_inputs:
+        for k, _kind in enumerate(kinds):
+            for j, l in enumerate(keep):
+                np.fill_diagonal(out[k, j], diagonal1[k, l - 1])
 
     def by_layer(kind):
         if kind not in kinds:

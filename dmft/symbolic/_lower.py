@@ -24,22 +24,9 @@ import sympy as sp
 from jaxtyping import Array, Float
 
 from .._errors import InputError
+from .._sympy_jax import JAX_FUNCTIONS, lambdify_jax  # noqa: F401  (re-exported)
 from . import _ir as ir
 from ._derive import Derivation, c, kx, q1, q2, theta_prev
-
-JAX_FUNCTIONS: dict[str, Callable] = {
-    "erf": jax.scipy.special.erf,
-    "erfc": jax.scipy.special.erfc,
-    "loggamma": jax.scipy.special.gammaln,
-    "gamma": lambda x: jnp.exp(jax.scipy.special.gammaln(x)),
-}
-"""SymPy function → JAX mapping for `sympy.lambdify` (the default maps erf to `math.erf`)."""
-
-
-def lambdify_jax(args, expr: sp.Expr, functions: Mapping[str, Callable] | None = None) -> Callable:
-    """A jit/vmap/grad-safe JAX function of ``expr`` (``functions`` adds name → JAX mappings)."""
-    return sp.lambdify(args, expr, modules=[{**JAX_FUNCTIONS, **(functions or {})}, "jax"],
-                       cse=True)
 
 
 # ----------------------------------------------------------------------------------------------
