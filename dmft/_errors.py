@@ -1,14 +1,26 @@
 """Errors raised on bad input or failed solves.
 
 The CLI turns every `DmftError` into a one-line message and a non-zero exit code; anything else
-is a bug and keeps its traceback.
+is a bug and keeps its traceback. The message of a `DmftError` is one line from the start
+(newlines and runs of whitespace in it are collapsed to single spaces), so that Python callers
+get the same line the CLI prints.
 """
+
+
+def one_line(text: str) -> str:
+    """`text` with every run of whitespace (newlines included) collapsed to one space."""
+    return " ".join(str(text).split())
 
 
 class DmftError(Exception):
     """Base class of every error `dmft` raises on purpose."""
 
     exit_code = 2
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (one_line(args[0]),)
+        super().__init__(*args)
 
 
 class InputError(DmftError, ValueError):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import os
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Literal
@@ -20,20 +22,83 @@ from .._errors import InputError
 Parameterization = Literal["ntk", "mup"]
 PARAMETERIZATIONS: tuple[str, ...] = ("ntk", "mup")
 
+#: Upper bound on ``hidden_layers``. Any valid depth up to it is a valid spec (the kernels march
+#: over layers in a scanned loop); beyond it no part of dmft can give a result — ``dmft kernels``
+#: alone would write 2(L + 1) per-layer matrices, a finite-width network holds L·N² weights, and a
+#: deep network's kernels have long since converged to their depth fixed point — so a larger
+#: integer is a typo (1e9, an extra zero) rather than a request, and is refused up front.
+MAX_HIDDEN_LAYERS = 10**6
+
+_SPEC_USAGE = (
+    "Spec(architecture: Architecture, data: Data, training: Training = Training(), "
+    "solver: Mapping = {}, sampler: Mapping = {}, source: str | None = None)"
+)
+
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise InputError(message)
 
 
-def _finite_number(key: str, value: Any) -> float:
-    _require(
-        isinstance(value, (int, float)) and not isinstance(value, bool),
-        f"{key} must be a number, got {value!r}",
-    )
-    value = float(value)
-    _require(math.isfinite(value), f"{key} must be finite, got {value!r}")
+def _show(value: Any, limit: int = 60) -> str:
+    """A short one-line description of a user value for error messages: repr and type."""
+    try:
+        text = repr(value)
+    except Exception:  # a user object whose repr fails: still describe it
+        text = "<unprintable>"
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _unwrap_scalar(value: Any) -> Any:
+    """A 0-d NumPy or JAX array becomes its NumPy scalar; anything else is returned as is."""
+    if isinstance(value, (bool, int, float, str, bytes)) or value is None:
+        return value
+    if getattr(value, "shape", None) == () and hasattr(value, "__array__"):
+        try:
+            return np.asarray(value)[()]
+        except Exception:  # an array-like that cannot be read: leave it to the type check
+            return value
     return value
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, (bool, np.bool_))
+
+
+def _finite_number(key: str, value: Any) -> float:
+    """A finite real number (Python, NumPy or 0-d array; not bool, not complex) as a float."""
+    value = _unwrap_scalar(value)
+    _require(
+        isinstance(value, numbers.Real) and not _is_bool(value),
+        f"{key} must be a real number, got {_show(value)}",
+    )
+    try:
+        number = float(value)
+    except (OverflowError, ValueError, TypeError):
+        number = math.inf
+    _require(math.isfinite(number), f"{key} must be finite, got {_show(value)}")
+    return number
+
+
+def _integer(key: str, value: Any, minimum: int, maximum: int) -> int:
+    """An integer (Python, NumPy or 0-d array; not bool, not float) in [minimum, maximum]."""
+    value = _unwrap_scalar(value)
+    _require(
+        isinstance(value, numbers.Integral) and not _is_bool(value),
+        f"{key} must be an integer >= {minimum}, got {_show(value)}",
+    )
+    number = int(value)
+    _require(number >= minimum, f"{key} must be an integer >= {minimum}, got {number}")
+    _require(number <= maximum, f"{key} = {number} is absurd: at most {maximum} is accepted")
+    return number
+
+
+def _string(key: str, value: Any) -> str:
+    _require(isinstance(value, str), f"{key} must be a string, got {_show(value)}")
+    return str(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,34 +125,37 @@ class Architecture:
     residual_scale: float | None = None
 
     def __post_init__(self):
-        L = self.hidden_layers
+        # NumPy / JAX scalars are accepted and stored as Python int / float / str.
+        set_ = object.__setattr__
+        set_(self, "hidden_layers", _integer("architecture.hidden_layers", self.hidden_layers,
+                                             1, MAX_HIDDEN_LAYERS))
+        activation = _string("architecture.activation", self.activation)
+        _require(activation.strip() != "", "architecture.activation must be a non-empty string, "
+                                           f"got {_show(activation)}")
+        set_(self, "activation", activation)
+        parameterization = _string("architecture.parameterization", self.parameterization)
         _require(
-            isinstance(L, int) and not isinstance(L, bool) and L >= 1,
-            f"architecture.hidden_layers must be an integer >= 1, got {L!r}",
-        )
-        _require(
-            isinstance(self.activation, str) and self.activation.strip() != "",
-            f"architecture.activation must be a non-empty string, got {self.activation!r}",
-        )
-        _require(
-            self.parameterization in PARAMETERIZATIONS,
+            parameterization in PARAMETERIZATIONS,
             f"architecture.parameterization must be one of {PARAMETERIZATIONS}, "
-            f"got {self.parameterization!r}",
+            f"got {_show(parameterization)}",
         )
+        set_(self, "parameterization", parameterization)
         for key in ("sigma_w", "sigma_b", "gamma0"):
-            object.__setattr__(self, key, _finite_number(f"architecture.{key}", getattr(self, key)))
+            set_(self, key, _finite_number(f"architecture.{key}", getattr(self, key)))
         _require(self.sigma_w > 0, f"architecture.sigma_w must be > 0, got {self.sigma_w!r}")
         _require(self.sigma_b >= 0, f"architecture.sigma_b must be >= 0, got {self.sigma_b!r}")
         _require(self.gamma0 > 0, f"architecture.gamma0 must be > 0, got {self.gamma0!r}")
         if self.residual_scale is not None:
             alpha = _finite_number("architecture.residual_scale", self.residual_scale)
             _require(alpha > 0, f"architecture.residual_scale must be > 0, got {alpha!r}")
-            object.__setattr__(self, "residual_scale", alpha)
+            set_(self, "residual_scale", alpha)
         if self.parameterization == "mup":
             _require(
                 self.sigma_w == 1.0 and self.sigma_b == 0.0,
-                "architecture.sigma_w / sigma_b apply to parameterization = \"ntk\" only; "
-                "a \"mup\" network has unit weights and no bias (conventions §1b)",
+                "architecture.sigma_w / architecture.sigma_b apply to "
+                "architecture.parameterization = \"ntk\" only; a \"mup\" network has unit "
+                f"weights and no bias (conventions §1b), got sigma_w = {self.sigma_w!r}, "
+                f"sigma_b = {self.sigma_b!r}",
             )
 
     @property
@@ -96,23 +164,77 @@ class Architecture:
         return self.hidden_layers + 1
 
 
+_DTYPE_KINDS = {
+    "b": "booleans",
+    "c": "complex numbers",
+    "U": "strings",
+    "S": "bytes",
+    "M": "datetimes",
+    "m": "timedeltas",
+    "V": "structured records",
+}
+
+
 def _as_float_array(key: str, value: Any) -> np.ndarray:
+    """A float64 copy of a real numeric array-like; InputError naming `key` for anything else.
+
+    Accepted: anything ``np.asarray`` turns into an array of integers or floats (lists, tuples,
+    NumPy and JAX arrays, nested lists of Python / NumPy numbers). Refused with one line each:
+    complex values (the imaginary part is never dropped silently), booleans (a mask passed by
+    mistake; convert with ``.astype(float)`` if 0/1 features are meant), strings and file paths
+    (paths are read by ``load_spec`` / ``spec_from_dict``), None, mappings, sets, ragged lists,
+    object arrays of non-numbers, and NaN or inf.
+    """
+    if value is None or isinstance(value, (str, bytes, os.PathLike)):
+        hint = (" (Data takes arrays; file paths are read by dmft.load_spec / spec_from_dict)"
+                if value is not None else "")
+        raise InputError(f"{key} must be an array of numbers, got {_show(value)}{hint}")
+    _require(
+        not isinstance(value, (Mapping, set, frozenset)),
+        f"{key} must be an array of numbers, got {_show(value)}",
+    )
     try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise InputError(f"{key} is not a numeric array: {error}") from None
-    _require(np.all(np.isfinite(array)), f"{key} contains non-finite values (NaN or inf)")
+        array = np.asarray(value)
+    except Exception as error:  # ragged lists, objects whose __array__ fails, ...
+        reason = "ragged (rows of different lengths)" if "inhomogeneous" in str(error) else (
+            f"not an array ({type(error).__name__})")
+        raise InputError(f"{key} must be a rectangular array of numbers; it is {reason}") from None
+    kind = array.dtype.kind
+    if kind == "O":  # mixed Python objects: every element must be a real number
+        flat = array.ravel()
+        for element in flat:
+            element = _unwrap_scalar(element)
+            _require(
+                isinstance(element, numbers.Real) and not _is_bool(element),
+                f"{key} must be an array of numbers, but it holds {_show(element)}",
+            )
+        try:
+            array = np.array([float(element) for element in flat], dtype=np.float64).reshape(
+                array.shape)
+        except (OverflowError, ValueError, TypeError):
+            raise InputError(f"{key} contains values too large for float64") from None
+    elif kind == "c":
+        hint = (" (its imaginary part is zero: pass x.real)"
+                if array.size and not np.any(np.imag(array)) else "")
+        raise InputError(f"{key} must be real, got complex values{hint}")
+    elif kind in _DTYPE_KINDS:
+        hint = " (convert with .astype(float) if 0/1 values are meant)" if kind == "b" else ""
+        raise InputError(f"{key} must be an array of numbers, got {_DTYPE_KINDS[kind]}{hint}")
+    _require(kind in "iufO", f"{key} must be an array of numbers, got dtype {array.dtype}")
+    with np.errstate(over="ignore"):  # float128 or huge integers beyond float64 become inf
+        array = array.astype(np.float64)  # a copy: later changes to the caller's array don't leak
+    _require(bool(np.all(np.isfinite(array))), f"{key} contains non-finite values (NaN or inf)")
     return array
 
 
-def _targets(key: str, value: Any, num_points: int) -> np.ndarray:
+def _targets(key: str, value: Any, inputs_key: str, num_points: int) -> np.ndarray:
     y = _as_float_array(key, value)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     _require(y.ndim == 1, f"{key} must have shape (P,) or (P, 1), got {y.shape}")
     _require(
         y.shape[0] == num_points,
-        f"{key} has {y.shape[0]} targets but the inputs have {num_points} points",
+        f"{key} has {y.shape[0]} targets but {inputs_key} has {num_points} points",
     )
     return y
 
@@ -131,18 +253,20 @@ class Data:
         _require(x.ndim == 2, f"data.x_train must have shape (P, D), got {x.shape}")
         _require(x.shape[0] >= 1 and x.shape[1] >= 1, f"data.x_train is empty: shape {x.shape}")
         object.__setattr__(self, "x_train", x)
-        object.__setattr__(self, "y_train", _targets("data.y_train", self.y_train, x.shape[0]))
+        y = _targets("data.y_train", self.y_train, "data.x_train", x.shape[0])
+        object.__setattr__(self, "y_train", y)
         if self.x_test is None:
             _require(self.y_test is None, "data.y_test is given but data.x_test is not")
             return
         x_test = _as_float_array("data.x_test", self.x_test)
         _require(
             x_test.ndim == 2 and x_test.shape[1] == x.shape[1],
-            f"data.x_test must have shape (P_test, {x.shape[1]}), got {x_test.shape}",
+            f"data.x_test must have shape (P_test, {x.shape[1]}) like data.x_train, "
+            f"got {x_test.shape}",
         )
         object.__setattr__(self, "x_test", x_test)
         if self.y_test is not None:
-            y_test = _targets("data.y_test", self.y_test, x_test.shape[0])
+            y_test = _targets("data.y_test", self.y_test, "data.x_test", x_test.shape[0])
             object.__setattr__(self, "y_test", y_test)
 
     @property
@@ -165,22 +289,62 @@ class Training:
     times: tuple[float, ...] = (0.0, 1.0, 2.0, 5.0, 10.0)
 
     def __post_init__(self):
-        times = self.times
-        _require(
-            isinstance(times, Sequence) and not isinstance(times, str) and len(times) >= 1,
-            f"training.times must be a non-empty list of numbers, got {times!r}",
-        )
-        times = tuple(_finite_number("training.times", t) for t in times)
-        _require(all(t >= 0 for t in times), f"training.times must be >= 0, got {list(times)}")
-        _require(
-            all(b > a for a, b in zip(times, times[1:])),
-            f"training.times must be strictly increasing, got {list(times)}",
-        )
-        object.__setattr__(self, "times", times)
+        object.__setattr__(self, "times", _times("training.times", self.times))
 
 
-def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    return MappingProxyType(dict(value or {}))
+def _times(key: str, value: Any) -> tuple[float, ...]:
+    """Save times from a list, tuple, range or 1-D NumPy / JAX array of real numbers."""
+    expected = f"{key} must be a non-empty 1-D list of numbers"
+    value = _unwrap_scalar(value)
+    _require(
+        not isinstance(value, (str, bytes, Mapping, set, frozenset)) and value is not None,
+        f"{expected}, got {_show(value)}",
+    )
+    if isinstance(value, Sequence):
+        items = list(value)
+    elif hasattr(value, "__array__") or hasattr(value, "__array_interface__"):
+        try:
+            array = np.asarray(value)
+        except Exception:  # an array-like that cannot be read
+            raise InputError(f"{expected}, got {_show(value)}") from None
+        _require(array.ndim == 1, f"{expected}, got an array of shape {array.shape}")
+        kind = array.dtype.kind
+        if kind in _DTYPE_KINDS:
+            raise InputError(f"{expected}, got an array of {_DTYPE_KINDS[kind]}")
+        items = array.tolist() if kind in "iuf" else list(array)
+    else:
+        raise InputError(f"{expected}, got {_show(value)}")
+    _require(len(items) >= 1, f"{expected}, got an empty one")
+    times = tuple(_finite_number(f"{key}[{i}]", t) for i, t in enumerate(items))
+    for i, t in enumerate(times):
+        _require(t >= 0, f"{key} must be >= 0, got {key}[{i}] = {t!r}")
+        _require(
+            i == 0 or t > times[i - 1],
+            f"{key} must be strictly increasing, got {key}[{i}] = {t!r} after "
+            f"{key}[{i - 1}] = {times[i - 1]!r}",
+        )
+    return times
+
+
+def _frozen_mapping(key: str, value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A read-only copy of a ``[solver]`` / ``[sampler]`` table (None means empty)."""
+    if value is None:
+        return MappingProxyType({})
+    _require(isinstance(value, Mapping), f"spec.{key} must be a mapping of {key} options "
+                                         f"(a dict or TOML table), got {_show(value)}")
+    for name in value:
+        _require(isinstance(name, str), f"spec.{key} keys must be strings, got {_show(name)}")
+    return MappingProxyType(dict(value))
+
+
+def _check_part(key: str, value: Any, kind: type, hint: str) -> None:
+    if isinstance(value, kind):
+        return
+    if isinstance(value, Mapping):
+        hint = f" (build it with dmft.{kind.__name__}(**table), or read whole specs with "
+        hint += "dmft.spec.spec_from_dict)"
+    raise InputError(f"spec.{key} must be a dmft.{kind.__name__}, got {_show(value)}"
+                     f"{hint}; expected {_SPEC_USAGE}")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -199,8 +363,17 @@ class Spec:
     source: str | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "solver", _frozen_mapping(self.solver))
-        object.__setattr__(self, "sampler", _frozen_mapping(self.sampler))
+        _check_part("architecture", self.architecture, Architecture, "")
+        _check_part("data", self.data, Data, "")
+        _check_part("training", self.training, Training, "")
+        object.__setattr__(self, "solver", _frozen_mapping("solver", self.solver))
+        object.__setattr__(self, "sampler", _frozen_mapping("sampler", self.sampler))
+        source = self.source
+        if isinstance(source, os.PathLike):
+            source = os.fspath(source)
+        _require(source is None or isinstance(source, str),
+                 f"spec.source must be a string or None, got {_show(source)}")
+        object.__setattr__(self, "source", None if source is None else str(source))
 
     def replace(self, **changes: Any) -> Spec:
         """A copy with some fields changed, e.g. ``spec.replace(architecture=...)``."""
