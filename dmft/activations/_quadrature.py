@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
+from ._angles import SNAP_ULPS, angles
+
 
 @functools.lru_cache(maxsize=8)
 def _hermite_basis(nodes: int, order: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -228,7 +230,8 @@ class PiecewiseGaussLegendre:
         dtype = q1.dtype
         tiny = jnp.finfo(dtype).tiny
         q1, q2 = jnp.maximum(q1, tiny), jnp.maximum(q2, tiny)
-        det = jnp.maximum(q1 * q2 - c * c, 0.0)
+        root_det = angles(q1, q2, c)[2]  # √(q1 q2 − c²), 0 when |ρ| is within a few ulps of 1
+        det = root_det * root_det
 
         def density(x, q):
             return jnp.exp(-x * x / (2 * q)) / jnp.sqrt(2 * math.pi * q)
@@ -241,8 +244,10 @@ class PiecewiseGaussLegendre:
                 quad = q2 * xk * xk - 2 * c * xk * xj + q1 * xj * xj
                 safe = jnp.maximum(det, tiny)
                 # the bivariate density at (x_k, x_j); 0/0 on the singular diagonal → +inf or 0
+                # (on it, quad = (√q2 x_k − ρ √q1 x_j)² vanishes up to the rounding of its terms)
+                on_line = quad <= 4 * SNAP_ULPS * jnp.finfo(dtype).eps * (q2 * xk * xk + q1 * xj * xj)
                 p = jnp.where(det > 0, jnp.exp(-quad / (2 * safe)) / (2 * math.pi * jnp.sqrt(safe)),
-                              jnp.where(quad <= 0, jnp.inf, 0.0))
+                              jnp.where(on_line, jnp.inf, 0.0))
                 total += jk * jj * p
         return total
 
@@ -250,7 +255,9 @@ class PiecewiseGaussLegendre:
         shape, dtype = q1.shape, q1.dtype
         q1 = jnp.maximum(q1, jnp.finfo(dtype).tiny)
         a = c / q1
-        sigma = jnp.sqrt(jnp.maximum(q1 * q2 - c * c, 0.0) / q1)
+        # σ = √((q1 q2 − c²)/q1) from the snapped angle: exactly 0 for |ρ| within a few ulps of 1,
+        # where the kinks of f(u) and f(v) merge (K̇ of a kinked φ is singular there)
+        sigma = angles(q1, q2, c)[2] / jnp.sqrt(q1)
         su = jnp.sqrt(q1)
         t, w = (jnp.asarray(v, dtype) for v in np.polynomial.legendre.leggauss(self.nodes))
         kinks = jnp.asarray(self.kinks, dtype)

@@ -5,8 +5,10 @@ printing and verification) and as hand-written, numerically stable JAX functions
 checks: shared/notes/symbolic.md §2 (Cho & Saul 2009; Williams 1997; Tsuchida et al. 2020), and
 tests/test_activations.py (quadrature, 30-digit references, Price's theorem).
 
-Stability: angles are θ = atan2(√max(q1 q2 − c², 0), c), never arccos(c/√(q1 q2)), so the maps are
-exact on the diagonal c = q1 = q2 (e.g. relu: K = c/2 exactly, K̇ = 1/2 exactly).
+Stability: angles come from `_angles` (half-angle formulas on ρ = c/√(q1 q2), never
+arccos(c/√(q1 q2)) or q1 q2 − c²), which snaps |ρ| within `SNAP_ULPS` ulps of 1 to ±1, so the maps
+are exact on the diagonal c = q1 = q2 (e.g. relu: K = c/2 exactly, K̇ = 1/2 exactly) and stay exact
+to round-off when c, q1, q2 were rounded separately (a matmul against a sum of squares).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import jax.scipy.special as jsp
 import sympy as sp
 
 from ._activation import Activation
+from ._angles import SNAP_ULPS, angles as _angles  # noqa: F401 (SNAP_ULPS re-exported)
 from ._symbols import C, Q1, Q2, X
 
 # Every closed form is a handful of correctly rounded operations: a few ulps, relative to the
@@ -31,18 +34,25 @@ _S = sp.sqrt(Q1 * Q2 - C**2)
 _THETA = sp.acos(C / sp.sqrt(Q1 * Q2))
 
 
-def _s(q1, q2, c):
-    """√max(q1 q2 − c², 0), with a finite gradient at 0."""
-    det = q1 * q2 - c * c
-    # Under jit, XLA may contract this into a fused multiply-add, leaving |det| ~ ε q1 q2 where it
-    # is exactly 0 (the diagonal); determinants below the rounding of their terms count as 0.
-    pos = det > 4 * jnp.finfo(jnp.result_type(det)).eps * jnp.abs(q1 * q2)
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, det, 1.0)), 0.0)
+def _psi(q1, q2, c):
+    """π − θ, accurate also where it is small (ρ → −1)."""
+    return _angles(q1, q2, c)[1]
+
+
+def _gram(q1, q2, c):
+    """q1 q2 − c² = s², without cancellation (see `_angles`)."""
+    s = _angles(q1, q2, c)[2]
+    return s * s
 
 
 def _theta(q1, q2, c):
-    """The angle between u and v: θ = atan2(√(q1 q2 − c²), c) ∈ [0, π]."""
-    return jnp.arctan2(_s(q1, q2, c), c)
+    """The angle between u and v, θ = arccos(c/√(q1 q2)) ∈ [0, π] (see `_angles`)."""
+    return _angles(q1, q2, c)[0]
+
+
+def _s(q1, q2, c):
+    """√max(q1 q2 − c², 0) = √(q1 q2) sin θ (see `_angles`)."""
+    return _angles(q1, q2, c)[2]
 
 
 def _entry(name, expr, K, Kdot, phi, dphi, dual, dual_derivative, method) -> Activation:
@@ -57,14 +67,19 @@ def _heaviside(x):
     return jnp.where(x > 0, 1.0, 0.0).astype(x.dtype)
 
 
+def _relu_dual(q1, q2, c):
+    _, psi, s = _angles(q1, q2, c)
+    return s / (2 * _PI) + c * (psi / (2 * _PI))
+
+
 def relu() -> Activation:
-    # K = (√(q1q2−c²) + c(π−θ))/(2π), written as s/2π + c(1/2 − θ/2π) so the diagonal is exact.
+    # K = (√(q1q2−c²) + c(π−θ))/(2π), written as s/2π + c·(ψ/2π) with ψ = π − θ: on the diagonal
+    # ψ/2π = π/2π = 1/2 exactly, so K = c/2 and K̇ = 1/2 exactly; at ρ = −1, K = K̇ = 0 exactly.
     return _entry(
         "relu", sp.Max(X, 0),
         (_S + C * (sp.pi - _THETA)) / (2 * sp.pi), (sp.pi - _THETA) / (2 * sp.pi),
         lambda x: jnp.maximum(x, 0.0), _heaviside,
-        lambda q1, q2, c: _s(q1, q2, c) / (2 * _PI) + c * (0.5 - _theta(q1, q2, c) / (2 * _PI)),
-        lambda q1, q2, c: 0.5 - _theta(q1, q2, c) / (2 * _PI),
+        _relu_dual, lambda q1, q2, c: _psi(q1, q2, c) / (2 * _PI),
         "arc-cosine kernel J1 (Cho & Saul 2009)",
     )
 
@@ -91,7 +106,7 @@ def step() -> Activation:
         "step", sp.Heaviside(X),
         (sp.pi - _THETA) / (2 * sp.pi), 1 / (2 * sp.pi * _S),
         _heaviside, jnp.zeros_like,
-        lambda q1, q2, c: 0.5 - _theta(q1, q2, c) / (2 * _PI),
+        lambda q1, q2, c: _psi(q1, q2, c) / (2 * _PI),  # (π − θ)/2π: exactly 1/2 and 0 at ρ = ±1
         lambda q1, q2, c: 1 / (2 * _PI * _s(q1, q2, c)),
         "arc-cosine kernel J0; φ' = δ, so K̇ = 1/(2π√(q1q2−c²))",
     )
@@ -121,7 +136,9 @@ def abs_() -> Activation:
 
 def erf() -> Activation:
     def det(q1, q2, c):
-        return (1 + 2 * q1) * (1 + 2 * q2) - 4 * c * c  # ≥ 1 + 2q1 + 2q2 > 0 for |c| ≤ √(q1q2)
+        # (1+2q1)(1+2q2) − 4c² = 1 + 2(q1+q2) + 4(q1q2 − c²), summed without the cancellation
+        # of the product form (relative error ε·q at large variances otherwise)
+        return 1 + 2 * (q1 + q2) + 4 * _gram(q1, q2, c)
 
     return _entry(
         "erf", sp.erf(X),
@@ -143,16 +160,20 @@ def gelu() -> Activation:
         1 / d**2 + (1 - Q1 * Q2) / P + 1
     )
 
+    # (1+q1)(1+q2) − c² = 1 + q1 + q2 + (q1q2 − c²) and (1 − q1q2)/P + 1 = (2 + q1 + q2)/P:
+    # the same values, without cancellation at large variances.
     def dual(q1, q2, c):
         p = (1 + q1) * (1 + q2)
-        dd = jnp.sqrt(p - c * c)
-        return c / 4 + ((c * c + q1 * q2 * dd * dd) / (p * dd) + c * jnp.arctan2(c, dd)) / (2 * _PI)
+        dd2 = 1 + q1 + q2 + _gram(q1, q2, c)
+        dd = jnp.sqrt(dd2)
+        return c / 4 + ((c * c + q1 * q2 * dd2) / (p * dd) + c * jnp.arctan2(c, dd)) / (2 * _PI)
 
     def dual_derivative(q1, q2, c):
         p = (1 + q1) * (1 + q2)
-        dd = jnp.sqrt(p - c * c)
+        dd2 = 1 + q1 + q2 + _gram(q1, q2, c)
+        dd = jnp.sqrt(dd2)
         return 0.25 + jnp.arctan2(c, dd) / (2 * _PI) + c / (2 * _PI * dd) * (
-            1 / (dd * dd) + (1 - q1 * q2) / p + 1
+            1 / dd2 + (2 + q1 + q2) / p
         )
 
     return _entry(
@@ -205,8 +226,8 @@ def gaussian() -> Activation:
     return _entry(
         "gaussian", sp.exp(-(X**2) / 2), 1 / sp.sqrt(det), C / det ** sp.Rational(3, 2),
         lambda x: jnp.exp(-x * x / 2), lambda x: -x * jnp.exp(-x * x / 2),
-        lambda q1, q2, c: 1 / jnp.sqrt((1 + q1) * (1 + q2) - c * c),
-        lambda q1, q2, c: c / ((1 + q1) * (1 + q2) - c * c) ** 1.5,
+        lambda q1, q2, c: 1 / jnp.sqrt(1 + q1 + q2 + _gram(q1, q2, c)),  # det without cancellation
+        lambda q1, q2, c: c / (1 + q1 + q2 + _gram(q1, q2, c)) ** 1.5,
         "Gaussian determinant rule det(I + AΣ)^{-1/2}",
     )
 
