@@ -8,38 +8,104 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ._style import paper_style, save_figure
+from ._titles import run_title, time_label
 
 
-def _time_axis(ax, t: np.ndarray) -> None:
+def _time_axis(ax, t: np.ndarray, label: str | None = None) -> None:
     positive = t[t > 0]
     if positive.size >= 2 and positive.max() / positive.min() > 50:
-        # Times span decades: a log axis, with t = 0 drawn at the linear threshold.
-        ax.set_xscale("symlog", linthresh=float(positive.min()), linscale=0.3)
-    ax.set_xlabel("training time $t$")
+        # Times span decades: a log axis, with t = 0 drawn at the linear threshold. Ticks at 0 and
+        # at the decades above the threshold only (a decade inside the linear part would sit on
+        # top of the 0 tick).
+        threshold = float(positive.min())
+        ax.set_xscale("symlog", linthresh=threshold, linscale=0.3)
+        low, high = int(np.ceil(np.log10(threshold))), int(np.floor(np.log10(positive.max())))
+        ax.set_xticks([0.0] + [10.0**k for k in range(low, high + 1)])
+    ax.set_xlabel(label or time_label())
+
+
+def dense_times(t: np.ndarray, count: int = 400) -> np.ndarray:
+    """A dense grid over [0, max t] for closed-form curves: uniform, plus log-spaced points when
+    the saved times span decades; always contains the saved times themselves."""
+    t = np.asarray(t, dtype=np.float64)
+    top = float(t.max()) if t.size else 0.0
+    if top <= 0:
+        return t
+    grid = [np.linspace(0.0, top, count), t]
+    positive = t[t > 0]
+    if positive.size >= 2 and positive.max() / positive.min() > 50:
+        grid.append(np.geomspace(positive.min() / 10, top, count))
+    return np.unique(np.concatenate(grid))
+
+
+def lazy_dense_losses(arrays: dict[str, np.ndarray], spec) -> dict[str, np.ndarray] | None:
+    """The lazy closed form 𝓛(t) on `dense_times`, from the frozen NTK already in `arrays` (the
+    solver's own closed form, no kernels recomputed); None when the curve is not the lazy gradient
+    flow (μP, another optimizer, no NTK)."""
+    if spec is None or spec.architecture.parameterization != "ntk" or "ntk" not in arrays:
+        return None
+    if getattr(spec.training, "optimizer", "flow") != "flow":
+        return None  # discrete steps: the saved points are the curve
+    import jax.numpy as jnp
+
+    from ..solvers._lazy import _closed_form
+
+    data = spec.data
+    y = np.asarray(data.y_train, dtype=np.float64)
+    if y.ndim != 1:
+        return None
+    t = dense_times(np.asarray(arrays["t"]))
+    ntk = np.asarray(arrays["ntk"])[0]
+    cross = np.asarray(arrays.get("ntk_test_train", np.zeros((1, 0, y.size))))[0]
+    f_train, f_test = _closed_form(jnp.asarray(ntk), jnp.asarray(cross), jnp.asarray(y), jnp.asarray(t))
+    out = {"t": t, "loss_train": 0.5 * np.mean((np.asarray(f_train) - y) ** 2, axis=-1)}
+    if data.y_test is not None and cross.shape[0] and "loss_test" in arrays:
+        out["loss_test"] = 0.5 * np.mean((np.asarray(f_test) - np.asarray(data.y_test)) ** 2, axis=-1)
+    return out
 
 
 def plot_learning_curve(
-    arrays: dict[str, np.ndarray], stem: str | Path, title: str | None = None
+    arrays: dict[str, np.ndarray], stem: str | Path, title: str | None = None, spec=None
 ) -> list[Path]:
-    """Train (and test) loss 𝓛(t) = (1/2P)Σ(f − y)², with Monte Carlo bands when present."""
+    """Train (and test) loss 𝓛(t) = (1/2P)Σ(f − y)², with Monte Carlo bands (±2 s.e.) when present.
+
+    With `spec` the title names the run (`run_title`), the time axis its units, and the lazy
+    closed form is drawn on a dense time grid, the saved times as markers.
+    """
     t = np.asarray(arrays["t"])
+    dense = lazy_dense_losses(arrays, spec)
+    if title is None and spec is not None:
+        regime = "lazy limit (closed form)" if spec.architecture.parameterization == "ntk" \
+            else "DMFT limit"
+        title = run_title(spec, regime)
     with paper_style():
         figure, ax = plt.subplots()
+        banded = False
         for key, label in (("loss_train", "train"), ("loss_test", "test")):
             if key not in arrays:
                 continue
             loss = np.asarray(arrays[key])
-            (line,) = ax.plot(t, loss, label=label)
+            if dense is not None and key in dense:
+                (line,) = ax.plot(dense["t"], dense[key], label=label)
+                ax.plot(t, loss, "o", color=line.get_color(), markersize=2.5)
+            else:
+                (line,) = ax.plot(t, loss, "o-", markersize=2.5, label=label)
             stderr = arrays.get(f"{key}_stderr")
             if stderr is not None:
+                banded = True
                 ax.fill_between(t, loss - 2 * stderr, loss + 2 * stderr, color=line.get_color(),
                                 alpha=0.25, linewidth=0)
-        _time_axis(ax, t)
+        if dense is not None:
+            ax.plot([], [], "o", color="0.4", markersize=2.5, label="saved times")
+        if banded:
+            ax.fill_between([], [], [], color="0.4", alpha=0.25, linewidth=0,
+                            label=r"$\pm 2$ Monte Carlo s.e.")
+        _time_axis(ax, t, time_label(spec))
         ax.set_yscale("log")
         initial = np.nanmax(np.asarray(arrays["loss_train"]))
         if np.isfinite(initial) and initial > 0:
             ax.set_ylim(bottom=max(ax.get_ylim()[0], 1e-10 * initial))  # show ten decades at most
-        ax.set_ylabel(r"loss $\mathcal{L}(t)$")
+        ax.set_ylabel(r"loss $\mathcal{L}(t) = \Vert f - y\Vert^2 / 2P$")
         if title:
             ax.set_title(title)
         ax.legend()
