@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 
 from dmft import Architecture, Spec, Training  # noqa: E402
 from dmft._progress import set_progress  # noqa: E402
-from dmft.sampler import GradientFlow, Network, member_bytes, plan_batches, sample  # noqa: E402
+from dmft.sampler import FiniteNetwork, GradientFlow, member_bytes, plan_batches, sample  # noqa: E402
 from dmft.spec import teacher_data  # noqa: E402
 
 
@@ -76,7 +76,7 @@ def main() -> None:
     print("-" * len(header))
     rows = []
     for width in widths:
-        net = Network(spec.architecture, width, data.input_dim)
+        net = FiniteNetwork(spec.architecture, width, data.input_dim)
         estimate = member_bytes(net, method, data.num_train, data.num_train, args.times) / 2**30
         start = time.perf_counter()
         samples = sample(spec, [width], args.seeds, method)

@@ -16,7 +16,7 @@ from dmft.kernels import layer_kernels
 from dmft.sampler import (
     GradientDescent,
     GradientFlow,
-    Network,
+    FiniteNetwork,
     TangentPropagator,
     compare,
     fit_inverse_width,
@@ -53,7 +53,7 @@ def _slope(widths, errors):
 
 @pytest.mark.parametrize("name", sorted(ARCHS))
 def test_layer_formula_ntk_equals_parameter_jacobian_ntk(small_data, name):
-    net = Network(ARCHS[name], 48, small_data.input_dim)
+    net = FiniteNetwork(ARCHS[name], 48, small_data.input_dim)
     params = net.init(jax.random.key(7))
     x = jnp.asarray(small_data.x_train)
     by_layers = net.kernels(params, x)["ntk"]
@@ -65,7 +65,7 @@ def test_layer_formula_ntk_equals_parameter_jacobian_ntk(small_data, name):
 @pytest.mark.parametrize("name", sorted(ARCHS))
 def test_function_space_flow_is_ntk_times_error_at_finite_width(small_data, name):
     """∂t f = (1/P) K Δ with K = η Σ_θ ∂f∂f holds exactly under dθ/dt = −η∇𝓛, at any width."""
-    net = Network(ARCHS[name], 32, small_data.input_dim)
+    net = FiniteNetwork(ARCHS[name], 32, small_data.input_dim)
     params = net.init(jax.random.key(1))
     x, y = jnp.asarray(small_data.x_train), jnp.asarray(small_data.y_train)
     velocity = net.flow(params, x, y)
@@ -78,12 +78,13 @@ def test_function_space_flow_is_ntk_times_error_at_finite_width(small_data, name
 
 def test_mup_output_scale_and_learning_rate_follow_conventions(small_data):
     arch = ARCHS["mup"]
-    net = Network(arch, 64, small_data.input_dim)
+    net = FiniteNetwork(arch, 64, small_data.input_dim)
     params = net.init(jax.random.key(0))
     f, hs = net.apply(params, jnp.asarray(small_data.x_train))
     features = jnp.tanh(hs[-1])
     # f = w·φ(h^L)/(γ0 N): the same sum computed by hand; round-off only
-    np.testing.assert_allclose(f, features @ params["w"] / (arch.gamma0 * 64), rtol=1e-12)
+    readout_weights = params[max(params)]["W"][0]  # the read-out Dense layer's w (1, N)
+    np.testing.assert_allclose(f, features @ readout_weights / (arch.gamma0 * 64), rtol=1e-12)
     assert net.learning_rate == pytest.approx(arch.gamma0**2 * 64)
 
 
@@ -173,7 +174,7 @@ def test_uncentered_ntk_variance_matches_lazy_prediction(lazy_spec):
 
 
 def test_same_seed_gives_same_member_whatever_the_batch(lazy_spec, small_data):
-    net = Network(lazy_spec.architecture, 24, small_data.input_dim)
+    net = FiniteNetwork(lazy_spec.architecture, 24, small_data.input_dim)
     times = lazy_spec.training.times
     args = (net, times, small_data.x_train, small_data.y_train)
     both = train_ensemble(*args, seeds=[3, 5])
@@ -186,7 +187,7 @@ def test_same_seed_gives_same_member_whatever_the_batch(lazy_spec, small_data):
 
 
 def test_gradient_descent_converges_to_gradient_flow_at_first_order(lazy_spec, small_data):
-    net = Network(lazy_spec.architecture, 32, small_data.input_dim)
+    net = FiniteNetwork(lazy_spec.architecture, 32, small_data.input_dim)
     args = (net, lazy_spec.training.times, small_data.x_train, small_data.y_train)
     flow = train_ensemble(*args, seeds=[0], method=GradientFlow(rtol=1e-10, atol=1e-10))
     errors = []
@@ -358,7 +359,7 @@ def test_memory_plan_fits_width_8192_and_shrinks_batches_with_width():
     # 8192² weights × 18 solver copies × 8 B ≈ 9.0 GiB per member: one member fits in 14 GiB
     assert plan[8192] >= 1
     assert plan[256] == 16 and plan[256] >= plan[2048] >= plan[8192]
-    net = Network(spec.architecture, 8192, 16)
+    net = FiniteNetwork(spec.architecture, 8192, 16)
     estimate = member_bytes(net, GradientFlow(), 32, 32, 100) / 2**30
     assert 8.5 < estimate < 10.0, estimate  # ≈ 67.2M params × 18 × 8 B plus fields and outputs
 

@@ -86,11 +86,13 @@ class Network:
             fan_in = fan_out
         return shapes
 
-    def init(self, key: PRNGKeyArray, input_dim: int, width: int) -> tuple[Any, ...]:
-        """Every weight and bias i.i.d. N(0, 1): one entry per layer."""
+    def init(self, key: PRNGKeyArray, input_dim: int, width: int) -> dict[int, Any]:
+        """Every weight and bias i.i.d. N(0, 1): {layer index: its parameters} for the layers
+        that have any."""
         keys = jax.random.split(key, len(self.layers))
-        return tuple(layer.init(k, *shape)
-                     for layer, k, shape in zip(self.layers, keys, self._widths(input_dim, width)))
+        params = {index: layer.init(k, *shape) for index, (layer, k, shape)
+                  in enumerate(zip(self.layers, keys, self._widths(input_dim, width)))}
+        return {index: p for index, p in params.items() if jax.tree.leaves(p)}
 
     def num_params(self, input_dim: int, width: int) -> int:
         return sum(layer.num_params(*shape)
@@ -98,7 +100,7 @@ class Network:
 
     def apply(
         self,
-        params: tuple[Any, ...],
+        params: dict[int, Any],
         x: Float[Array, "P D"],
         shifts: tuple[Float[Array, "P N"], ...] | None = None,
     ) -> tuple[Float[Array, " P"], tuple[Float[Array, "P N"], ...]]:
@@ -110,7 +112,7 @@ class Network:
         h, hidden, index = x, [], 0
         last = len(self.layers) - 1
         for position, layer in enumerate(self.layers):
-            h = layer.apply(params[position], h, self.parameterization, position == last)
+            h = layer.apply(params.get(position, ()), h, self.parameterization, position == last)
             if isinstance(layer, Dense | Residual) and position != last:
                 if shifts is not None:
                     h = h + shifts[index]

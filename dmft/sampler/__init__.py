@@ -1,6 +1,6 @@
 """Finite-width networks of a spec, trained and compared with the infinite-width limit.
 
-- `Network`: the width-N MLP of conventions §1 (both parameterizations), its fields and kernels.
+- `FiniteNetwork`: a width-N instance of a `dmft.network.Network` (both parameterizations), its fields and kernels.
 - `sample(spec, widths, seeds)` → `Samples`: vmapped, device-sharded ensembles trained by
   `GradientFlow` (Diffrax) or `GradientDescent`, recorded at the spec's times.
 - `compare(samples, spec)` → `Comparison`: means, standard errors, N·Var, 1/N fits
@@ -18,7 +18,7 @@ from ._compare import (
     fit_inverse_width,
     infinite_width_limit,
 )
-from ._network import Network
+from ._network import FiniteNetwork
 from ._predictions import Predictions, predict_corrections, variance_with_error
 from ._propagator import TangentPropagator, TrainingFluctuations, predict_training_fluctuations
 from ._report import plot_comparison, report_table
@@ -31,7 +31,7 @@ __all__ = [
     "GradientDescent",
     "GradientFlow",
     "InverseWidthFit",
-    "Network",
+    "FiniteNetwork",
     "PolarQuadrature",
     "Predictions",
     "Samples",

@@ -15,7 +15,7 @@ from jaxtyping import Float
 from .._errors import InputError
 from .._progress import progress_bar
 from ..spec import Spec
-from ._network import Network
+from ._network import FiniteNetwork
 from ._train import GradientDescent, GradientFlow, Method, seed_mesh, train_ensemble
 
 GIB = 2.0**30
@@ -94,10 +94,10 @@ def _available_bytes() -> float:
     return total / len(jax.devices())
 
 
-def member_bytes(net: Network, method: Method, num_points: int, num_train: int, num_times: int) -> float:
+def member_bytes(net: FiniteNetwork, method: Method, num_points: int, num_train: int, num_times: int) -> float:
     """Estimated peak bytes of one ensemble member: solver copies of the parameters, the fields
     of every layer and the recorded observables."""
-    L, N = net.arch.hidden_layers, net.width
+    L, N = net.hidden_layers, net.width
     words = net.num_params * method.memory_copies
     words += 8 * L * num_points * N  # h, φ(h), φ'(h), g and their tangents
     words += num_times * (num_points * num_train + 2 * L * num_train**2 + num_points)
@@ -144,7 +144,7 @@ def plan_batches(spec: Spec, widths, seeds, method: Method, max_memory_gib: floa
         budget = 0.6 * _available_bytes()  # headroom for XLA temporaries and the host copies
     plan = {}
     for width in widths:
-        net = Network(spec.architecture, width, data.input_dim)
+        net = FiniteNetwork(spec.architecture, width, data.input_dim)
         per_member = member_bytes(net, method, data.num_train + data.num_test, data.num_train,
                                   len(spec.training.times))
         per_device = int(budget // per_member)
@@ -200,7 +200,7 @@ def sample(
     wall: dict[int, float] = {}
     try:
         for width in widths:
-            net = Network(spec.architecture, width, data.input_dim)
+            net = FiniteNetwork(spec.architecture, width, data.input_dim)
             size = plan[width]
             start = time.perf_counter()
             pieces = []

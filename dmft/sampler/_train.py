@@ -1,7 +1,7 @@
 """Training finite-width ensembles: gradient flow (Diffrax) or discrete gradient descent.
 
 One member is θ(0) ~ N(0, 1) drawn from ``fold_in(key(seed), N)``, trained by dθ/dt = −η ∇_θ 𝓛
-(conventions §2). At each saved time the member records its observables (`Network.kernels` on
+(conventions §2). At each saved time the member records its observables (`FiniteNetwork.kernels` on
 train ∪ test inputs), never its parameters, so the memory per member is O(#params) however many
 times are saved. Members are vmapped; the seed axis is sharded over all devices.
 """
@@ -20,7 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from .._errors import InputError, SolveError
 from ..solvers._ode import integrate_flow
-from ._network import Network
+from ._network import FiniteNetwork
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +86,7 @@ def member_key(seed: int, width: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), width)
 
 
-def _observe(net: Network, params, x_all, num_train: int, offset=0.0):
+def _observe(net: FiniteNetwork, params, x_all, num_train: int, offset=0.0):
     out = net.kernels(params, x_all)
     P = num_train
     return {
@@ -97,7 +97,7 @@ def _observe(net: Network, params, x_all, num_train: int, offset=0.0):
     }
 
 
-def _start(net: Network, centered: bool, x_train, y_train, x_all, key):
+def _start(net: FiniteNetwork, centered: bool, x_train, y_train, x_all, key):
     """θ(0), the offset subtracted from f and the effective targets.
 
     Centred training uses f(θ) − f(θ0) (a frozen copy of the initial network): its loss
@@ -110,7 +110,7 @@ def _start(net: Network, centered: bool, x_train, y_train, x_all, key):
     return params, offset, y_train + offset[: x_train.shape[0]]
 
 
-def _train_member_flow(net: Network, method: GradientFlow, centered: bool, times, x_train, y_train,
+def _train_member_flow(net: FiniteNetwork, method: GradientFlow, centered: bool, times, x_train, y_train,
                        x_all, key):
     params, offset, y_train = _start(net, centered, x_train, y_train, x_all, key)
     P = x_train.shape[0]
@@ -125,7 +125,7 @@ def _train_member_flow(net: Network, method: GradientFlow, centered: bool, times
     return solution.ys, solution.stats["num_steps"], ok
 
 
-def _train_member_gd(net: Network, centered: bool, schedule, x_train, y_train, x_all, key):
+def _train_member_gd(net: FiniteNetwork, centered: bool, schedule, x_train, y_train, x_all, key):
     steps, step_size = schedule
     params, offset, y_train = _start(net, centered, x_train, y_train, x_all, key)
     P = x_train.shape[0]
@@ -142,14 +142,14 @@ def _train_member_gd(net: Network, centered: bool, schedule, x_train, y_train, x
     return ys, total, jnp.asarray(True)
 
 
-def _init_member(net: Network, centered: bool, x_train, y_train, x_all, key):
+def _init_member(net: FiniteNetwork, centered: bool, x_train, y_train, x_all, key):
     params, offset, _ = _start(net, centered, x_train, y_train, x_all, key)
     obs = _observe(net, params, x_all, x_train.shape[0], offset)
     return jax.tree.map(lambda a: a[None], obs), jnp.asarray(0), jnp.asarray(True)
 
 
 @functools.partial(jax.jit, static_argnames=("net", "method", "centered"))
-def _train_batch(net: Network, method: Method | None, centered: bool, schedule, x_train, y_train,
+def _train_batch(net: FiniteNetwork, method: Method | None, centered: bool, schedule, x_train, y_train,
                  x_all, keys):
     if method is None:  # only t = 0 is saved: no training at all
         member = functools.partial(_init_member, net, centered)
@@ -167,7 +167,7 @@ def seed_mesh() -> jax.sharding.Mesh:
 
 
 def train_ensemble(
-    net: Network,
+    net: FiniteNetwork,
     times,
     x_train,
     y_train,

@@ -128,45 +128,64 @@ def _kx() -> Node:
     return Notation(r"\frac{x\cdot x'}{D}", "x·x'/D")
 
 
+def _block_expressions(arch: Architecture, residual_scale, dual, dual_derivative):
+    """Per layer l = 1..L+1, the SymPy (Σ^l, Θ^l, Σ̇^l) of the network's own kernel maps
+    (`dmft.network`): the layers' equations, composed block by block, with the activation's
+    closed-form dual substituted where it has one and β = α/√L. Layer 1 is in kx = x·x'/D."""
+    from ..network import KernelMap, mlp
+
+    network = mlp(dataclasses.replace(arch, residual_scale=residual_scale))
+    mup = arch.parameterization == "mup"
+    dual_fns = {}
+    if dual is not None:
+        dual_fns[sp.Function("K_phi")] = sp.Lambda((q1, q2, c), dual)
+    if dual_derivative is not None:
+        dual_fns[sp.Function("Kdot_phi")] = sp.Lambda((q1, q2, c), dual_derivative)
+    scalars = {ir.branch_scale: ir.residual_alpha / sp.sqrt(ir.num_hidden)}
+    if mup:  # μP kernels are those of σ_w = 1, σ_b = 0 (conventions §1b): no σ symbols to print
+        scalars.update({ir.sigma_w: sp.Integer(1), ir.sigma_b: sp.Integer(0)})
+    out = []
+    for l, block in enumerate(network.blocks, start=1):
+        km = network.kernel_map(block)
+        if l == 1:
+            km = KernelMap(*(e.xreplace({c: kx, theta_prev: 0, ir.sigmadot_prev: 0}) for e in km))
+        exprs = []
+        for e in (km.nngp, km.ntk, km.derivative):
+            for fn, lam in dual_fns.items():
+                e = e.replace(fn, lam)
+            exprs.append(e.xreplace(scalars))
+        out.append(tuple(exprs))
+    return out
+
+
 def _recursions(arch, ops, dual, dual_derivative, parameters, residual_scale):
     nngp, ntk, derivative = [], [], []
-    # μP kernels are those of σ_w = 1, σ_b = 0 (conventions §1b): no σ symbols to print.
     mup = arch.parameterization == "mup"
     w2, b2 = (sp.Integer(1), sp.Integer(0)) if mup else (ir.sigma_w**2, ir.sigma_b**2)
     beta2 = ir.residual_alpha**2 / ir.num_hidden
+    expressions = _block_expressions(arch, residual_scale, dual, dual_derivative)
     for op in ops:
         l = op.layer
+        s_expr, t_expr, sdot_expr = expressions[l - 1]
         if op.source == "input":
-            s_expr = w2 * kx + b2
             s_rhs = add(mul(Scalar(w2), _kx()), Scalar(b2))
             nngp.append(LayerMap(f"nngp_L{l}", l, Equation(_sigma(l), s_rhs, f"nngp_L{l}"),
                                  s_expr, (kx,), parameters))
             ntk.append(LayerMap(f"ntk_L{l}", l, Equation(_theta(l), _sigma(l), f"ntk_L{l}"),
-                                s_expr, (kx,), parameters))
+                                t_expr, (kx,), parameters))
             continue
         prev = l - 1
         cov = (_sigma(prev, "x", "x"), _sigma(prev, "x'", "x'"), _sigma(prev))
-        k_node = DualKernel(0, cov, dual)
-        kdot_node = DualKernel(1, cov, dual_derivative)
-        k_expr = dual if dual is not None else sp.Function("K_phi")(q1, q2, c)
-        kdot_expr = (dual_derivative if dual_derivative is not None
-                     else sp.Function("Kdot_phi")(q1, q2, c))
-        branch_expr = w2 * k_expr + b2
-        branch_rhs = add(mul(Scalar(w2), k_node), Scalar(b2))
-        sdot_expr = w2 * kdot_expr
-        sdot_rhs = mul(Scalar(w2), kdot_node)
+        branch_rhs = add(mul(Scalar(w2), DualKernel(0, cov, dual)), Scalar(b2))
+        sdot_rhs = mul(Scalar(w2), DualKernel(1, cov, dual_derivative))
         inputs = (q1, q2, c)
         if op.residual:
-            s_expr = c + beta2 * branch_expr
             s_rhs = add(_sigma(prev), mul(Scalar(beta2), branch_rhs))
-            t_expr = theta_prev + beta2 * (branch_expr + sdot_expr * theta_prev)
             t_rhs = add(_theta(prev), mul(Scalar(beta2), add(branch_rhs,
                                                              mul(_sigmadot(l), _theta(prev)))))
             note = f"residual block, branch scale α/√L = {residual_scale}/√{arch.hidden_layers}"
         else:
-            s_expr = branch_expr
             s_rhs = branch_rhs
-            t_expr = s_expr + sdot_expr * theta_prev
             t_rhs = add(_sigma(l), mul(_sigmadot(l), _theta(prev)))
             note = ""
         nngp.append(LayerMap(f"nngp_L{l}", l, Equation(_sigma(l), s_rhs, f"nngp_L{l}", note=note),

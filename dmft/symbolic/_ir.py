@@ -33,6 +33,8 @@ sigma_b = sp.Symbol("sigma_b", nonnegative=True)
 num_train = sp.Symbol("P", positive=True, integer=True)
 residual_alpha = sp.Symbol("alpha_res", positive=True)
 num_hidden = sp.Symbol("L", positive=True, integer=True)
+branch_scale = sp.Symbol("beta_res", positive=True)  # β of a residual block (dmft.network)
+sigmadot_prev = sp.Symbol("sigmadot_prev", real=True)  # Σ̇ entering a layer (dmft.network)
 
 _SCALAR_LATEX = {
     "gamma0": r"\gamma_0", "sigma_w": r"\sigma_w", "sigma_b": r"\sigma_b",
