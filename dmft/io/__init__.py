@@ -1,5 +1,33 @@
 """Result files: atomic writes and provenance metadata."""
 
-from ._results import atomic_output, provenance, write_json, write_npz, write_results
+from ._results import (
+    KNOWN_RESULT_FILES,
+    STAGING_PREFIX,
+    OutputError,
+    atomic_file,
+    atomic_output,
+    discard_staging,
+    git_info,
+    previous_result_files,
+    provenance,
+    version_string,
+    write_json,
+    write_npz,
+    write_results,
+)
 
-__all__ = ["atomic_output", "provenance", "write_json", "write_npz", "write_results"]
+__all__ = [
+    "KNOWN_RESULT_FILES",
+    "STAGING_PREFIX",
+    "OutputError",
+    "atomic_file",
+    "atomic_output",
+    "discard_staging",
+    "git_info",
+    "previous_result_files",
+    "provenance",
+    "version_string",
+    "write_json",
+    "write_npz",
+    "write_results",
+]
