@@ -8,6 +8,7 @@ Float64 is not switched on at import; entry points (the CLI, tests, examples) en
 """
 
 from ._errors import DmftError, InputError, SolveError
+from ._progress import set_progress
 from .activations import Activation, get_activation, known_activations
 from .kernels import LayerKernels, kernels, layer_kernels
 from .sampler import compare, sample
@@ -37,6 +38,7 @@ __all__ = [
     "layer_kernels",
     "load_spec",
     "sample",
+    "set_progress",
     "solve",
     "solve_dmft",
     "solve_lazy",

@@ -1,6 +1,8 @@
 """Progress bars for long work (solves, sweeps, sampling), shown on stderr.
 
-Set ``DMFT_PROGRESS=0`` (or call `set_progress(False)`) to silence them, e.g. in benchmarks.
+Off by default in the Python API (a notebook would be flooded); switch them on with
+``dmft.set_progress(True)`` or the environment variable ``DMFT_PROGRESS=1``. The ``dmft`` command
+line turns them on unless ``--quiet`` is given or ``DMFT_PROGRESS=0`` is set.
 """
 
 from __future__ import annotations
@@ -13,13 +15,30 @@ from typing import TypeVar
 from tqdm.auto import tqdm
 
 T = TypeVar("T")
-_enabled = os.environ.get("DMFT_PROGRESS", "1") not in ("0", "false", "no")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def progress_env() -> bool | None:
+    """``DMFT_PROGRESS`` read as a switch: True, False, or None when it is unset (or unreadable)."""
+    value = os.environ.get("DMFT_PROGRESS")
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    return None
+
+
+_enabled = progress_env() is True
 
 
 def set_progress(enabled: bool) -> None:
-    """Turn progress bars on or off for this process."""
+    """Turn progress bars on or off for this process (off by default in the Python API)."""
     global _enabled
-    _enabled = enabled
+    _enabled = bool(enabled)
 
 
 def progress_enabled() -> bool:
