@@ -20,6 +20,27 @@ _TABLES = {
     "sampler": None,  # free-form: validated by the sampler
 }
 
+# Keys the conventions define for later work (§2a training rules, §2b losses) or that name other
+# architectures: refused with "not supported yet" instead of "unknown key". The listed values are
+# what dmft does today; giving one of them explicitly is accepted (and changes nothing).
+_NOT_YET = {
+    "training": {
+        "optimizer": (("flow",), "dmft trains by gradient flow only; 'gd' and 'sgd' "
+                                 "(conventions §2a) are planned"),
+        "loss": (("mse",), "dmft uses the squared loss only; 'cross_entropy' (conventions §2b) "
+                           "is planned"),
+        "learning_rate": ((), "it belongs to optimizer = 'gd'/'sgd' (conventions §2a); dmft "
+                              "trains by gradient flow, whose time unit needs none"),
+        "batch_size": ((), "it belongs to optimizer = 'sgd' (conventions §2a); dmft trains by "
+                           "full-batch gradient flow"),
+        "seed": ((), "it draws the minibatches of optimizer = 'sgd' (conventions §2a)"),
+        "num_classes": ((), "it belongs to loss = 'cross_entropy' (conventions §2b)"),
+    },
+    "architecture": {
+        "type": (("mlp",), "dmft handles fully connected networks (MLPs) only"),
+    },
+}
+
 
 def _load_array(key: str, value: Any, base: Path) -> np.ndarray:
     """An array given inline (a TOML list) or as a path relative to the spec file."""
@@ -42,7 +63,7 @@ def architecture_from_table(table: dict[str, Any]) -> Architecture:
     """The `Architecture` of a spec's ``[architecture]`` table (keys checked by `check_table_keys`)."""
     if "hidden_layers" not in table:
         raise InputError("spec is missing architecture.hidden_layers")
-    return Architecture(**table)
+    return Architecture(**_supported_only("architecture", table))
 
 
 def read_spec_table(path: str | Path) -> dict[str, Any]:
@@ -67,10 +88,28 @@ def check_table_keys(table: dict[str, Any]) -> None:
         allowed = _TABLES[name]
         if allowed is not None:
             for key in value:
-                if key not in allowed:
+                if key in _NOT_YET.get(name, {}):
+                    _check_not_yet(name, key, value[key])
+                elif key not in allowed:
                     raise InputError(
                         f"unknown key {name}.{key} in spec (known: {', '.join(sorted(allowed))})"
                     )
+
+
+def _check_not_yet(name: str, key: str, value: Any) -> None:
+    """InputError "not supported yet" unless `value` is what dmft does today."""
+    accepted, reason = _NOT_YET[name][key]
+    if accepted and isinstance(value, str) and value in accepted:
+        return
+    shown = f"{value!r}" if isinstance(value, (str, int, float, bool)) else "a value"
+    allowed = (f"; the only accepted value is {' or '.join(map(repr, accepted))}"
+               if accepted else "")
+    raise InputError(f"{name}.{key} = {shown} is not supported yet ({reason}{allowed})")
+
+
+def _supported_only(name: str, table: dict[str, Any]) -> dict[str, Any]:
+    """`table` without the accepted not-yet keys (explicit defaults such as loss = "mse")."""
+    return {key: value for key, value in table.items() if key not in _NOT_YET.get(name, {})}
 
 
 def spec_from_dict(table: dict[str, Any], base: Path | str = ".", source: str | None = None) -> Spec:
@@ -86,7 +125,7 @@ def spec_from_dict(table: dict[str, Any], base: Path | str = ".", source: str | 
         if key not in data_table:
             raise InputError(f"spec is missing data.{key}")
     data = Data(**{key: _load_array(key, value, base) for key, value in data_table.items()})
-    training = Training(**table.get("training", {}))
+    training = Training(**_supported_only("training", table.get("training", {})))
     return Spec(
         architecture=architecture,
         data=data,
