@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from .._errors import InputError
-from ..spec import Architecture, default_spec, load_spec
+from ..io import atomic_file
+from ..spec import Architecture, default_spec
 from ..spec._toml import architecture_from_table, check_table_keys, read_spec_table
+from ._common import output_file
 
 
 def add_architecture_arguments(parser) -> None:
@@ -20,19 +20,20 @@ def add_architecture_arguments(parser) -> None:
 
 
 def read_architecture(path: str | None) -> Architecture:
-    """The [architecture] of a spec file; a file without [data] is accepted (derive needs none)."""
+    """The [architecture] of a spec file. Only that table is read: [data] (whose files may be
+    missing or hold NaN) and the other tables play no part in the equations."""
     if path is None:
         return default_spec().architecture
     table = read_spec_table(path)
-    if "data" in table:
-        return load_spec(path).architecture
     architecture = table.get("architecture")
     if not isinstance(architecture, dict):
         raise InputError(f"{path}: spec is missing the [architecture] table")
     try:
-        check_table_keys(table)
+        check_table_keys({"architecture": architecture})
         return architecture_from_table(architecture)
     except InputError as error:
+        raise InputError(f"{path}: {error}") from None
+    except TypeError as error:  # a wrong argument type caught by the dataclass
         raise InputError(f"{path}: {error}") from None
 
 
@@ -42,27 +43,46 @@ def configure(parser) -> None:
                              "embedded default problem")
     parser.add_argument("--latex", action="store_true",
                         help="a standalone LaTeX document instead of terminal text")
-    parser.add_argument("--out", default=None, help="write to this file instead of stdout")
+    parser.add_argument("--out", default=None,
+                        help="write to this file instead of stdout (.tex with --latex, else .txt, "
+                             ".md or no extension); an existing file is replaced only when it is "
+                             "an earlier dmft derive output of the same format")
     add_architecture_arguments(parser)
+
+
+TEXT_SUFFIXES = (".txt", ".md", "")
+LATEX_SUFFIXES = (".tex",)
+_TEXT_HEAD = "# dmft derivation"
+_LATEX_HEAD = "\\documentclass"
+_LATEX_MARK = "\\section*{Derived equations}"
+
+
+def is_derive_output(path: Path, latex: bool) -> bool:
+    """Whether `path` holds an earlier ``dmft derive`` output of the requested format."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            head = stream.read(4096)
+    except (OSError, UnicodeDecodeError):
+        return False
+    if latex:
+        return head.startswith(_LATEX_HEAD) and _LATEX_MARK in head
+    return head.startswith(_TEXT_HEAD + "\n")
 
 
 def execute(args) -> int:
     from ..symbolic import derive
 
+    out = None
+    if args.out is not None:  # checked before any work
+        out = output_file(args.out, suffixes=LATEX_SUFFIXES if args.latex else TEXT_SUFFIXES,
+                          replaceable=lambda path: is_derive_output(path, args.latex),
+                          kind="dmft derive output" + (" (LaTeX)" if args.latex else " (text)"))
     derivation = derive(read_architecture(args.spec), residual_scale=args.residual_scale)
     text = derivation.latex() if args.latex else str(derivation)
-    if args.out is None:
+    if out is None:
         print(text, end="")
         return 0
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=".dmft-", suffix=out.suffix, dir=out.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(staging, out)
-    finally:
-        if os.path.exists(staging):
-            os.remove(staging)
+    with atomic_file(out) as staging:
+        staging.write_text(text, encoding="utf-8")
     print(f"wrote {out}")
     return 0

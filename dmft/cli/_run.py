@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 from ..io import write_results
 from ..solvers import solve
-from ._common import activation_summary, add_spec_argument, read_spec, report_written
+from ._common import activation_summary, add_spec_argument, output_folder, read_spec, report_written
 
 
 def configure(parser) -> None:
     add_spec_argument(parser, optional=True)
-    parser.add_argument("--out", default="dmft-out", help="output folder (default: dmft-out)")
+    parser.add_argument("--out", default="dmft-out",
+                        help="output folder (default: dmft-out); an earlier result there is "
+                             "replaced as a whole")
 
 
 def execute(args) -> int:
+    output_folder(args.out, names=("result.npz", "metadata.json"))  # before any work
     spec = read_spec(args.spec)
     arch, data = spec.architecture, spec.data
     print(
@@ -22,6 +26,7 @@ def execute(args) -> int:
         f"({arch.parameterization}), P = {data.num_train}, P_test = {data.num_test}, "
         f"{len(spec.training.times)} saved times"
     )
+    sys.stdout.flush()
     start = time.perf_counter()
     solution = solve(spec)
     arrays = solution.arrays(data.y_train, data.y_test)
@@ -30,11 +35,9 @@ def execute(args) -> int:
     def figures(folder):
         from ..figures import plot_learning_curve, plot_ntk_evolution
 
-        regime = "lazy (NTK)" if arch.parameterization == "ntk" else f"DMFT, $\\gamma_0={arch.gamma0:g}$"
-        plot_learning_curve(arrays, folder / "learning_curve",
-                            title=f"{arch.activation}, L={arch.hidden_layers}, {regime}")
+        plot_learning_curve(arrays, folder / "learning_curve", spec=spec)
         if arch.parameterization == "mup":
-            plot_ntk_evolution(solution, data.y_train, folder / "ntk_evolution")
+            plot_ntk_evolution(solution, data.y_train, folder / "ntk_evolution", spec=spec)
 
     metadata = {
         "command": "run",
