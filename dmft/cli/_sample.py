@@ -4,11 +4,12 @@ spec, compare them with the infinite-width limit and with the predicted 1/N corr
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 from .._errors import InputError
 from ..io import write_results
-from ._common import add_spec_argument, read_spec, report_written
+from ._common import add_spec_argument, output_folder, read_spec, report_written
 
 
 def configure(parser) -> None:
@@ -18,7 +19,9 @@ def configure(parser) -> None:
                              "widths of the spec, else 64,256,1024)")
     parser.add_argument("--seeds", default=None,
                         help="ensemble members per width (default: [sampler] seeds, else 8)")
-    parser.add_argument("--out", default="dmft-sample", help="output folder (default: dmft-sample)")
+    parser.add_argument("--out", default="dmft-sample",
+                        help="output folder (default: dmft-sample); an earlier result there is "
+                             "replaced as a whole")
     parser.add_argument("--method", default=None, choices=None,
                         help="'flow' (Diffrax gradient flow, default) or 'gd' (gradient descent)")
     parser.add_argument("--dt", default=None, help="gradient-descent step size (with --method gd)")
@@ -84,6 +87,7 @@ def execute(args) -> int:
     from ..sampler import compare, plot_comparison, plan_batches, predict_corrections, report_table
     from ..sampler import TangentPropagator, sample
 
+    output_folder(args.out, names=("samples.npz", "metadata.json"))  # before any work
     spec = read_spec(args.spec)
     arch, data = spec.architecture, spec.data
     widths = _positive_ints("--widths", args.widths if args.widths is not None
@@ -111,6 +115,7 @@ def execute(args) -> int:
         f"{len(spec.training.times)} saved times; widths {widths}, {seeds} seeds, "
         f"{type(method).__name__}, batches {plan}"
     )
+    sys.stdout.flush()
     start = time.perf_counter()
     samples = sample(spec, widths, seeds, method, batch_size=batch_size, max_memory_gib=max_memory,
                      centered=args.centered)
