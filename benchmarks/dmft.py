@@ -141,13 +141,43 @@ def ours_pd4_worker(samples: int, repeats: int) -> dict:
             "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+RESULT_ENV = "DMFT_BENCHMARK_RESULT"  # the file a worker writes its JSON result to
+
+
+def _emit(result: dict) -> None:
+    """Hand a worker's result to `_spawn`: a JSON file named by $DMFT_BENCHMARK_RESULT (stdout
+    is not reliable: the reference code writes ``\\r iteration: …`` progress there with no
+    newline), else stdout when the worker is run by hand."""
+    target = os.environ.get(RESULT_ENV)
+    if target:
+        with open(target, "w", encoding="utf-8") as stream:
+            json.dump(result, stream)
+    else:
+        print(json.dumps(result))
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
 def _spawn(args: list[str]) -> dict:
+    import tempfile
+
     env = dict(os.environ, DMFT_PROGRESS="0")
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), *args], env=env,
-                          capture_output=True, text=True)
-    if done.returncode:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory(prefix="dmft-benchmark-") as folder:
+        result_file = os.path.join(folder, "result.json")
+        env[RESULT_ENV] = result_file
+        done = subprocess.run([sys.executable, os.path.abspath(__file__), *args], env=env,
+                              capture_output=True, text=True)
+        if done.returncode:
+            return {"error": _last_line(done.stderr) or f"worker exited with {done.returncode}"}
+        try:
+            with open(result_file, encoding="utf-8") as stream:
+                return json.load(stream)
+        except (OSError, ValueError) as error:
+            return {"error": f"worker wrote no readable result ({error}); stdout ends with "
+                             f"{_last_line(done.stdout)[-200:]!r}"}
 
 
 def main() -> None:
@@ -167,14 +197,14 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.worker:
-        print(json.dumps(worker(*args.worker, args.repeats)))
+        _emit(worker(*args.worker, args.repeats))
         return
     if args.reference_worker:
         path, samples, damping, iterations = args.reference_worker
-        print(json.dumps(reference_worker(path, int(samples), float(damping), int(iterations))))
+        _emit(reference_worker(path, int(samples), float(damping), int(iterations)))
         return
     if args.ours_pd4_worker:
-        print(json.dumps(ours_pd4_worker(args.ours_pd4_worker, args.repeats)))
+        _emit(ours_pd4_worker(args.ours_pd4_worker, args.repeats))
         return
 
     if not args.skip_table:
