@@ -62,30 +62,46 @@ def report_table(comparison: Comparison) -> str:
 
 
 def plot_comparison(comparison: Comparison, t: np.ndarray, stem: str | Path,
-                    title: str | None = None) -> list[Path]:
-    """Two panels, one paper column: (a) deviation from the limit against width on log-log axes
-    with 1/N and 1/√N guides (solid: RMS bias of the ensemble mean; dotted: RMS deviation of one
-    network); (b) ensemble-mean learning curves (±2 standard errors of log 𝓛) over the limit."""
+                    title: str | None = None, spec=None) -> list[Path]:
+    """Two panels, one paper column.
+
+    (a) Deviation from the limit against width on log-log axes with 1/N and 1/√N guides. Solid:
+    RMS over entries and saved times of the ensemble mean's deviation ⟨O⟩_N − O_∞; dotted: the
+    same RMS for one network, over seeds too. For uncentred NTK networks f and 𝓛 are their f(0)
+    control-variate versions (``*_cv``, see `dmft.sampler._compare`), whose deviations converge.
+    (b) Ensemble-mean train loss against time, bands ±2 standard errors over seeds (of log 𝓛),
+    over the limit. Width ticks are the widths themselves. With `spec` the title names the run.
+    """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
     from ..figures import paper_style, save_figure
+    from ..figures._learning_curve import _time_axis
+    from ..figures._titles import run_title, time_label
 
+    if title is None and spec is not None:
+        title = run_title(spec, "finite width vs limit")
     widths = np.asarray(comparison.widths, dtype=float)
+    uses_cv = "loss_train_cv" in comparison.summary
     with paper_style():
-        figure, (ax_dev, ax_curve) = plt.subplots(2, 1, figsize=(3.4, 4.8), layout="constrained")
+        figure, (ax_dev, ax_curve) = plt.subplots(2, 1, figsize=(3.4, 5.4), layout="constrained")
         anchor = None
         for name in ("loss_train", "f_train", "ntk", "phi_L1"):
+            if f"{name}_cv" in comparison.summary:
+                name = f"{name}_cv"
             rows = comparison.summary.get(name)
             if rows is None:
                 continue
             key = "bias" if "bias" in rows else "noise"
-            (line,) = ax_dev.plot(widths, rows[key], "o-", label=_label(name), markersize=3)
+            label = _label(name[:-3]) + r"$_\mathrm{cv}$" if name.endswith("_cv") else _label(name)
+            (line,) = ax_dev.plot(widths, rows[key], "o-", label=label, markersize=3)
             if "member_rms" in rows:
                 ax_dev.plot(widths, rows["member_rms"], "s:", color=line.get_color(), markersize=2.5,
                             linewidth=0.8)
             if anchor is None:
                 anchor = float(rows[key][0])
         if comparison.limit is not None:
+            ax_dev.plot([], [], "o-", color="0.4", markersize=3, label="ensemble mean")
             ax_dev.plot([], [], "s:", color="0.4", markersize=2.5, linewidth=0.8,
                         label="one network")
         if anchor is not None and anchor > 0:
@@ -94,28 +110,42 @@ def plot_comparison(comparison: Comparison, t: np.ndarray, stem: str | Path,
                         label=r"$1/\sqrt{N}$")
         ax_dev.set_xscale("log")
         ax_dev.set_yscale("log")
+        # the widths as plain integers (64, 256), not 6×10¹
+        ax_dev.xaxis.set_major_locator(FixedLocator(widths))
+        ax_dev.xaxis.set_minor_locator(NullLocator())
+        formatter = ScalarFormatter()
+        formatter.set_scientific(False)
+        ax_dev.xaxis.set_major_formatter(formatter)
         ax_dev.set_xlabel("width $N$")
-        ax_dev.set_ylabel(r"RMS $|\langle O\rangle_N - O_\infty|$" if comparison.limit is not None
+        ax_dev.set_ylabel(r"RMS $|O_N - O_\infty|$" if comparison.limit is not None
                           else "RMS standard error")
-        ax_dev.legend(fontsize=5.5, ncol=3, loc="best", framealpha=0.85)
+        what = ("RMS over entries and saved times (one network: and seeds)"
+                if comparison.limit is not None else "RMS standard error over entries and times")
+        if uses_cv:
+            what += "\ncv: f(0) control variate removed (uncentred NTK)"
+        ax_dev.set_title(what, fontsize=6, loc="left")
+        # legend outside the data: a row block under the panel
+        ax_dev.legend(fontsize=5.5, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.22),
+                      frameon=False, handlelength=2.0, columnspacing=1.0)
         if title:
-            ax_dev.set_title(title, fontsize=8)
+            figure.suptitle(title, fontsize=7)
 
-        stats = comparison.stats["loss_train"]
+        name = "loss_train_cv" if uses_cv else "loss_train"
+        stats = comparison.stats[name]
         for width in comparison.widths:
             mean, err = stats[width]["mean"], stats[width]["stderr"]
-            (line,) = ax_curve.plot(t, mean, label=f"N={width}")
+            (line,) = ax_curve.plot(t, mean, "o-", markersize=2, label=f"$N = {width}$")
             # ±2 s.e. of log 𝓛 (delta method), so the band stays positive on the log axis
             spread = np.exp(2 * err / np.maximum(mean, np.finfo(float).tiny))
             ax_curve.fill_between(t, mean / spread, mean * spread, color=line.get_color(),
                                   alpha=0.25, linewidth=0)
-        if comparison.limit is not None and "loss_train" in comparison.limit:
-            ax_curve.plot(t, comparison.limit["loss_train"], "k--", label="limit")
-        positive = t[t > 0]
-        if positive.size >= 2 and positive.max() / positive.min() > 50:
-            ax_curve.set_xscale("symlog", linthresh=float(positive.min()), linscale=0.3)
+        if comparison.limit is not None and name in comparison.limit:
+            ax_curve.plot(t, comparison.limit[name], "k--", label=r"limit $N\to\infty$")
+        ax_curve.fill_between([], [], [], color="0.4", alpha=0.25, linewidth=0,
+                              label=r"$\pm 2$ s.e. over seeds")
+        _time_axis(ax_curve, np.asarray(t), time_label(spec))
         ax_curve.set_yscale("log")
-        ax_curve.set_xlabel("training time $t$")
-        ax_curve.set_ylabel(r"train loss $\mathcal{L}(t)$")
-        ax_curve.legend(fontsize=6)
+        ax_curve.set_ylabel("ensemble-mean train loss" + (" (cv)" if uses_cv else ""))
+        ax_curve.legend(fontsize=5.5, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.25),
+                        frameon=False)
         return save_figure(figure, stem)

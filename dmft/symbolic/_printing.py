@@ -41,7 +41,8 @@ def derivation_text(d) -> str:
     out = ["# dmft derivation", *_header_lines(d), "", "## Dual activation", *_dual_lines(d), "",
            "## NNGP recursion (Σ^(l), l = 1..L+1)"]
     out += [f"  {m.equation.text()}" for m in d.nngp_recursion]
-    out += ["", "## NTK recursion (Θ^(l), with Σ̇^(l) = σ_w² K̇_φ)"]
+    gain = "σ_w² K̇_φ" if d.architecture.parameterization == "ntk" else "K̇_φ (μP: unit weights, σ_w = 1)"
+    out += ["", f"## NTK recursion (Θ^(l), with Σ̇^(l) = {gain})"]
     out += [f"  {m.equation.text()}" for m in d.nngp_derivative]
     out += [f"  {m.equation.text()}" for m in d.ntk_recursion]
     for title, equations in d.dmft.sections:
@@ -50,9 +51,9 @@ def derivation_text(d) -> str:
     return "\n".join(out) + "\n"
 
 
-_PREAMBLE = r"""\documentclass[11pt]{article}
+_PREAMBLE = r"""\documentclass[10pt]{article}
 \usepackage{amsmath,amssymb}
-\usepackage[margin=2cm]{geometry}
+\usepackage[margin=1.5cm]{geometry}
 \allowdisplaybreaks
 \begin{document}
 """
@@ -66,15 +67,20 @@ def _escape(text: str) -> str:
 
 
 _NOTE_MATH = re.compile(
-    r"γ0|σ_w|σ_b|[ΦΣΘΔ]_[A-Za-zμα]+"
+    r"γ0(?:²|\^2)?|σ_w(?:²|\^2)?|σ_b(?:²|\^2)?|[ΦΣΘΔ]_[A-Za-zμα]+|φ''|φ'"
     r"|[A-Za-zΦΣΘΔ]\^(?:\{[^}]*\}|\([A-Za-z0-9+-]+\)|[A-Za-z0-9+-]+)(?:_[A-Za-z0-9μα]+)?"
+    # a one-letter symbol with a one-character subscript (f_μ, y_α, x_⋆, K_2), not identifiers
+    # such as ntk_flow_gap
+    r"|(?<![A-Za-z0-9_])[A-Za-z]_(?:[μαν⋆]|[A-Za-z0-9])(?![A-Za-z0-9_])"
 )
 _NOTE_MATH_SYMBOLS = {"γ0": r"\gamma_0", "σ_w": r"\sigma_w", "σ_b": r"\sigma_b", "Φ": r"\Phi",
-                      "Σ": r"\Sigma", "Θ": r"\Theta", "Δ": r"\Delta", "μ": r"\mu", "α": r"\alpha"}
+                      "Σ": r"\Sigma", "Θ": r"\Theta", "Δ": r"\Delta", "μ": r"\mu", "α": r"\alpha",
+                      "ν": r"\nu", "⋆": r"\star", "φ": r"\phi", "²": "^2"}
 
 
 def _ascii_note(note: str) -> str:
     """Plain text for LaTeX: γ0, σ_w and X^{...} become inline math, other symbols are mapped."""
+    note = note.replace(">=", "≥").replace("<=", "≤")
     parts, last = [], 0
     for m in _NOTE_MATH.finditer(note):
         parts.append(_ascii_chars(note[last:m.start()]))
@@ -85,7 +91,8 @@ def _ascii_note(note: str) -> str:
         parts.append(f"${token}$")
         last = m.end()
     parts.append(_ascii_chars(note[last:]))
-    return "".join(parts)
+    # adjacent inline maths join into one: $\gamma_0$$^2$ -> $\gamma_0^2$ (notes hold no $$ display)
+    return "".join(parts).replace("$$", "")
 
 
 def _ascii_chars(note: str) -> str:
@@ -96,7 +103,9 @@ def _ascii_chars(note: str) -> str:
              "⟨": r"$\langle$", "⟩": r"$\rangle$", "∂": r"$\partial$", "η": r"$\eta$",
              "ν": r"$\nu$", "β": r"$\beta$", "δ": r"$\delta$", "≤": r"$\leq$",
              "×": r"$\times$", "₀": r"$_0$", "⁻": r"$^{-}$", "¹": r"$^{1}$", "̇": "",
-             "K̇": r"$\dot K$"}
+             "K̇": r"$\dot K$", "§": r"\S{}", "'": "'",
+             # OT1 text fonts print < > | as ¡ ¿ —: set them as maths
+             "<": "$<$", ">": "$>$", "|": "$|$"}
     out = []
     for ch in note:
         if ch in table:
@@ -109,12 +118,24 @@ def _ascii_chars(note: str) -> str:
 
 
 def _align(equations) -> list[str]:
-    rows = []
-    for eq in equations:
+    """An align* block; each note follows its equation as wrapping text (\\intertext), never as
+    an unbreakable \\text{} column that runs off the page."""
+    lines = [r"\begin{align*}"]
+    equations = list(equations)
+    trailing = None
+    for index, eq in enumerate(equations):
         rel = r"\sim" if eq.relation == "~" else "="
-        note = rf" && \text{{{_ascii_note(eq.note)}}}" if eq.note else ""
-        rows.append(f"  {eq.lhs.latex()} &{rel} {eq.rhs.latex()}{note}")
-    return [r"\begin{align*}", " \\\\\n".join(rows), r"\end{align*}"]
+        row = f"  {eq.lhs.latex()} &{rel} {eq.rhs.latex()}"
+        last = index == len(equations) - 1
+        if eq.note and not last:  # \\intertext comes right after the row's \\\\
+            row += r" \\" + "\n" + rf"  \intertext{{\footnotesize {_ascii_note(eq.note)}}}"
+        elif eq.note:
+            trailing = _ascii_note(eq.note)
+        lines.append(row + ("" if last or eq.note else r" \\"))
+    lines.append(r"\end{align*}")
+    if trailing:
+        lines += [rf"{{\footnotesize {trailing}\par}}"]
+    return lines
 
 
 def derivation_latex(d) -> str:
