@@ -127,9 +127,7 @@ def execute(args) -> int:
         arrays.update(predictions.arrays())
 
     def figures(folder):
-        regime = "NTK" if arch.parameterization == "ntk" else f"$\\mu$P, $\\gamma_0={arch.gamma0:g}$"
-        plot_comparison(comparison, samples.t, folder / "sample_comparison",
-                        title=f"{arch.activation}, L={arch.hidden_layers}, {regime}")
+        plot_comparison(comparison, samples.t, folder / "sample_comparison", spec=spec)
 
     metadata = {
         "command": "sample",

@@ -93,7 +93,7 @@ def plot_comparison(comparison: Comparison, t: np.ndarray, stem: str | Path,
             if rows is None:
                 continue
             key = "bias" if "bias" in rows else "noise"
-            label = _label(name[:-3]) + r"$_\mathrm{cv}$" if name.endswith("_cv") else _label(name)
+            label = _label(name[:-3]) + " (cv)" if name.endswith("_cv") else _label(name)
             (line,) = ax_dev.plot(widths, rows[key], "o-", label=label, markersize=3)
             if "member_rms" in rows:
                 ax_dev.plot(widths, rows["member_rms"], "s:", color=line.get_color(), markersize=2.5,
