@@ -12,10 +12,10 @@ import pytest
 from scipy.optimize import brentq
 
 from dmft._errors import InputError
-from dmft.solvers._deep_linear import DeepLinearDMFT
-from dmft.solvers._dmft import auto_method_name, method_from_spec, solve_dmft
-from dmft.solvers._lazy import solve_lazy
-from dmft.solvers._two_layer import TwoLayerDMFT, TwoLayerMoments
+from dmft.solvers import DeepLinearDMFT
+from dmft.solvers import auto_method_name, method_from_spec, solve_dmft
+from dmft.solvers import solve_lazy
+from dmft.solvers import TwoLayerDMFT, TwoLayerMoments
 from dmft.spec import Architecture, Data, Spec, Training
 
 # ----------------------------------------------------------------------------------------------

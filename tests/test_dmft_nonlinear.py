@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dmft._errors import InputError, SolveError
-from dmft.solvers._deep_nonlinear import MonteCarloDMFT
+from dmft.solvers import MonteCarloDMFT
 from dmft.spec import Architecture, Data, Spec, Training
 
 TIMES = (0.0, 0.5, 1.0, 1.5)
@@ -277,12 +277,12 @@ def _network_limit(spec, widths, seeds):
     step 0.025 sits +3e-4 above step 0.0125 at t = 4, so about +6e-4 (0.13 % of 𝓛(0)) above the
     flow. The 5e-4 allowance of the tolerances below covers most of it, their 3.5σ term the rest.
     """
-    from dmft.sampler import GradientDescent, sample
+    from dmft.sampler import FixedSteps, sample
     from dmft.sampler._compare import fit_inverse_width
 
     means, stderrs = [], []
     for width, count in zip(widths, seeds):
-        losses = sample(spec, [width], count, method=GradientDescent(dt=0.025),
+        losses = sample(spec, [width], count, method=FixedSteps(dt=0.025),
                         centered=True)[width]["loss_train"]
         means.append(losses.mean(0))
         stderrs.append(losses.std(0, ddof=1) / np.sqrt(count))

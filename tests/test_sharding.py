@@ -18,7 +18,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 import numpy as np
 from dmft.spec import Architecture, Data, Spec, Training
-from dmft.solvers._deep_nonlinear import MonteCarloDMFT
+from dmft.solvers import MonteCarloDMFT
 from dmft.solvers._sharding import sample_mesh, shard_samples
 
 kx = 0.5 ** np.abs(np.subtract.outer(np.arange(4), np.arange(4)))

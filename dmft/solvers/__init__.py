@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from .._precision import require_float64
 from ..spec import Spec
 from ._deep_linear import DeepLinearDMFT
+from ._deep_nonlinear import MonteCarloDMFT
 from ._dmft import auto_method_name, dmft_methods, method_from_spec, solve_dmft
 from ._lazy import ClosedForm, KernelODE, lazy_method_from_table, solve_lazy
 from ._solution import Solution
@@ -13,8 +15,11 @@ from ._two_layer import TwoLayerDMFT, TwoLayerMoments
 def solve(spec: Spec) -> Solution:
     """The infinite-width training dynamics of `spec`: lazy for "ntk", DMFT for "mup".
 
-    Method options come from the spec's ``[solver]`` table.
+    Method options come from the spec's ``[solver]`` table. Every method object of this package
+    (`ClosedForm`, `KernelODE`, `TwoLayerDMFT`, `TwoLayerMoments`, `DeepLinearDMFT`,
+    `MonteCarloDMFT`) is immutable, has ``from_table(table)`` and ``solve(spec) -> Solution``.
     """
+    require_float64("dmft.solve")
     if spec.architecture.parameterization == "ntk":
         return solve_lazy(spec)
     return solve_dmft(spec)
@@ -24,6 +29,7 @@ __all__ = [
     "ClosedForm",
     "DeepLinearDMFT",
     "KernelODE",
+    "MonteCarloDMFT",
     "Solution",
     "TwoLayerDMFT",
     "TwoLayerMoments",

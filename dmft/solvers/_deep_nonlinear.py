@@ -84,36 +84,36 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from typing import NamedTuple
+
 from .._errors import InputError, SolveError
-from .._progress import progress_bar, progress_enabled
-from ..spec import Spec
-from ._dmft import (
+from .._options import (
     check_bool,
+    check_choice,
     check_int,
-    check_mup,
     check_positive,
-    input_kernel,
-    readout_terms,
+    check_tolerance,
+    check_unit_interval,
+    options_from_table,
 )
+from .._precision import require_float64
+from ..network import MuP
+from ..spec import Spec
+from ._common import (
+    LOSS,
+    StepTicker,
+    available_memory_bytes,
+    check_layers,
+    draw_normal,
+    gib,
+    lagrange_matrix,
+    layer_ntk,
+    network_of,
+    new_bar,
+)
+from ._dmft import check_mup, input_kernel, readout_terms
 from ._sharding import constrain_samples, largest_divisor_at_most, sample_mesh, shard_samples
-from ._solution import Solution
-
-
-def _check_unit_interval(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not 0 < value <= 1:
-        raise InputError(f"solver.{key} must be a number in (0, 1], got {value!r}")
-    return float(value)
-
-
-def _check_tol(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"solver.{key} must be a number, got {value!r}")
-    if value <= 0:
-        raise InputError(f"solver.{key} must be > 0, got {value!r}")
-    if value < 1e-15:
-        raise InputError(f"solver.{key} = {value!r} is impossible in float64 (use >= 1e-15)")
-    return float(value)
+from ._solution import Solution, diagnostics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,7 +193,7 @@ class MonteCarloDMFT:
             object.__setattr__(self, "dt", check_positive("dt", self.dt))
         object.__setattr__(self, "max_dt", check_positive("max_dt", self.max_dt))
         object.__setattr__(self, "seed", check_int("seed", self.seed, 0))
-        object.__setattr__(self, "rcond", _check_tol("rcond", self.rcond))
+        object.__setattr__(self, "rcond", check_tolerance("rcond", self.rcond))
         check_bool("antithetic", self.antithetic)
         if self.antithetic and (self.num_samples // self.num_batches) % 2:
             raise InputError(f"solver.num_samples / solver.num_batches = "
@@ -201,12 +201,11 @@ class MonteCarloDMFT:
                              "solver.antithetic = true")
         check_bool("control_variates", self.control_variates)
         check_bool("kernel_control_variates", self.kernel_control_variates)
-        if self.schedule not in ("march", "picard"):
-            raise InputError(f'solver.schedule must be "march" or "picard", got {self.schedule!r}')
+        check_choice("schedule", self.schedule, ("march", "picard"))
         object.__setattr__(self, "check_sweeps", check_int("check_sweeps", self.check_sweeps, 0))
-        object.__setattr__(self, "tol", _check_tol("tol", self.tol))
+        object.__setattr__(self, "tol", check_tolerance("tol", self.tol))
         object.__setattr__(self, "max_iter", check_int("max_iter", self.max_iter, 1))
-        object.__setattr__(self, "damping", _check_unit_interval("damping", self.damping))
+        object.__setattr__(self, "damping", check_unit_interval("damping", self.damping))
         check_bool("allow_unconverged", self.allow_unconverged)
         if self.devices is not None:
             object.__setattr__(self, "devices", check_int("devices", self.devices, 1))
@@ -223,14 +222,8 @@ class MonteCarloDMFT:
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> MonteCarloDMFT:
-        """From a spec's ``[solver]`` table; the key ``method`` is ignored."""
-        table = {key: value for key, value in table.items() if key != "method"}
-        known = {field.name for field in dataclasses.fields(cls)}
-        for key in table:
-            if key not in known:
-                raise InputError(f"unknown key solver.{key} for method 'monte_carlo' "
-                                 f"(known: {sorted(known)})")
-        return cls(**table)
+        """From a spec's ``[solver]`` table (its ``method`` key ignored)."""
+        return options_from_table(cls, table, "monte_carlo")
 
     # ------------------------------------------------------------------------------------------
 
@@ -245,6 +238,7 @@ class MonteCarloDMFT:
 
     def solve(self, spec: Spec) -> Solution:
         """March the single-site process over the spec's times; see the module docstring."""
+        require_float64("the monte_carlo DMFT")
         check_mup(spec)
         if self.replicas > 1:
             return self._replicated(spec)
@@ -260,19 +254,10 @@ class MonteCarloDMFT:
         dt, steps = self.time_grid(times)
         num_grid = steps + 1
         dtype = jnp.result_type(float)
-        if dtype != jnp.float64:
-            warnings.warn("MonteCarloDMFT runs in float32: enable jax_enable_x64 for float64",
-                          stacklevel=2)
+        self._check_cost(spec, dt, num_grid, num_points)
 
-        n_dev = largest_divisor_at_most(self.num_samples, len(jax.devices())
-                                        if self.devices is None else self.devices)
-        if self.devices is not None and n_dev != self.devices:
-            raise InputError(f"solver.devices = {self.devices} does not divide solver.num_samples"
-                             f" = {self.num_samples} (or exceeds the {len(jax.devices())} devices)")
+        n_dev, mesh = self._mesh()
         independent = self.independent_batches
-        if independent:
-            n_dev = 1  # the batches are vmapped on one device
-        mesh = sample_mesh(n_dev) if n_dev > 1 else None
         phases = self.phases
         if phases is None:
             phases = 1 if num_grid * num_points <= 1024 else 4
@@ -290,15 +275,17 @@ class MonteCarloDMFT:
             num_samples=self.num_samples // self.num_batches if independent else self.num_samples,
             num_batches=1 if independent else self.num_batches,
             rcond=self.rcond, control_variates=self.control_variates, activation=activation,
-            mesh=mesh, show_steps=progress_enabled(), phase_ends=_phase_ends(num_grid, phases), keep_rows=self.check_sweeps > 0 or self.schedule == "picard",
+            mesh=mesh, phase_ends=_phase_ends(num_grid, phases),
+            keep_rows=self.check_sweeps > 0 or self.schedule == "picard",
             kernel_control_variates=self.kernel_control_variates,
+            network=_march_network(spec), ticker=None,
         )
         scalars = (jnp.asarray(dt, dtype), jnp.asarray(arch.gamma0, dtype))
         picard = self.schedule == "picard"
         sweeps = self.max_iter if picard else self.check_sweeps
-        bar = progress_bar(num_grid * (1 + sweeps), f"DMFT monte carlo ({self.schedule})")
+        bar = new_bar(num_grid * (1 + sweeps), f"DMFT monte carlo ({self.schedule})")
         bar.set_postfix(S=self.num_samples, L=num_layers)
-        _STEP_BAR[0] = bar if progress_enabled() else None
+        config = dataclasses.replace(config, ticker=StepTicker.for_solve(bar))
         if picard:
             # initial guess: the lazy (γ0 → 0) kernels of the same draws, zero-drift fields
             lazy = (scalars[0], scalars[1] * 1e-30)
@@ -314,26 +301,10 @@ class MonteCarloDMFT:
             out = _combine_independent(out)
         if not picard:
             _check_finite(out, dt)
-
-        residuals: list[float] = []
-        if sweeps:
-            frozen = out.pop("frozen")
-            for _ in range(sweeps):
-                new = _sweep(config, *scalars, kx, y, draws, frozen)
-                new = jax.tree_util.tree_map(np.asarray, jax.block_until_ready(new))
-                _check_finite(new, dt)
-                new_frozen = new.pop("frozen")
-                residual = _residual(new_frozen, frozen)
-                residuals.append(residual)
-                bar.set_postfix(residual=f"{residual:.2e}")
-                beta = self.damping
-                frozen = jax.tree_util.tree_map(lambda a, b: beta * a + (1 - beta) * b,
-                                                new_frozen, frozen)
-                out = new
-                if residual < self.tol:
-                    break
-        bar.close()
-        _STEP_BAR[0] = None
+        try:
+            out, residuals = self._picard_sweeps(sweeps, config, scalars, kx, y, draws, out, bar)
+        finally:
+            bar.close()
         if residuals and residuals[-1] >= self.tol:
             message = (f"DMFT did not converge: residual {residuals[-1]:.3g} > tol {self.tol:g} "
                        f"after {len(residuals)} iterations")
@@ -341,8 +312,62 @@ class MonteCarloDMFT:
                 raise SolveError(message)
             warnings.warn(message + " (kept: solver.allow_unconverged = true)", stacklevel=2)
 
-        return self._solution(spec, times, dt, steps, kx, out, residuals, n_dev,
-                              time.perf_counter() - start)
+        return self._solution(spec, times, dt, steps, kx, out, residuals, n_dev, start)
+
+    def _mesh(self):
+        """(number of devices, mesh or None): all devices that divide S, or `devices`; one with
+        independent batches (vmapped)."""
+        n_dev = largest_divisor_at_most(self.num_samples, len(jax.devices())
+                                        if self.devices is None else self.devices)
+        if self.devices is not None and n_dev != self.devices:
+            raise InputError(f"solver.devices = {self.devices} does not divide solver.num_samples"
+                             f" = {self.num_samples} (or exceeds the {len(jax.devices())} devices)")
+        if self.independent_batches:
+            n_dev = 1  # the batches are vmapped on one device
+        return n_dev, (sample_mesh(n_dev) if n_dev > 1 else None)
+
+    def _picard_sweeps(self, sweeps, config, scalars, kx, y, draws, out, bar):
+        """Up to `sweeps` Jacobi sweeps with every row frozen at the last pass (damped), until the
+        residual < tol; returns the last pass and the residuals."""
+        residuals: list[float] = []
+        if not sweeps:
+            return out, residuals
+        dt = float(scalars[0])
+        frozen = out.pop("frozen")
+        for _ in range(sweeps):
+            new = _sweep(config, *scalars, kx, y, draws, frozen)
+            new = jax.tree_util.tree_map(np.asarray, jax.block_until_ready(new))
+            _check_finite(new, dt)
+            new_frozen = new.pop("frozen")
+            residual = _residual(new_frozen, frozen)
+            residuals.append(residual)
+            bar.set_postfix(residual=f"{residual:.2e}")
+            beta = self.damping
+            frozen = jax.tree_util.tree_map(lambda a, b: beta * a + (1 - beta) * b,
+                                            new_frozen, frozen)
+            out = new
+            if residual < self.tol:
+                break
+        return out, residuals
+
+    def _check_cost(self, spec: Spec, dt: float, num_grid: int, num_points: int) -> None:
+        """InputError (one line, with the estimate) before a march that cannot fit in memory or
+        would unroll too many layers: per-sample histories (4L − 2)·S·T·Q and the inverse
+        Cholesky factors 2(L − 1)·(TQ)² (× B with independent batches), float64."""
+        num_layers, S = spec.architecture.hidden_layers, self.num_samples
+        TQ = num_grid * num_points
+        factors = 2 * (num_layers - 1) * (self.num_batches if self.independent_batches else 1)
+        need = 8.0 * ((4 * num_layers - 2) * S * TQ + factors * TQ**2)
+        where = (f"S = {S} samples × T = {num_grid} grid points (dt = {dt:.3g} to t = "
+                 f"{spec.training.times[-1]:g}) × Q = {num_points} points × L = {num_layers} layers")
+        check_layers("monte_carlo", num_layers, f"≈ {gib(need)} for {where}")
+        available = available_memory_bytes()
+        if need > available:
+            raise InputError(
+                f"the monte_carlo DMFT needs ≈ {gib(need)} for {where}, more than the "
+                f"{gib(available)} available; lower solver.num_samples, raise solver.dt (or "
+                "solver.max_dt), shorten training.times or use fewer architecture.hidden_layers"
+            )
 
     def _replicated(self, spec: Spec) -> Solution:
         """Mean of `replicas` independent solves; standard errors from their spread."""
@@ -370,12 +395,12 @@ class MonteCarloDMFT:
             diagnostics=diagnostics,
         )
 
-    def _solution(self, spec, times, dt, steps, kx, out, residuals, n_dev, wall) -> Solution:
+    def _solution(self, spec, times, dt, steps, kx, out, residuals, n_dev, start) -> Solution:
         data = spec.data
         num_train = data.num_train
         num_layers = spec.architecture.hidden_layers
         grid = dt * np.arange(steps + 1)
-        interp = _interpolation_matrix(grid, times)  # (T, T_grid)
+        interp = lagrange_matrix(grid.shape[0], dt, times)  # (T, T_grid)
 
         def at_times(x):
             return np.tensordot(interp, x, axes=(1, 0))
@@ -395,19 +420,24 @@ class MonteCarloDMFT:
             ntk_b, delta_b, ftest_b = out["ntk_batches"], out["delta_batches"], out["f_test_batches"]
         else:  # batch means of one fixed point; f per batch from its own read-out (eq:mc_stderr)
             kx_np = np.asarray(kx)
-            ntk_b = _ntk(kx_np, np.moveaxis(phi_b, 1, 0), np.moveaxis(g_b, 1, 0))  # (Tg, B, Q, Q)
-            ntk_raw_b = _ntk(kx_np, np.moveaxis(out["phi_raw_batches"], 1, 0),
-                             np.moveaxis(out["g_raw_batches"], 1, 0))
+            network = _march_network(spec)
+
+            def batch_ntk(phi, g):  # per-layer (Tg, L, B, Q, Q) → (Tg, B, Q, Q)
+                return layer_ntk(network, kx_np, list(np.moveaxis(phi, 1, 0)),
+                                 list(np.moveaxis(g, 1, 0)))
+
+            ntk_b = batch_ntk(phi_b, g_b)
+            ntk_raw_b = batch_ntk(out["phi_raw_batches"], out["g_raw_batches"])
             # f_b = f_id,b + (1/P)∫(K_b − K̂_b)Δ_b + (1/P)∫K(Δ_b − Δ): the last term is the linear
             # response of the batch's read-out had it been driven by its own Δ_b
             delta_b, ftest_b = (np.asarray(x) for x in _readout_error(
                 out["f_identity_batches"] - flow[:, None], ntk_b - ntk_raw_b + ntk[:, None],
                 data.y_train, dt))
-        loss_b = 0.5 * np.mean(delta_b**2, axis=-1)
+        f_train_b = data.y_train - delta_b
         per_batch = {
-            "f_train": data.y_train - delta_b,
+            "f_train": f_train_b,
             "ntk": ntk_b[..., :num_train, :num_train],
-            "loss_train": loss_b,
+            "loss_train": LOSS.value(f_train_b, data.y_train),
         }
         for layer in range(num_layers):
             per_batch[f"phi_L{layer + 1}"] = phi_b[:, layer, :, :num_train, :num_train]
@@ -416,7 +446,7 @@ class MonteCarloDMFT:
             per_batch["f_test"] = ftest_b
             per_batch["ntk_test_train"] = ntk_b[..., num_train:, :num_train]
             if data.y_test is not None:
-                per_batch["loss_test"] = 0.5 * np.mean((ftest_b - data.y_test) ** 2, axis=-1)
+                per_batch["loss_test"] = LOSS.value(ftest_b, data.y_test)
         stderr = {}
         if self.num_batches > 1:
             b = self.num_batches
@@ -432,21 +462,17 @@ class MonteCarloDMFT:
             phi=tuple(at_times(phi_kk[:, l, :num_train, :num_train]) for l in range(num_layers)),
             g=tuple(at_times(g_kk[:, l, :num_train, :num_train]) for l in range(num_layers)),
             stderr=stderr,
-            diagnostics={
-                "method": "monte_carlo",
-                "algorithm": "causal march, common random numbers, Stein responses",
-                "settings": dataclasses.asdict(self),
-                "num_samples": self.num_samples,
-                "dt": dt,
-                "steps": steps,
-                "iterations": 1 + len(residuals),
-                "residuals": residuals,
-                "min_source_rank": int(np.min(out["rank"])) if out["rank"].size else None,
+            diagnostics=diagnostics(
+                "monte_carlo", self, start, iterations=1 + len(residuals), residuals=residuals,
+                algorithm="causal march, common random numbers, Stein responses",
+                num_samples=self.num_samples,
+                dt=dt,
+                steps=steps,
+                min_source_rank=int(np.min(out["rank"])) if out["rank"].size else None,
                 # f − (1/P)∫KΔ: O(dt²) + MC for smooth φ; the sliding-mode term for kinked φ
-                "ntk_flow_gap": float(np.max(np.abs(f_all - flow))),
-                "devices": n_dev,
-                "wall_time_s": wall,
-            },
+                ntk_flow_gap=float(np.max(np.abs(f_all - flow))),
+                devices=n_dev,
+            ),
         )
 
 
@@ -456,6 +482,8 @@ class MonteCarloDMFT:
 
 @dataclasses.dataclass(frozen=True)
 class _Config:
+    """The static (compile-time) settings of a march: a jit static argument."""
+
     num_layers: int
     num_train: int
     num_points: int
@@ -467,9 +495,17 @@ class _Config:
     activation: Any
     mesh: Any
     keep_rows: bool = False
-    show_steps: bool = False
     phase_ends: tuple[int, ...] = ()
     kernel_control_variates: bool = True
+    network: Any = None  # the NTK sum (`_march_network`)
+    ticker: StepTicker | None = None  # the solve's progress bar; None when bars are off
+
+
+def _march_network(spec: Spec):
+    """The network whose `ntk` the march sums. γ0 enters the march as a traced scalar and the μP
+    NTK sum K = Σ G^{ℓ+1} ⊙ Φ^ℓ does not depend on it, so the static network is the spec's with
+    γ0 = 1: every γ0 then shares one compiled march."""
+    return dataclasses.replace(network_of(spec), parameterization=MuP(1.0))
 
 
 def _draw(key, kx, num_samples: int, num_grid: int, num_layers: int, num_batches: int,
@@ -485,17 +521,13 @@ def _draw(key, kx, num_samples: int, num_grid: int, num_layers: int, num_batches
     num_points = kx.shape[0]
     keys = jax.random.split(key, 2 * num_layers)
     per_batch = num_samples // num_batches
-    fresh = per_batch // 2 if antithetic else per_batch
 
-    def normal(key, shape, sign_flip):
-        x = jax.random.normal(key, (num_batches, fresh, *shape), kx.dtype)
-        if antithetic:
-            x = jnp.concatenate([x, -x if sign_flip else x], axis=1)
-        return x.reshape(num_samples, *shape)
+    def normal(key, shape, flip, cov=None):
+        x = draw_normal(key, num_batches, per_batch, shape, kx.dtype, antithetic=antithetic,
+                        flip=flip, cov=cov)
+        return x.reshape(num_samples, *x.shape[2:])
 
-    eigenvalues, eigenvectors = jnp.linalg.eigh(kx)
-    root = eigenvectors * jnp.sqrt(jnp.clip(eigenvalues, 0.0))  # root rootᵀ = Φ^0 (maybe singular)
-    u1 = normal(keys[0], (num_points,), False) @ root.T
+    u1 = normal(keys[0], (num_points,), False, cov=kx)
     r_last = normal(keys[1], (), True)
     shape = (num_grid * num_points,)
     eps_u = tuple(normal(keys[2 + i], shape, False) for i in range(num_layers - 1))
@@ -510,15 +542,6 @@ def _block(x, k, width):
 
 def _set_block(x, value, k, width):
     return jax.lax.dynamic_update_slice_in_dim(x, value, k * width, axis=1)
-
-
-_STEP_BAR: list = [None]  # the bar of the running solve, advanced once per grid step
-
-
-def _advance_bar(k) -> None:
-    bar = _STEP_BAR[0]
-    if bar is not None:
-        bar.update(1)
 
 
 def _phase_ends(num_grid: int, phases: int) -> tuple[int, ...]:
@@ -563,20 +586,6 @@ def _cholesky_row(linv, row, k, width, rcond):
     return linv, l_row, root, jnp.sum(keep)
 
 
-def _ntk(kx, phi, g):
-    """K = G^1⊙Φ^0 + Σ_{ℓ=1}^{L-1} G^{ℓ+1}⊙Φ^ℓ + Φ^L from per-layer sequences Φ^1..Φ^L, G^1..G^L."""
-    ntk = g[0] * kx + phi[-1]
-    for layer in range(1, len(phi)):
-        ntk = ntk + g[layer] * phi[layer - 1]
-    return ntk
-
-
-def _ntk_sum(kx, phi, g, num_layers):
-    """`_ntk` of the layer-keyed dicts (keys 1..L) of the march."""
-    layers = range(1, num_layers + 1)
-    return _ntk(kx, [phi[l] for l in layers], [g[l] for l in layers])
-
-
 def _trapezoid_step(ntk, delta, c):
     """Δ_k = (I + c K)⁻¹ (I − c K) Δ_{k-1}, c = dt/(2P): one trapezoid step of ∂tΔ = −KΔ/P."""
     eye = jnp.eye(ntk.shape[-1], dtype=ntk.dtype)
@@ -596,8 +605,10 @@ def _readout_step(f_identity, shift_prev, shift, delta_prev, corr_prev, y, c):
     def apply(matrix, vector):
         return jnp.einsum("...ij,...j->...i", matrix[..., :num_train], vector)
 
-    rhs = (y - f_identity[..., :num_train] - corr_prev[..., :num_train]
-           - c * apply(shift_prev[..., :num_train, :], delta_prev))
+    # Δ_k + cD_kΔ_k = y − f_k^{explicit}: the error signal of the explicit part of the read-out
+    f_explicit = (f_identity[..., :num_train] + corr_prev[..., :num_train]
+                  + c * apply(shift_prev[..., :num_train, :], delta_prev))
+    rhs = LOSS.error_signal(f_explicit, y)
     eye = jnp.eye(num_train, dtype=shift.dtype)
     delta = jnp.linalg.solve(eye + c * shift[..., :num_train, :num_train], rhs[..., None])[..., 0]
     corr = corr_prev + c * (apply(shift_prev, delta_prev) + apply(shift, delta))
@@ -610,7 +621,8 @@ def _readout_error(f_identity, shift, y, dt):
     (Tg, …, Q), shift (Tg, …, Q, Q). Used for the per-batch estimates of one fixed point."""
     num_train = y.shape[-1]
     c = dt / (2 * num_train)
-    delta0 = jnp.broadcast_to(y, f_identity.shape[1:-1] + (num_train,))
+    delta0 = jnp.broadcast_to(LOSS.error_signal(jnp.zeros_like(y), y),  # f(0) = 0
+                              f_identity.shape[1:-1] + (num_train,))
     corr0 = jnp.zeros(f_identity.shape[1:], f_identity.dtype)
 
     def step(carry, inputs):
@@ -633,31 +645,6 @@ def _ntk_flow(ntk, delta, dt):
     rate = np.einsum("kij,kj->ki", ntk, delta) / delta.shape[-1]
     return np.concatenate([np.zeros_like(rate[:1]),
                            np.cumsum(0.5 * dt * (rate[1:] + rate[:-1]), axis=0)])
-
-
-def _interpolation_matrix(grid: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """Weights (T, T_grid) of 4-point Lagrange interpolation (exact on grid points)."""
-    n = grid.shape[0]
-    out = np.zeros((times.shape[0], n))
-    if n == 1:
-        out[:, 0] = 1.0
-        return out
-    dt = grid[1] - grid[0]
-    for i, t in enumerate(times):
-        x = t / dt
-        nearest = int(round(x))
-        if abs(x - nearest) < 1e-9:
-            out[i, min(nearest, n - 1)] = 1.0
-            continue
-        lo = min(max(int(math.floor(x)) - 1, 0), max(n - 4, 0))
-        nodes = list(range(lo, min(lo + 4, n)))
-        for j in nodes:
-            w = 1.0
-            for m in nodes:
-                if m != j:
-                    w *= (x - m) / (j - m)
-            out[i, j] = w
-    return out
 
 
 def _check_finite(out, dt):
@@ -708,224 +695,17 @@ def _sweep(config: _Config, dt, gamma0, kx, y, draws, frozen):
 def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
     """One causal pass over the grid. With `frozen` (a previous pass's rows) it is a Jacobi
     (Picard) sweep that uses those rows instead of the ones it computes; otherwise the
-    Gauss–Seidel march, whose result is the fixed point."""
-    L, P, Q, T_full = config.num_layers, config.num_train, config.num_points, config.num_grid
-    S, B = config.num_samples, config.num_batches
-    act = config.activation
-    phi_fn, dphi_fn = act.phi, act.dphi
-    mesh = config.mesh
-    dtype = kx.dtype
-    scale = gamma0 / P
-    u1, r_last = draws["u1"], draws["r_last"]
-    eps_u_full, eps_r_full = draws["eps_u"], draws["eps_r"]
+    Gauss–Seidel march, whose result is the fixed point.
 
-    def mean_outer(a, b):
-        return a.T @ b / S
-
-    def batch_means(x):
-        xb = x.reshape(B, S // B, Q)
-        return jnp.einsum("bsi,bsj->bij", xb, xb) / (S // B)
-
-    def make_step(T):
-        """The step of a phase whose histories span the first T grid points."""
-        TQ = T * Q
-        time_index = jnp.arange(T)
-        eps_u = tuple(e[:, :TQ] for e in eps_u_full)
-        eps_r = tuple(e[:, :TQ] for e in eps_r_full)
-
-        def step(carry, k):
-            phi_h, g_h, linv_u, linv_r, delta_h, k_prev, shift_prev, corr_prev = carry
-            phi_h, g_h = list(phi_h), list(g_h)
-            linv_u, linv_r = list(linv_u), list(linv_r)
-            fz = None if frozen is None else jax.tree_util.tree_map(lambda x: x[k][:, :TQ],
-                                                                     frozen["rows"])
-
-            # Memory weights (γ0/P)·w_s·Δ_α(s): trapezoid on s < k; the endpoint s = k separately,
-            # with Δ(t_k) predicted by the trapezoid step of the sampled NTK of t_{k-1}
-            # (eq:mc_predictor): this keeps the lazy part of the march A-stable.
-            w = jnp.where(time_index < k, dt, 0.0).at[0].multiply(0.5)
-            delta_src = delta_h if frozen is None else frozen["delta"]
-            d1 = delta_src[jnp.maximum(k - 1, 0)]
-            k_pred = k_prev if frozen is None else frozen["ntk_raw"][jnp.maximum(k - 1, 0)]
-            delta_end = _trapezoid_step(k_pred[:P, :P], d1, dt / (2 * P))
-            w_end = jnp.where(k >= 1, 0.5 * dt, 0.0)
-            pad = jnp.zeros((T, Q - P), dtype)
-            dw = scale * w[:, None] * jnp.concatenate([delta_src[:T], pad], axis=1)  # (T, Q)
-            dend = jnp.concatenate([delta_end, jnp.zeros(Q - P, dtype)]) * (scale * w_end)  # (Q,)
-            dw_z = dw.at[k].set(dend)
-
-            rank = []
-            u_now, h_now, phi_now, g_now = {}, {}, {}, {}
-            phi_u_now, g_lazy_now = {}, {}  # the lazy values φ(u^ℓ), φ'(u^ℓ) r^ℓ of this step
-            phi_cv, phi_cv_b, g_cv, g_cv_b = {}, {}, {}, {}
-            phi_raw, phi_raw_b, g_raw, g_raw_b = {}, {}, {}, {}
-            phi_rows, g_rows = {}, {}
-            rows_out = {}
-
-            # ---- forward pass ℓ = 1..L
-            for l in range(1, L + 1):
-                if l == 1:
-                    u = u1
-                    coef = None  # Φ^0 is static: the memory sum factorises, see below
-                    prev_kk = kx
-                else:
-                    src_row = phi_rows[l - 1] if fz is None else fz[f"phi{l - 1}"]
-                    linv, l_row, l_kk, kept = _cholesky_row(linv_u[l - 2], src_row, k, Q, config.rcond)
-                    linv_u[l - 2] = linv
-                    rank.append(kept)
-                    eps = eps_u[l - 2]
-                    u = eps @ l_row.T + _block(eps, k, Q) @ l_kk.T
-                    coef = src_row.reshape(Q, T, Q) * dw[None]
-                    # 𝒜^{l-1}(t_k, s<k): response of φ(h^{l-1}(t_k)) to r^{l-1}, by Stein
-                    resid = phi_now[l - 1]
-                    if config.control_variates:
-                        resid = resid - phi_u_now[l - 1]
-                    moment = mean_outer(resid, eps_r[l - 2])
-                    a_row = (moment @ linv_r[l - 2]).reshape(Q, T, Q)
-                    rows_out[f"A{l - 1}"] = a_row.reshape(Q, TQ)
-                    if fz is not None:
-                        a_row = fz[f"A{l - 1}"].reshape(Q, T, Q)
-                    coef = coef + a_row
-                    prev_kk = _block(src_row, k, Q)
-                u = constrain_samples(u, mesh)
-                g_prev1 = _block(g_h[l - 1], jnp.maximum(k - 1, 0), Q)
-                g_prev2 = _block(g_h[l - 1], jnp.maximum(k - 2, 0), Q)
-                g_end = jnp.where(k >= 2, 2 * g_prev1 - g_prev2, g_prev1)
-                if coef is None:  # Σ_{s,α} Φ^0_{μα} w_s Δ_α(s) g_α(s) = [Φ^0 (Σ_s w_s Δ(s) g(s))]_μ
-                    weighted = jnp.sum(g_h[0].reshape(S, T, Q) * dw[None], axis=1)
-                    memory = weighted @ kx.T
-                else:
-                    memory = g_h[l - 1] @ coef.reshape(Q, TQ).T
-                h = u + memory + g_end @ (prev_kk * dend[None, :]).T
-                h = constrain_samples(h, mesh)
-                act_h = phi_fn(h)
-                phi_h[l - 1] = _set_block(phi_h[l - 1], act_h, k, Q)
-                if l < L:
-                    phi_rows[l] = mean_outer(act_h, phi_h[l - 1])
-                    rows_out[f"phi{l}"] = phi_rows[l]
-                u_now[l], h_now[l], phi_now[l] = u, h, act_h
-                # Reported Φ^ℓ(t_k,t_k): Gram average with the lazy control variate φ(u^ℓ), whose
-                # exact mean is the dual kernel of the (control-variate) Φ^{ℓ-1}: exact at t = 0.
-                lazy = phi_u_now[l] = phi_fn(u)
-                prev_cv, prev_cv_b = (kx, kx[None]) if l == 1 else (phi_cv[l - 1], phi_cv_b[l - 1])
-                phi_raw[l], phi_raw_b[l] = mean_outer(act_h, act_h), batch_means(act_h)
-                if config.kernel_control_variates:
-                    phi_cv[l] = phi_raw[l] - mean_outer(lazy, lazy) + _dual(act, prev_cv)
-                    phi_cv_b[l] = phi_raw_b[l] - batch_means(lazy) + _dual(act, prev_cv_b)
-                else:
-                    phi_cv[l], phi_cv_b[l] = phi_raw[l], phi_raw_b[l]
-
-            # ---- backward pass ℓ = L..1
-            for l in range(L, 0, -1):
-                if l == L:
-                    r = jnp.broadcast_to(r_last[:, None], (S, Q))
-                    coef = None  # G^{L+1} = 1: the same memory sum for every point μ
-                else:
-                    src_row = g_rows[l + 1] if fz is None else fz[f"g{l + 1}"]
-                    linv, l_row, l_kk, kept = _cholesky_row(linv_r[l - 1], src_row, k, Q, config.rcond)
-                    linv_r[l - 1] = linv
-                    rank.append(kept)
-                    eps = eps_r[l - 1]
-                    r = eps @ l_row.T + _block(eps, k, Q) @ l_kk.T
-                    coef = src_row.reshape(Q, T, Q) * dw_z[None]
-                    # ℬ^l(t_k, s<=k): response of g^{l+1}(t_k) to u^{l+1}, by Stein
-                    resid = g_now[l + 1]
-                    if config.control_variates:
-                        resid = resid - g_lazy_now[l + 1]
-                    moment = mean_outer(resid, eps_u[l - 1])
-                    b_row = (moment @ linv_u[l - 1]).reshape(Q, T, Q)
-                    rows_out[f"B{l}"] = b_row.reshape(Q, TQ)
-                    if fz is not None:
-                        b_row = fz[f"B{l}"].reshape(Q, T, Q)
-                    coef = coef + b_row
-                r = constrain_samples(r, mesh)
-                if coef is None:
-                    z_memory = (phi_h[l - 1] @ dw_z.reshape(TQ))[:, None]
-                    z = r + z_memory
-                else:
-                    z = r + phi_h[l - 1] @ coef.reshape(Q, TQ).T
-                grad = dphi_fn(h_now[l]) * z
-                grad = constrain_samples(grad, mesh)
-                g_h[l - 1] = _set_block(g_h[l - 1], grad, k, Q)
-                if l > 1:
-                    g_rows[l] = mean_outer(grad, g_h[l - 1])
-                    rows_out[f"g{l}"] = g_rows[l]
-                g_now[l] = grad
-                # Reported G^ℓ(t_k,t_k) with the control variate φ'(u^ℓ) r^ℓ: mean G^{ℓ+1} ⊙ K̇(Φ^{ℓ-1})
-                lazy = g_lazy_now[l] = dphi_fn(u_now[l]) * r
-                prev_cv, prev_cv_b = (kx, kx[None]) if l == 1 else (phi_cv[l - 1], phi_cv_b[l - 1])
-                next_cv, next_cv_b = (1.0, 1.0) if l == L else (g_cv[l + 1], g_cv_b[l + 1])
-                g_raw[l], g_raw_b[l] = mean_outer(grad, grad), batch_means(grad)
-                if config.kernel_control_variates:
-                    g_cv[l] = g_raw[l] - mean_outer(lazy, lazy) + next_cv * _dual_derivative(act, prev_cv)
-                    g_cv_b[l] = (g_raw_b[l] - batch_means(lazy)
-                                 + next_cv_b * _dual_derivative(act, prev_cv_b))
-                else:
-                    g_cv[l], g_cv_b[l] = g_raw[l], g_raw_b[l]
-                if l == L:
-                    readout = readout_terms(r, z_memory, phi_u_now[L], phi_now[L], gamma0)
-                    f_identity = jnp.mean(readout, axis=0)
-                    f_identity_b = jnp.mean(readout.reshape(B, S // B, Q), axis=1)
-
-            # ---- NTK; the error signal from the read-out (eq:mc_readout)
-            ntk_raw = _ntk_sum(kx, phi_raw, g_raw, L)
-            ntk = _ntk_sum(kx, phi_cv, g_cv, L)
-            shift = ntk - ntk_raw  # the lazy control variate of the read-out (0 without it)
-            d_prev = delta_h[jnp.maximum(k - 1, 0)]
-            d_new, corr = _readout_step(f_identity, shift_prev, shift, d_prev, corr_prev, y,
-                                        dt / (2 * P))
-            d_new = jnp.where(k == 0, y, d_new)
-            corr = jnp.where(k == 0, jnp.zeros_like(corr), corr)
-            f_test = f_identity[P:] + corr[P:]
-            delta_h = delta_h.at[k].set(d_new)
-
-            out = {
-                "delta": d_new,
-                "f_test": f_test,
-                "ntk": ntk,
-                "ntk_raw": ntk_raw,
-                "phi": jnp.stack([phi_cv[l] for l in range(1, L + 1)]),
-                "g": jnp.stack([g_cv[l] for l in range(1, L + 1)]),
-                "phi_batches": jnp.stack([phi_cv_b[l] for l in range(1, L + 1)]),
-                "g_batches": jnp.stack([g_cv_b[l] for l in range(1, L + 1)]),
-                "phi_raw_batches": jnp.stack([phi_raw_b[l] for l in range(1, L + 1)]),
-                "g_raw_batches": jnp.stack([g_raw_b[l] for l in range(1, L + 1)]),
-                "f_identity_batches": f_identity_b,
-                "rank": jnp.stack(rank) if rank else jnp.zeros((0,), jnp.int32),
-                "rows": rows_out if config.keep_rows else {},
-            }
-            if config.show_steps:
-                jax.debug.callback(_advance_bar, k)
-            carry = (tuple(phi_h), tuple(g_h), tuple(linv_u), tuple(linv_r), delta_h, ntk_raw,
-                     shift, corr)
-            return carry, out
-
-        return step
-
-    # Phases: steps k < T_1 only touch the first T_1 grid points of every history, so they run
-    # on arrays of that width (causality makes the rest zero); widths grow phase by phase.
-    def pad_to(x, width, axes):
-        pads = [(0, width - x.shape[a]) if a in axes else (0, 0) for a in range(x.ndim)]
-        return jnp.pad(x, pads)
-
-    carry = None
-    outs_all = []
-    start = 0
+    Phases: steps k < T_1 only touch the first T_1 grid points of every history, so they run on
+    arrays of that width (causality makes the rest zero); widths grow phase by phase."""
+    carry, outs_all, start = None, [], 0
     for end in config.phase_ends:
-        width = end * Q
-        if carry is None:
-            hist = tuple(constrain_samples(jnp.zeros((S, width), dtype), mesh) for _ in range(L))
-            linv0 = tuple(jnp.zeros((width, width), dtype) for _ in range(L - 1))
-            carry = (hist, hist, linv0, linv0, jnp.zeros((T_full, P), dtype),
-                     jnp.zeros((Q, Q), dtype), jnp.zeros((Q, Q), dtype), jnp.zeros((Q,), dtype))
-        else:
-            phi_h, g_h, linv_u, linv_r, *rest = carry
-            carry = (tuple(constrain_samples(pad_to(x, width, (1,)), mesh) for x in phi_h),
-                     tuple(constrain_samples(pad_to(x, width, (1,)), mesh) for x in g_h),
-                     tuple(pad_to(x, width, (0, 1)) for x in linv_u),
-                     tuple(pad_to(x, width, (0, 1)) for x in linv_r), *rest)
-        carry, outs = jax.lax.scan(make_step(end), carry, jnp.arange(start, end))
-        outs["rows"] = {key: pad_to(x, T_full * Q, (2,)) for key, x in outs["rows"].items()}
+        carry = _phase_carry(config, carry, end, kx.dtype)
+        step = _make_step(config, end, dt, gamma0, kx, y, draws, frozen)
+        carry, outs = jax.lax.scan(step, carry, jnp.arange(start, end))
+        width = config.num_grid * config.num_points
+        outs["rows"] = {key: _pad_to(x, width, (2,)) for key, x in outs["rows"].items()}
         outs_all.append(outs)
         start = end
     outs = jax.tree_util.tree_map(lambda *x: jnp.concatenate(x, axis=0), *outs_all)
@@ -933,3 +713,303 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
     if config.keep_rows:  # what a check sweep freezes: kernel and response rows, and Δ
         outs["frozen"] = {"rows": rows, "delta": outs["delta"], "ntk_raw": outs["ntk_raw"]}
     return outs
+
+
+class _Carry(NamedTuple):
+    """What one step hands the next: per-sample histories φ(h^ℓ), g^ℓ (S, T·Q), the inverse
+    Cholesky factors of the dynamic sources u^ℓ (ℓ >= 2), r^ℓ (ℓ <= L−1) (T·Q, T·Q), Δ on the grid,
+    the last sampled NTK, the last read-out control-variate shift and its integral F."""
+
+    phi_h: tuple
+    g_h: tuple
+    linv_u: tuple
+    linv_r: tuple
+    delta_h: Any
+    ntk_prev: Any
+    shift_prev: Any
+    corr_prev: Any
+
+
+def _pad_to(x, width, axes):
+    pads = [(0, width - x.shape[a]) if a in axes else (0, 0) for a in range(x.ndim)]
+    return jnp.pad(x, pads)
+
+
+def _phase_carry(config: _Config, carry: _Carry | None, end: int, dtype) -> _Carry:
+    """The carry of a phase whose histories span `end` grid points: zeros for the first phase,
+    else the last phase's carry zero-padded."""
+    L, P, Q, S, mesh = (config.num_layers, config.num_train, config.num_points,
+                        config.num_samples, config.mesh)
+    width = end * Q
+    if carry is None:
+        hist = tuple(constrain_samples(jnp.zeros((S, width), dtype), mesh) for _ in range(L))
+        linv0 = tuple(jnp.zeros((width, width), dtype) for _ in range(L - 1))
+        return _Carry(hist, hist, linv0, linv0, jnp.zeros((config.num_grid, P), dtype),
+                      jnp.zeros((Q, Q), dtype), jnp.zeros((Q, Q), dtype), jnp.zeros((Q,), dtype))
+    return carry._replace(
+        phi_h=tuple(constrain_samples(_pad_to(x, width, (1,)), mesh) for x in carry.phi_h),
+        g_h=tuple(constrain_samples(_pad_to(x, width, (1,)), mesh) for x in carry.g_h),
+        linv_u=tuple(_pad_to(x, width, (0, 1)) for x in carry.linv_u),
+        linv_r=tuple(_pad_to(x, width, (0, 1)) for x in carry.linv_r))
+
+
+class _Phase(NamedTuple):
+    """Per-phase constants: T grid points of history, the draws truncated to them."""
+
+    T: int
+    time_index: Any
+    u1: Any
+    r_last: Any
+    eps_u: tuple
+    eps_r: tuple
+
+
+class _Weights(NamedTuple):
+    """Memory weights (γ0/P)·w_s·Δ_α(s): trapezoid on s < k (`dw`, (T, Q)), the endpoint s = k
+    (`dend`, (Q,)), and both together for the z-integral (`dw_z`)."""
+
+    dw: Any
+    dend: Any
+    dw_z: Any
+
+
+@dataclasses.dataclass
+class _StepState:
+    """The fields of one step t_k, filled layer by layer; layer-keyed dicts (keys 1..L), with the
+    boundary values Φ^0 (``phi_cv[0]``) and G^{L+1} = 1 (``g_cv[L+1]``) in place."""
+
+    phi_h: list
+    g_h: list
+    linv_u: list
+    linv_r: list
+    rank: list = dataclasses.field(default_factory=list)
+    u: dict = dataclasses.field(default_factory=dict)
+    h: dict = dataclasses.field(default_factory=dict)
+    act: dict = dataclasses.field(default_factory=dict)  # φ(h^ℓ)
+    grad: dict = dataclasses.field(default_factory=dict)  # g^ℓ
+    phi_u: dict = dataclasses.field(default_factory=dict)  # lazy values φ(u^ℓ)
+    g_lazy: dict = dataclasses.field(default_factory=dict)  # lazy values φ'(u^ℓ) r^ℓ
+    phi_raw: dict = dataclasses.field(default_factory=dict)
+    phi_raw_b: dict = dataclasses.field(default_factory=dict)
+    phi_cv: dict = dataclasses.field(default_factory=dict)
+    phi_cv_b: dict = dataclasses.field(default_factory=dict)
+    g_raw: dict = dataclasses.field(default_factory=dict)
+    g_raw_b: dict = dataclasses.field(default_factory=dict)
+    g_cv: dict = dataclasses.field(default_factory=dict)
+    g_cv_b: dict = dataclasses.field(default_factory=dict)
+    phi_rows: dict = dataclasses.field(default_factory=dict)  # Φ^ℓ(t_k, ·), sources of layer ℓ+1
+    g_rows: dict = dataclasses.field(default_factory=dict)  # G^ℓ(t_k, ·), sources of layer ℓ−1
+    rows_out: dict = dataclasses.field(default_factory=dict)
+    r_top: Any = None  # r^L, and the memory part z^L − r^L, for the read-out
+    z_memory: Any = None
+
+
+def _make_step(config: _Config, T: int, dt, gamma0, kx, y, draws, frozen):
+    """The step of a phase whose histories span the first T grid points: the memory weights,
+    the forward pass ℓ = 1..L, the backward pass ℓ = L..1, then the read-out."""
+    TQ = T * config.num_points
+    phase = _Phase(T, jnp.arange(T), draws["u1"], draws["r_last"],
+                   tuple(e[:, :TQ] for e in draws["eps_u"]), tuple(e[:, :TQ] for e in draws["eps_r"]))
+    L = config.num_layers
+
+    def step(carry: _Carry, k):
+        fz = None if frozen is None else jax.tree_util.tree_map(lambda x: x[k][:, :TQ],
+                                                                 frozen["rows"])
+        st = _StepState(list(carry.phi_h), list(carry.g_h), list(carry.linv_u),
+                        list(carry.linv_r))
+        st.phi_cv[0], st.phi_cv_b[0] = kx, kx[None]  # Φ^0, exact and the same in every batch
+        st.g_cv[L + 1], st.g_cv_b[L + 1] = 1.0, 1.0  # G^{L+1} = 1
+        weights = _memory_weights(config, phase, carry, frozen, k, dt, gamma0)
+        for layer in range(1, L + 1):
+            _forward_layer(config, phase, st, weights, fz, layer, k, kx)
+        for layer in range(L, 0, -1):
+            _backward_layer(config, phase, st, weights, fz, layer, k)
+        return _read_out(config, st, carry, k, dt, gamma0, kx, y)
+
+    return step
+
+
+def _memory_weights(config: _Config, phase: _Phase, carry: _Carry, frozen, k, dt, gamma0):
+    """(γ0/P)·w_s·Δ_α(s): trapezoid on s < k; the endpoint s = k separately, with Δ(t_k)
+    predicted by the trapezoid step of the sampled NTK of t_{k-1} (eq:mc_predictor): this keeps
+    the lazy part of the march A-stable."""
+    P, Q, T = config.num_train, config.num_points, phase.T
+    dtype = carry.delta_h.dtype
+    scale = gamma0 / P
+    w = jnp.where(phase.time_index < k, dt, 0.0).at[0].multiply(0.5)
+    delta_src = carry.delta_h if frozen is None else frozen["delta"]
+    d1 = delta_src[jnp.maximum(k - 1, 0)]
+    k_pred = carry.ntk_prev if frozen is None else frozen["ntk_raw"][jnp.maximum(k - 1, 0)]
+    delta_end = _trapezoid_step(k_pred[:P, :P], d1, dt / (2 * P))
+    w_end = jnp.where(k >= 1, 0.5 * dt, 0.0)
+    pad = jnp.zeros((T, Q - P), dtype)
+    dw = scale * w[:, None] * jnp.concatenate([delta_src[:T], pad], axis=1)  # (T, Q)
+    dend = jnp.concatenate([delta_end, jnp.zeros(Q - P, dtype)]) * (scale * w_end)  # (Q,)
+    return _Weights(dw, dend, dw.at[k].set(dend))
+
+
+def _mean_outer(a, b):
+    """⟨a bᵀ⟩ over the samples (leading axis)."""
+    return a.T @ b / a.shape[0]
+
+
+def _batch_means(x, num_batches):
+    """⟨x xᵀ⟩ per batch of samples, (B, Q, Q)."""
+    S, Q = x.shape
+    xb = x.reshape(num_batches, S // num_batches, Q)
+    return jnp.einsum("bsi,bsj->bij", xb, xb) / (S // num_batches)
+
+
+def _conditional_source(config: _Config, st: _StepState, linv_list: list, index: int, eps,
+                        row, k):
+    """A dynamic source at t_k conditioned on its past, L_{k,<k} ε_{<k} + L_kk ε_k, from its
+    covariance row `row` (the layer's Φ or G row); extends the inverse Cholesky factor."""
+    Q = config.num_points
+    linv, l_row, l_kk, kept = _cholesky_row(linv_list[index], row, k, Q, config.rcond)
+    linv_list[index] = linv
+    st.rank.append(kept)
+    return eps @ l_row.T + _block(eps, k, Q) @ l_kk.T
+
+
+def _stein_response(config: _Config, value, lazy, eps, linv):
+    """⟨∂F/∂source⟩ = ⟨(F − b) εᵀ⟩ 𝐋⁻¹ (Stein), with the lazy control variate b when enabled;
+    a (Q, T·Q) response row."""
+    resid = value - lazy if config.control_variates else value
+    return _mean_outer(resid, eps) @ linv
+
+
+def _kernel_estimates(config: _Config, x, lazy, exact, exact_b):
+    """Raw Gram averages of x (all samples, per batch) and their control-variate estimates
+    ⟨xxᵀ⟩ − ⟨bbᵀ⟩ + E[bbᵀ] with b the lazy values and E[bbᵀ] = `exact()` / `exact_b()`."""
+    raw, raw_b = _mean_outer(x, x), _batch_means(x, config.num_batches)
+    if not config.kernel_control_variates:
+        return raw, raw_b, raw, raw_b
+    return (raw, raw_b, raw - _mean_outer(lazy, lazy) + exact(),
+            raw_b - _batch_means(lazy, config.num_batches) + exact_b())
+
+
+def _forward_layer(config: _Config, phase: _Phase, st: _StepState, weights: _Weights, fz, l, k,
+                   kx):
+    """h^ℓ(t_k) = u^ℓ + [𝒜^{ℓ-1} g^ℓ] + (γ0/P) Σ_s w_s Σ_α Δ_α Φ^{ℓ-1}_{μα}(t_k, s) g^ℓ_α(s),
+    then φ(h^ℓ), its history and the Φ^ℓ estimates."""
+    Q, T, L, mesh = config.num_points, phase.T, config.num_layers, config.mesh
+    act = config.activation
+    if l == 1:  # u^1 ~ N(0, Φ^0) is static and there is no r^0: no response
+        u = phase.u1
+        coef = None
+        prev_kk = kx
+    else:
+        src_row = st.phi_rows[l - 1] if fz is None else fz[f"phi{l - 1}"]
+        u = _conditional_source(config, st, st.linv_u, l - 2, phase.eps_u[l - 2], src_row, k)
+        coef = src_row.reshape(Q, T, Q) * weights.dw[None]
+        # 𝒜^{l-1}(t_k, s<k): response of φ(h^{l-1}(t_k)) to r^{l-1}, by Stein
+        a_row = _stein_response(config, st.act[l - 1], st.phi_u[l - 1], phase.eps_r[l - 2],
+                                st.linv_r[l - 2]).reshape(Q, T, Q)
+        st.rows_out[f"A{l - 1}"] = a_row.reshape(Q, T * Q)
+        if fz is not None:
+            a_row = fz[f"A{l - 1}"].reshape(Q, T, Q)
+        coef = coef + a_row
+        prev_kk = _block(src_row, k, Q)
+    u = constrain_samples(u, mesh)
+    g_h = st.g_h[l - 1]
+    g_prev1 = _block(g_h, jnp.maximum(k - 1, 0), Q)
+    g_prev2 = _block(g_h, jnp.maximum(k - 2, 0), Q)
+    g_end = jnp.where(k >= 2, 2 * g_prev1 - g_prev2, g_prev1)  # g^ℓ(t_k), extrapolated
+    if coef is None:  # Σ_{s,α} Φ^0_{μα} w_s Δ_α(s) g_α(s) = [Φ^0 (Σ_s w_s Δ(s) g(s))]_μ
+        weighted = jnp.sum(g_h.reshape(g_h.shape[0], T, Q) * weights.dw[None], axis=1)
+        memory = weighted @ kx.T
+    else:
+        memory = g_h @ coef.reshape(Q, T * Q).T
+    h = u + memory + g_end @ (prev_kk * weights.dend[None, :]).T
+    h = constrain_samples(h, mesh)
+    act_h = act.phi(h)
+    st.phi_h[l - 1] = _set_block(st.phi_h[l - 1], act_h, k, Q)
+    if l < L:  # the row of Φ^ℓ: covariance of the source u^{ℓ+1}
+        st.phi_rows[l] = st.rows_out[f"phi{l}"] = _mean_outer(act_h, st.phi_h[l - 1])
+    st.u[l], st.h[l], st.act[l] = u, h, act_h
+    # Reported Φ^ℓ(t_k,t_k): Gram average with the lazy control variate φ(u^ℓ), whose exact mean
+    # is the dual kernel of the (control-variate) Φ^{ℓ-1}: exact at t = 0.
+    lazy = st.phi_u[l] = act.phi(u)
+    st.phi_raw[l], st.phi_raw_b[l], st.phi_cv[l], st.phi_cv_b[l] = _kernel_estimates(
+        config, act_h, lazy, lambda: _dual(act, st.phi_cv[l - 1]),
+        lambda: _dual(act, st.phi_cv_b[l - 1]))
+
+
+def _backward_layer(config: _Config, phase: _Phase, st: _StepState, weights: _Weights, fz, l, k):
+    """z^ℓ(t_k) = r^ℓ + [ℬ^ℓ φ^ℓ] + (γ0/P) Σ_s w_s Σ_α Δ_α G^{ℓ+1}_{μα}(t_k, s) φ^ℓ_α(s) (the
+    endpoint s = k included), then g^ℓ = φ'(h^ℓ) z^ℓ, its history and the G^ℓ estimates."""
+    Q, T, L, S, mesh = (config.num_points, phase.T, config.num_layers, config.num_samples,
+                        config.mesh)
+    act = config.activation
+    if l == L:  # G^{L+1} = 1: one scalar r^L per sample and the same memory sum for every μ
+        r = jnp.broadcast_to(phase.r_last[:, None], (S, Q))
+        coef = None
+    else:
+        src_row = st.g_rows[l + 1] if fz is None else fz[f"g{l + 1}"]
+        r = _conditional_source(config, st, st.linv_r, l - 1, phase.eps_r[l - 1], src_row, k)
+        coef = src_row.reshape(Q, T, Q) * weights.dw_z[None]
+        # ℬ^l(t_k, s<=k): response of g^{l+1}(t_k) to u^{l+1}, by Stein
+        b_row = _stein_response(config, st.grad[l + 1], st.g_lazy[l + 1], phase.eps_u[l - 1],
+                                st.linv_u[l - 1]).reshape(Q, T, Q)
+        st.rows_out[f"B{l}"] = b_row.reshape(Q, T * Q)
+        if fz is not None:
+            b_row = fz[f"B{l}"].reshape(Q, T, Q)
+        coef = coef + b_row
+    r = constrain_samples(r, mesh)
+    if coef is None:
+        z_memory = (st.phi_h[l - 1] @ weights.dw_z.reshape(T * Q))[:, None]
+        z = r + z_memory
+        st.r_top, st.z_memory = r, z_memory
+    else:
+        z = r + st.phi_h[l - 1] @ coef.reshape(Q, T * Q).T
+    grad = constrain_samples(act.dphi(st.h[l]) * z, mesh)
+    st.g_h[l - 1] = _set_block(st.g_h[l - 1], grad, k, Q)
+    if l > 1:  # the row of G^ℓ: covariance of the source r^{ℓ-1}
+        st.g_rows[l] = st.rows_out[f"g{l}"] = _mean_outer(grad, st.g_h[l - 1])
+    st.grad[l] = grad
+    # Reported G^ℓ(t_k,t_k) with the control variate φ'(u^ℓ) r^ℓ: mean G^{ℓ+1} ⊙ K̇(Φ^{ℓ-1})
+    lazy = st.g_lazy[l] = act.dphi(st.u[l]) * r
+    st.g_raw[l], st.g_raw_b[l], st.g_cv[l], st.g_cv_b[l] = _kernel_estimates(
+        config, grad, lazy,
+        lambda: st.g_cv[l + 1] * _dual_derivative(act, st.phi_cv[l - 1]),
+        lambda: st.g_cv_b[l + 1] * _dual_derivative(act, st.phi_cv_b[l - 1]))
+
+
+def _read_out(config: _Config, st: _StepState, carry: _Carry, k, dt, gamma0, kx, y):
+    """The NTK of t_k (raw and control-variate) and the error signal Δ(t_k) from the read-out
+    f = γ0⁻¹⟨z^L φ(h^L)⟩ + F (eq:mc_readout); the step's outputs and the next carry."""
+    L, P, B = config.num_layers, config.num_train, config.num_batches
+    layers = range(1, L + 1)
+    readout = readout_terms(st.r_top, st.z_memory, st.phi_u[L], st.act[L], gamma0)
+    f_identity = jnp.mean(readout, axis=0)
+    f_identity_b = jnp.mean(readout.reshape(B, readout.shape[0] // B, -1), axis=1)
+    ntk_raw = layer_ntk(config.network, kx, [st.phi_raw[l] for l in layers],
+                        [st.g_raw[l] for l in layers])
+    ntk = layer_ntk(config.network, kx, [st.phi_cv[l] for l in layers],
+                    [st.g_cv[l] for l in layers])
+    shift = ntk - ntk_raw  # the lazy control variate of the read-out (0 without it)
+    d_prev = carry.delta_h[jnp.maximum(k - 1, 0)]
+    d_new, corr = _readout_step(f_identity, carry.shift_prev, shift, d_prev, carry.corr_prev, y,
+                                dt / (2 * P))
+    d_new = jnp.where(k == 0, LOSS.error_signal(jnp.zeros_like(y), y), d_new)  # f(0) = 0
+    corr = jnp.where(k == 0, jnp.zeros_like(corr), corr)
+    out = {
+        "delta": d_new,
+        "f_test": f_identity[P:] + corr[P:],
+        "ntk": ntk,
+        "ntk_raw": ntk_raw,
+        "phi": jnp.stack([st.phi_cv[l] for l in layers]),
+        "g": jnp.stack([st.g_cv[l] for l in layers]),
+        "phi_batches": jnp.stack([st.phi_cv_b[l] for l in layers]),
+        "g_batches": jnp.stack([st.g_cv_b[l] for l in layers]),
+        "phi_raw_batches": jnp.stack([st.phi_raw_b[l] for l in layers]),
+        "g_raw_batches": jnp.stack([st.g_raw_b[l] for l in layers]),
+        "f_identity_batches": f_identity_b,
+        "rank": jnp.stack(st.rank) if st.rank else jnp.zeros((0,), jnp.int32),
+        "rows": st.rows_out if config.keep_rows else {},
+    }
+    if config.ticker is not None:
+        config.ticker.tick(k)
+    new_carry = _Carry(tuple(st.phi_h), tuple(st.g_h), tuple(st.linv_u), tuple(st.linv_r),
+                       carry.delta_h.at[k].set(d_new), ntk_raw, shift, corr)
+    return new_carry, out

@@ -1,8 +1,8 @@
 """The DMFT entry point: pick a solver family for a "mup" spec and run it.
 
-Every DMFT method is a small immutable object with a ``solve(spec) -> Solution`` method and a
-``from_table(table)`` classmethod that reads the spec's ``[solver]`` table (minus its
-``method`` key). `solve_dmft` dispatches:
+Every method (lazy and DMFT) is a small immutable object with a ``solve(spec) -> Solution``
+method and a ``from_table(table)`` classmethod that reads the spec's ``[solver]`` table (its
+``method`` key ignored); options are checked by `dmft._options`. `solve_dmft` dispatches:
 
     method = "auto"          deep_linear if φ is the identity, two_layer if L = 1 and φ is smooth,
                              else monte_carlo
@@ -14,21 +14,17 @@ Every DMFT method is a small immutable object with a ``solve(spec) -> Solution``
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
-import math
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import sympy as sp
 
 from .._errors import InputError
+from .._options import MIN_TOLERANCE  # noqa: F401 - re-exported
+from .._precision import require_float64
 from ..spec import Spec
 from ._solution import Solution
-
-#: Smallest tolerance an ODE or fixed-point solve can honour in float64 (a few ulps of O(1)).
-MIN_TOLERANCE = 1e-14
 
 
 class DMFTMethod(Protocol):
@@ -93,6 +89,7 @@ def solve_dmft(spec: Spec, method: DMFTMethod | None = None) -> Solution:
     ``method=None`` reads the spec's ``[solver]`` table. Raises `InputError` for an "ntk" spec
     (its limit is lazy: use `solve_lazy`) and for options the method cannot honour.
     """
+    require_float64("dmft.solvers.solve_dmft")
     check_mup(spec)
     if method is None:
         method = method_from_spec(spec)
@@ -142,55 +139,6 @@ def readout_terms(r, z_memory, phi_u, phi_h, gamma0):
     ⟨r φ(u^L)⟩ = 0, so f(0) = 0 exactly at every S, antithetic pairs or not.
     """
     return (r * (phi_h - phi_u) + z_memory * phi_h) / gamma0
-
-
-def options_from_table(cls: type, table: Mapping[str, Any], method_name: str):
-    """``cls(**table)``, with an InputError naming ``solver.<key>`` for unknown keys (the
-    ``method`` key, if present, is the dispatcher's and is ignored)."""
-    table = {key: value for key, value in table.items() if key != "method"}
-    known = [field.name for field in dataclasses.fields(cls)]
-    for key in table:
-        if key not in known:
-            raise InputError(
-                f"unknown key solver.{key} for method {method_name!r} (known: {sorted(known)})"
-            )
-    return cls(**dict(table))
-
-
-def check_tolerance(key: str, value: Any) -> float:
-    """A relative/absolute tolerance: a number in [MIN_TOLERANCE, 1)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"solver.{key} must be a number, got {value!r}")
-    if value <= 0:
-        raise InputError(f"solver.{key} must be > 0, got {value!r}")
-    if value < MIN_TOLERANCE:
-        raise InputError(
-            f"solver.{key} = {value!r} is below what float64 can reach (>= {MIN_TOLERANCE:g})"
-        )
-    if value >= 1:
-        raise InputError(f"solver.{key} must be < 1, got {value!r}")
-    return float(value)
-
-
-def check_int(key: str, value: Any, minimum: int) -> int:
-    """An integer option >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InputError(f"solver.{key} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_positive(key: str, value: Any) -> float:
-    """A finite number > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value <= 0:
-        raise InputError(f"solver.{key} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def check_bool(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise InputError(f"solver.{key} must be true or false, got {value!r}")
-    return value
 
 
 def input_kernel(spec: Spec) -> np.ndarray:

@@ -24,24 +24,34 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._errors import InputError, SolveError
+from .._options import check_int, check_tolerance, options_from_table
+from .._precision import require_float64
 from ..kernels import layer_kernels
 from ..spec import Spec
-from ._dmft import check_tolerance, options_from_table
+from ._common import LOSS
 from ._ode import integrate_flow
-from ._solution import Solution
+from ._solution import Solution, diagnostics
 
 
 @dataclasses.dataclass(frozen=True)
 class ClosedForm:
-    """Exact lazy dynamics from the eigendecomposition of the NTK."""
+    """Exact lazy dynamics from the eigendecomposition of the NTK (``solver.method =
+    "closed_form"``, the default)."""
 
-    def integrate(self, ntk, ntk_test_train, y, times):
-        return _closed_form(ntk, ntk_test_train, y, times)
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> ClosedForm:
+        """From a spec's ``[solver]`` table (its ``method`` key ignored)."""
+        return options_from_table(cls, table, "closed_form")
+
+    def solve(self, spec: Spec) -> Solution:
+        """The lazy learning curves of `spec` (its γ0 → 0 limit for a "mup" spec)."""
+        return _solve(spec, self, _closed_form)
 
 
 @dataclasses.dataclass(frozen=True)
 class KernelODE:
-    """Integrate ∂t f = (1/P) K (y − f) with Diffrax (Tsit5 and an adaptive PID controller)."""
+    """Integrate ∂t f = (1/P) K (y − f) with Diffrax (Tsit5 and an adaptive PID controller)
+    (``solver.method = "ode"``)."""
 
     rtol: float = 1e-12
     atol: float = 1e-12
@@ -50,9 +60,17 @@ class KernelODE:
     def __post_init__(self):
         for key in ("rtol", "atol"):
             object.__setattr__(self, key, check_tolerance(key, getattr(self, key)))
+        object.__setattr__(self, "max_steps", check_int("max_steps", self.max_steps, 1))
 
-    def integrate(self, ntk, ntk_test_train, y, times):
-        return _kernel_ode(ntk, ntk_test_train, y, times, self.rtol, self.atol, self.max_steps)
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> KernelODE:
+        """From a spec's ``[solver]`` table (its ``method`` key ignored)."""
+        return options_from_table(cls, table, "ode")
+
+    def solve(self, spec: Spec) -> Solution:
+        """The lazy learning curves of `spec` by the ODE solve."""
+        return _solve(spec, self, lambda ntk, ntk_test_train, y, times: _kernel_ode(
+            ntk, ntk_test_train, y, times, self.rtol, self.atol, self.max_steps))
 
 
 LazyMethod = ClosedForm | KernelODE
@@ -62,11 +80,11 @@ _METHODS = {"closed_form": ClosedForm, "ode": KernelODE}
 def lazy_method_from_table(table: Mapping[str, Any]) -> LazyMethod:
     """The lazy method named by a spec's ``[solver]`` table (``method = "closed_form" | "ode"``)."""
     name = table.get("method", "closed_form")
-    if name not in _METHODS:
+    if not isinstance(name, str) or name not in _METHODS:
         raise InputError(
             f"solver.method = {name!r} is not a lazy (ntk) method; use one of {sorted(_METHODS)}"
         )
-    return options_from_table(_METHODS[name], table, name)
+    return _METHODS[name].from_table(table)
 
 
 @jax.jit
@@ -94,7 +112,7 @@ def _kernel_ode(ntk, ntk_test_train, y, times, rtol, atol, max_steps):
 
     def vector_field(t, state, args):
         f_train, f_test = state
-        residual = (y - f_train) / num_train
+        residual = LOSS.error_signal(f_train, y) / num_train
         return ntk @ residual, ntk_test_train @ residual
 
     zeros = (jnp.zeros_like(y), jnp.zeros(ntk_test_train.shape[0], y.dtype))
@@ -108,20 +126,29 @@ def solve_lazy(spec: Spec, method: LazyMethod | None = None) -> Solution:
     """Lazy learning curves of `spec`: train/test predictions under the frozen initial NTK.
 
     For a "mup" spec this is its γ0 → 0 limit. ``method`` defaults to the spec's
-    ``[solver]`` table (closed form unless it says ``method = "ode"``).
+    ``[solver]`` table (closed form unless it says ``method = "ode"``); ``solve_lazy(spec, m)`` is
+    ``m.solve(spec)``.
     """
+    require_float64("dmft.solvers.solve_lazy")
     if method is None:
         method = lazy_method_from_table(spec.solver) if spec.architecture.parameterization == "ntk" \
             else ClosedForm()
+    return method.solve(spec)
+
+
+def _solve(spec: Spec, method: LazyMethod, integrate) -> Solution:
+    """The frozen-NTK flow of `spec` by ``integrate(ntk, ntk_test_train, y, times)``."""
+    require_float64(f"the lazy solve ({type(method).__name__})")
     start = time.perf_counter()
     arch, data = spec.architecture, spec.data
     output_layer = arch.hidden_layers + 1
     ntk = layer_kernels(arch, data.x_train, layers=(output_layer,), with_derivative=False).ntk[-1]
     x_test = data.x_test if data.x_test is not None else data.x_train[:0]
-    ntk_test_train = layer_kernels(arch, x_test, data.x_train, layers=(output_layer,), with_derivative=False).ntk[-1] \
+    ntk_test_train = layer_kernels(arch, x_test, data.x_train, layers=(output_layer,),
+                                   with_derivative=False).ntk[-1] \
         if data.num_test else np.zeros((0, data.num_train))
     times = np.asarray(spec.training.times)
-    f_train, f_test = method.integrate(
+    f_train, f_test = integrate(
         jnp.asarray(ntk), jnp.asarray(ntk_test_train), jnp.asarray(data.y_train), jnp.asarray(times)
     )
     f_train, f_test = np.asarray(f_train), np.asarray(f_test)
@@ -136,9 +163,5 @@ def solve_lazy(spec: Spec, method: LazyMethod | None = None) -> Solution:
         f_test=f_test if has_test else None,
         ntk_test_train=np.broadcast_to(ntk_test_train, (num_times, *ntk_test_train.shape))
         if has_test else None,
-        diagnostics={
-            "method": type(method).__name__,
-            "settings": dataclasses.asdict(method),
-            "wall_time_s": time.perf_counter() - start,
-        },
+        diagnostics=diagnostics(type(method).__name__, method, start),
     )

@@ -8,8 +8,12 @@ over the sharded axis, which XLA lowers to cross-device reductions.
 
 from __future__ import annotations
 
+import numbers
+
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
+
+from .._errors import InputError
 
 SAMPLE_AXIS = "samples"
 
@@ -21,14 +25,27 @@ def sample_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
     """
     devices = jax.devices()
     n = len(devices) if num_devices is None else num_devices
-    if not 1 <= n <= len(devices):
-        raise ValueError(f"asked for {n} devices, {len(devices)} available")
-    return jax.make_mesh((n,), (SAMPLE_AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
-                         devices=devices[:n])
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= len(devices):
+        raise InputError(f"solver.devices = {n!r}: need an integer in [1, {len(devices)}] "
+                         f"({len(devices)} devices available)")
+    try:
+        return jax.make_mesh((n,), (SAMPLE_AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
+                             devices=devices[:n])
+    except ValueError as error:
+        raise InputError(f"solver.devices = {n}: no mesh of {n} devices ({_one_line(error)})") \
+            from None
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def largest_divisor_at_most(value: int, limit: int) -> int:
     """The number of devices to use so that each holds the same number of samples."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1 \
+            or isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1:
+        raise InputError(f"solver.num_samples = {value!r} and solver.devices = {limit!r} must be "
+                         "integers >= 1")
     for n in range(min(value, limit), 0, -1):
         if value % n == 0:
             return n
@@ -37,13 +54,23 @@ def largest_divisor_at_most(value: int, limit: int) -> int:
 
 def shard_samples(x: jax.Array, mesh: jax.sharding.Mesh) -> jax.Array:
     """Place `x` (leading axis = samples) on `mesh`, split along its leading axis."""
+    if x.ndim == 0 or x.shape[0] % mesh.size:
+        raise InputError(f"solver.num_samples: {x.shape[:1] or 'a scalar'} samples cannot be split "
+                         f"evenly over solver.devices = {mesh.size}")
     spec = PartitionSpec(SAMPLE_AXIS, *([None] * (x.ndim - 1)))
-    return jax.device_put(x, NamedSharding(mesh, spec))
+    try:
+        return jax.device_put(x, NamedSharding(mesh, spec))
+    except ValueError as error:
+        raise InputError(f"solver.devices: cannot shard the samples ({_one_line(error)})") from None
 
 
 def replicate(x: jax.Array, mesh: jax.sharding.Mesh) -> jax.Array:
     """Place `x` on every device of `mesh`."""
-    return jax.device_put(x, NamedSharding(mesh, PartitionSpec()))
+    try:
+        return jax.device_put(x, NamedSharding(mesh, PartitionSpec()))
+    except ValueError as error:
+        raise InputError(f"solver.devices: cannot replicate onto the mesh ({_one_line(error)})") \
+            from None
 
 
 def constrain_samples(x: jax.Array, mesh: jax.sharding.Mesh | None) -> jax.Array:

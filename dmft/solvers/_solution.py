@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import numpy as np
@@ -22,8 +23,10 @@ class Solution:
         phi: equal-time feature kernels Φ^ℓ(t,t), ℓ = 1..L, each (T, P, P) (DMFT solves).
         g: equal-time gradient kernels G^ℓ(t,t), ℓ = 1..L, each (T, P, P) (DMFT solves).
         stderr: Monte Carlo standard errors, keyed like the result file (``"f_train"``,
-            ``"ntk"``, ``"phi_L1"``, ...); empty for exact solvers.
-        diagnostics: method, its settings, iterations, residuals, wall time: JSON-ready.
+            ``"ntk"``, ``"loss_train"``, ``"phi_L{l}"``, ``"g_L{l}"``, ...), each shaped like its
+            value; empty for exact solvers.
+        diagnostics: JSON-ready; every method writes the keys of `diagnostics` (``method``,
+            ``settings``, ``iterations``, ``residuals``, ``wall_time_s``) plus its own.
     """
 
     t: Float[np.ndarray, " T"]
@@ -72,9 +75,11 @@ class Solution:
 
     def losses(self, y_train: np.ndarray, y_test: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """𝓛(t) = (1/2P) Σ_μ (f_μ(t) − y_μ)² on train, and on test when targets are given."""
-        out = {"loss_train": 0.5 * np.mean((np.asarray(self.f_train) - y_train) ** 2, axis=-1)}
+        from ._common import LOSS
+
+        out = {"loss_train": LOSS.value(np.asarray(self.f_train), y_train)}
         if y_test is not None and self.f_test is not None:
-            out["loss_test"] = 0.5 * np.mean((np.asarray(self.f_test) - y_test) ** 2, axis=-1)
+            out["loss_test"] = LOSS.value(np.asarray(self.f_test), y_test)
         return out
 
     def arrays(self, y_train: np.ndarray, y_test: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -93,3 +98,19 @@ class Solution:
         for key, value in self.stderr.items():
             out[f"{key}_stderr"] = value
         return {key: np.asarray(value) for key, value in out.items() if value is not None}
+
+
+def diagnostics(method: str, settings: Any, start: float, iterations: int = 0,
+                residuals: list[float] | tuple[float, ...] = (), **extra: Any) -> dict[str, Any]:
+    """The diagnostics of a solve, one spelling for every method: ``method`` (its name),
+    ``settings`` (the method object's fields), ``iterations`` (outer fixed-point sweeps, 0 for a
+    direct solve), ``residuals`` (one per sweep), ``wall_time_s`` (since `start`, a
+    `time.perf_counter` reading), then the method's own keys (``dt``, ``steps``, ``ode_steps``, ...)."""
+    return {
+        "method": method,
+        "settings": dataclasses.asdict(settings),
+        "iterations": int(iterations),
+        "residuals": [float(r) for r in residuals],
+        **extra,
+        "wall_time_s": time.perf_counter() - start,
+    }

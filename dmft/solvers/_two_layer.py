@@ -31,38 +31,30 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._errors import InputError, SolveError
+from .._options import check_bool, check_int, check_tolerance, options_from_table
+from .._precision import require_float64
 from .._progress import progress_enabled
 from ..spec import Spec
+from ._common import LOSS, draw_normal, first_bad_time, layer_ntk, network_of
 from ._dmft import (
-    check_bool,
-    check_int,
     check_mup,
-    check_tolerance,
     input_kernel,
     is_identity_activation,
     is_piecewise_activation,
-    options_from_table,
     readout_terms,
 )
 from ._ode import integrate_flow
-from ._solution import Solution
+from ._solution import Solution, diagnostics
 
 
 def _check_two_layer(spec: Spec, method: str) -> None:
+    require_float64(f"the {method} DMFT")
     check_mup(spec)
     if spec.architecture.hidden_layers != 1:
         raise InputError(
             f"solver.method = {method!r} solves two-layer networks (architecture.hidden_layers = 1), "
             f"got hidden_layers = {spec.architecture.hidden_layers}"
         )
-
-
-def _first_bad_time(times: np.ndarray, *arrays: np.ndarray) -> float | None:
-    """The first saved time at which any of `arrays` (leading axis T) is non-finite."""
-    bad = np.zeros(times.shape[0], dtype=bool)
-    for array in arrays:
-        bad |= ~np.all(np.isfinite(array.reshape(array.shape[0], -1)), axis=1)
-    return float(times[np.argmax(bad)]) if bad.any() else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -168,12 +160,13 @@ class TwoLayerDMFT:
                              "diverge, or raise solver.max_steps")
         saved = jax.tree_util.tree_map(np.asarray, saved)
         phi, g, delta, f_test = saved  # leading axes (T, B)
-        bad = _first_bad_time(times, phi, g, delta, f_test)
+        bad = first_bad_time(times, phi, g, delta, f_test)
         if bad is not None:
             raise SolveError(f"two_layer DMFT diverged at t = {bad:g} (non-finite kernels)")
 
         kx_np = np.asarray(kx)
-        ntk = phi + g * kx_np[None, None, :, :num_train]  # (T, B, Q, P)
+        # K = G^1 ⊙ Φ^0 + Φ^1, (T, B, Q, P)
+        ntk = layer_ntk(network_of(spec), kx_np[None, None, :, :num_train], [phi], [g])
         f_train = data.y_train - delta
         per_batch_out = {
             "f_train": f_train,
@@ -199,38 +192,24 @@ class TwoLayerDMFT:
             phi=(mean["phi_L1"],),
             g=(mean["g_L1"],),
             stderr=stderr,
-            diagnostics={
-                "method": "two_layer",
-                "settings": dataclasses.asdict(self),
-                "particles_per_batch": per_batch,
-                "ode_steps": int(stats["num_steps"]),
-                "ode_rejected_steps": int(stats["num_rejected_steps"]),
-                "iterations": 0,
-                "saved_times": num_times,
-                "wall_time_s": time.perf_counter() - start,
-            },
+            diagnostics=diagnostics(
+                "two_layer", self, start,
+                particles_per_batch=per_batch,
+                ode_steps=int(stats["num_steps"]),
+                ode_rejected_steps=int(stats["num_rejected_steps"]),
+                saved_times=num_times,
+            ),
         )
 
 
 def _sources(key, kx, batches: int, per_batch: int, antithetic: bool, moment_matching: bool):
-    """u (B, S_b, Q) ~ N(0, Φ^0) and r (B, S_b) ~ N(0, 1) per batch, with variance reduction."""
-    num_points = kx.shape[0]
-    independent = per_batch // 2 if antithetic else per_batch
+    """u (B, S_b, Q) ~ N(0, Φ^0) and r (B, S_b) ~ N(0, 1) per batch, with variance reduction:
+    antithetic pairs (u, r), (u, −r) and per-batch moment matching (`draw_normal`)."""
     key_u, key_r = jax.random.split(key)
-    xi = jax.random.normal(key_u, (batches, independent, num_points), dtype=kx.dtype)
-    rho = jax.random.normal(key_r, (batches, independent), dtype=kx.dtype)
-    if moment_matching:
-        # Whiten each batch: ξ ← ξ chol(ξᵀξ/n)^{-T} makes the empirical second moment exactly I.
-        second = jnp.einsum("bsi,bsj->bij", xi, xi) / independent
-        chol = jnp.linalg.cholesky(second)
-        xi = jax.vmap(lambda c, x: jax.scipy.linalg.solve_triangular(c, x.T, lower=True).T)(chol, xi)
-        rho = rho / jnp.sqrt(jnp.mean(rho**2, axis=1, keepdims=True))
-    eigenvalues, eigenvectors = jnp.linalg.eigh(kx)
-    root = eigenvectors * jnp.sqrt(jnp.clip(eigenvalues, 0.0))  # root rootᵀ = Φ^0 (PSD, maybe singular)
-    u = xi @ root.T
-    if antithetic:
-        u = jnp.concatenate([u, u], axis=1)
-        rho = jnp.concatenate([rho, -rho], axis=1)
+    options = dict(antithetic=antithetic, moment_matching=moment_matching)
+    u = draw_normal(key_u, batches, per_batch, (kx.shape[0],), kx.dtype, flip=False, cov=kx,
+                    **options)
+    rho = draw_normal(key_r, batches, per_batch, (), kx.dtype, flip=True, **options)
     return u, rho
 
 
@@ -260,7 +239,7 @@ def _integrate_particles(activation, kx, y, gamma0, sources, times, rtol, atol, 
         """One population: h, z, φ(h), Δ (P,) and f over all Q points (eq:mc_readout)."""
         h, z, act = u + dh, r + dz, phi(u + dh)
         f = jnp.mean(readout_terms(r[:, None], dz[:, None], phi(u), act, gamma0), axis=0) + corr
-        return h, z, act, y - f[:num_train], f
+        return h, z, act, LOSS.error_signal(f[:num_train], y), f
 
     def field(t, state, args):
         def one(u, r, dh, dz, corr, ntk_shift):
@@ -342,21 +321,20 @@ class TwoLayerMoments:
         if not diffrax.is_successful(result):
             raise SolveError(f"two_layer_moments: the ODE solve failed ({result})")
         big_h, m, a = np.asarray(big_h), np.asarray(m), np.asarray(a)
-        bad = _first_bad_time(times, big_h, m, a)
+        bad = first_bad_time(times, big_h, m, a)
         if bad is not None:
             raise SolveError(f"two_layer_moments diverged at t = {bad:g}")
         gamma0 = spec.architecture.gamma0
-        ntk = big_h + a[:, None, None] * kx[None]
+        ntk = layer_ntk(network_of(spec), kx[None], [big_h], [a[:, None, None]])  # aΦ^0 + H
         f = m / gamma0
         return Solution.from_augmented(
             times, f, ntk, num_train, phi=(big_h,), g=(a,),
-            diagnostics={
-                "method": "two_layer_moments",
-                "settings": dataclasses.asdict(self),
-                "ode_steps": int(stats["num_steps"]),
-                "iterations": 0,
-                "wall_time_s": time.perf_counter() - start,
-            },
+            diagnostics=diagnostics(
+                "two_layer_moments", self, start,
+                ode_steps=int(stats["num_steps"]),
+                ode_rejected_steps=int(stats["num_rejected_steps"]),
+                saved_times=times.shape[0],
+            ),
         )
 
 
@@ -376,7 +354,8 @@ def _integrate_moments(
 
     def field(t, state, args):
         big_h, m, a = state
-        e = jnp.zeros(num_points, y.dtype).at[:num_train].set(y - m[:num_train] / gamma0)
+        e = jnp.zeros(num_points, y.dtype).at[:num_train].set(
+            LOSS.error_signal(m[:num_train] / gamma0, y))
         ke = kx @ e
         d_h = scale * (jnp.outer(ke, m) + jnp.outer(m, ke))
         d_m = scale * (a * ke + big_h @ e)
