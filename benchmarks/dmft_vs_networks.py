@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 
 from dmft import Architecture, Data, Spec, Training  # noqa: E402
 from dmft._progress import set_progress  # noqa: E402
-from dmft.sampler import GradientDescent, sample  # noqa: E402
+from dmft.sampler import FixedSteps, sample  # noqa: E402
 from dmft.sampler._compare import fit_inverse_width  # noqa: E402
 from dmft.solvers._deep_nonlinear import MonteCarloDMFT  # noqa: E402
 
@@ -74,7 +74,7 @@ def networks(spec, widths, seeds, first_seed, steps):
     means, errors = [], []
     for width, count in zip(widths, seeds):
         members = list(range(first_seed, first_seed + count))
-        losses = {step: sample(spec, [width], members, method=GradientDescent(dt=step),
+        losses = {step: sample(spec, [width], members, method=FixedSteps(dt=step),
                                centered=True)[width]["loss_train"] for step in steps}
         for step, values in losses.items():
             _row(f"networks N = {width}, step {step} ({count} seeds)", *mean_err(values), "", "",

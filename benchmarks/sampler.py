@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 
 from dmft import Architecture, Spec, Training  # noqa: E402
 from dmft._progress import set_progress  # noqa: E402
-from dmft.sampler import FiniteNetwork, GradientFlow, member_bytes, plan_batches, sample  # noqa: E402
+from dmft.sampler import FiniteNetwork, AdaptiveSteps, member_bytes, plan_batches, sample  # noqa: E402
 from dmft.spec import teacher_data  # noqa: E402
 
 
@@ -64,7 +64,7 @@ def main() -> None:
     data = teacher_data(num_train=args.points, num_test=0, input_dim=16)
     spec = Spec(Architecture(2, "tanh", "mup", gamma0=1.0), data,
                 Training(tuple(np.linspace(0.0, args.t_max, args.times))))
-    method = GradientFlow(rtol=1e-8, atol=1e-8)
+    method = AdaptiveSteps(rtol=1e-8, atol=1e-8)
     plan = plan_batches(spec, widths, args.seeds, method)
     device = jax.devices()[0]
     print(f"device: {device.device_kind} × {len(jax.devices())} ({jax.default_backend()}), "

@@ -14,8 +14,8 @@ import pytest
 from dmft import Architecture, Data, InputError, Spec, Training
 from dmft.kernels import layer_kernels
 from dmft.sampler import (
-    GradientDescent,
-    GradientFlow,
+    FixedSteps,
+    AdaptiveSteps,
     FiniteNetwork,
     TangentPropagator,
     compare,
@@ -189,10 +189,10 @@ def test_same_seed_gives_same_member_whatever_the_batch(lazy_spec, small_data):
 def test_gradient_descent_converges_to_gradient_flow_at_first_order(lazy_spec, small_data):
     net = FiniteNetwork(lazy_spec.architecture, 32, small_data.input_dim)
     args = (net, lazy_spec.training.times, small_data.x_train, small_data.y_train)
-    flow = train_ensemble(*args, seeds=[0], method=GradientFlow(rtol=1e-10, atol=1e-10))
+    flow = train_ensemble(*args, seeds=[0], method=AdaptiveSteps(rtol=1e-10, atol=1e-10))
     errors = []
     for dt in (0.02, 0.01):
-        gd = train_ensemble(*args, seeds=[0], method=GradientDescent(dt))
+        gd = train_ensemble(*args, seeds=[0], method=FixedSteps(dt))
         errors.append(np.abs(gd["f_train"] - flow["f_train"]).max())
     # explicit Euler is first order: halving dt halves the error (ratio 2 up to O(dt) terms)
     assert 1.7 < errors[0] / errors[1] < 2.3, errors
@@ -345,22 +345,22 @@ def test_bad_widths_seeds_and_memory_are_one_line_input_errors(lazy_spec):
     with pytest.raises(InputError, match="seeds"):
         sample(lazy_spec, [64], 0)
     with pytest.raises(InputError, match="needs .* GiB"):
-        plan_batches(lazy_spec, [10**6], 4, GradientFlow(), max_memory_gib=1.0)
+        plan_batches(lazy_spec, [10**6], 4, AdaptiveSteps(), max_memory_gib=1.0)
     with pytest.raises(InputError, match="multiples"):
-        sample(lazy_spec, [8], 2, GradientDescent(dt=0.3))
+        sample(lazy_spec, [8], 2, FixedSteps(dt=0.3))
     with pytest.raises(InputError, match="dt"):
-        GradientDescent(dt=-1.0)
+        FixedSteps(dt=-1.0)
 
 
 def test_memory_plan_fits_width_8192_and_shrinks_batches_with_width():
     data = teacher_data(num_train=32, num_test=0, input_dim=16)
     spec = Spec(Architecture(2, "tanh", "mup"), data, Training(tuple(np.linspace(0, 10, 100))))
-    plan = plan_batches(spec, [256, 2048, 8192], 16, GradientFlow(), max_memory_gib=14.0)
+    plan = plan_batches(spec, [256, 2048, 8192], 16, AdaptiveSteps(), max_memory_gib=14.0)
     # 8192² weights × 18 solver copies × 8 B ≈ 9.0 GiB per member: one member fits in 14 GiB
     assert plan[8192] >= 1
     assert plan[256] == 16 and plan[256] >= plan[2048] >= plan[8192]
     net = FiniteNetwork(spec.architecture, 8192, 16)
-    estimate = member_bytes(net, GradientFlow(), 32, 32, 100) / 2**30
+    estimate = member_bytes(net, AdaptiveSteps(), 32, 32, 100) / 2**30
     assert 8.5 < estimate < 10.0, estimate  # ≈ 67.2M params × 18 × 8 B plus fields and outputs
 
 

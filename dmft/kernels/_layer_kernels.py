@@ -28,6 +28,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._errors import InputError
+from .._precision import require_float64
 from ..network import Elementwise, KernelState, Network, Residual, as_network, lower_kernel_map
 
 _DEFAULT_BLOCK_SIZE = 1024
@@ -204,6 +205,7 @@ def layer_kernels(
 
     Cost: O(L·P1·P2) dual evaluations; memory: the kept layers plus O(L·block_size²) per tile.
     """
+    require_float64("dmft.layer_kernels")
     network = as_network(arch)
     x1 = _inputs("x1", x1)
     same_inputs = x2 is None

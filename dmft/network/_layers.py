@@ -158,6 +158,13 @@ class Elementwise:
 
         return get_activation(self.activation)
 
+    @property
+    def kinked(self) -> bool:
+        """Whether φ is built from pieces (Max, Min, Abs, Heaviside, sign, Piecewise), so that φ'
+        may jump: adaptive ODE steps crawl there (conservative: Max(0, x)**2 counts)."""
+        return self._activation.expr.has(sp.Max, sp.Min, sp.Abs, sp.Heaviside, sp.sign,
+                                         sp.Piecewise)
+
     def kernel_map(self) -> KernelMap:
         k, kdot = K_phi(q1, q2, c), Kdot_phi(q1, q2, c)
         return KernelMap(k, kdot * theta_prev, kdot, K_phi(q1, q1, q1), K_phi(q2, q2, q2))

@@ -2,7 +2,7 @@
 
 - `FiniteNetwork`: a width-N instance of a `dmft.network.Network` (both parameterizations), its fields and kernels.
 - `sample(spec, widths, seeds)` → `Samples`: vmapped, device-sharded ensembles trained by
-  `GradientFlow` (Diffrax) or `GradientDescent`, recorded at the spec's times.
+  `AdaptiveSteps` (Diffrax) or `FixedSteps`, recorded at the spec's times.
 - `compare(samples, spec)` → `Comparison`: means, standard errors, N·Var, 1/N fits
   (`fit_inverse_width`) and deviations from `dmft.solve(spec)`; `report_table`, `plot_comparison`.
 - Predicted corrections: `vertex_prediction` (four-point vertex at initialization),
@@ -23,15 +23,15 @@ from ._predictions import Predictions, predict_corrections, variance_with_error
 from ._propagator import TangentPropagator, TrainingFluctuations, predict_training_fluctuations
 from ._report import plot_comparison, report_table
 from ._sample import Samples, member_bytes, method_from_table, plan_batches, sample
-from ._train import GradientDescent, GradientFlow, member_key, seed_mesh, train_ensemble
+from ._train import AdaptiveSteps, FixedSteps, member_key, seed_mesh, train_ensemble
 from ._vertex import PolarQuadrature, vertex_prediction
 
 __all__ = [
+    "AdaptiveSteps",
     "Comparison",
-    "GradientDescent",
-    "GradientFlow",
-    "InverseWidthFit",
     "FiniteNetwork",
+    "FixedSteps",
+    "InverseWidthFit",
     "PolarQuadrature",
     "Predictions",
     "Samples",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,10 +14,12 @@ import numpy as np
 from jaxtyping import Float
 
 from .._errors import InputError
+from .._precision import require_float64
 from .._progress import progress_bar
+from ..network import Elementwise, mlp
 from ..spec import Spec
 from ._network import FiniteNetwork
-from ._train import GradientDescent, GradientFlow, Method, seed_mesh, train_ensemble
+from ._train import AdaptiveSteps, FixedSteps, Method, seed_mesh, train_ensemble
 
 GIB = 2.0**30
 
@@ -60,19 +63,14 @@ class Samples:
 
 
 def method_from_table(table: Mapping[str, Any]) -> Method:
-    """The training method of a spec's ``[sampler]`` table: ``method = "flow"`` (rtol, atol,
-    max_steps) or ``"gd"`` (dt)."""
+    """The method of a spec's ``[sampler]`` table: ``method = "flow"`` (`AdaptiveSteps`: rtol,
+    atol, max_steps) or ``"gd"`` (`FixedSteps`: dt)."""
     table = {k: v for k, v in dict(table).items() if k not in ("widths", "seeds", "max_memory_gib")}
     name = table.pop("method", "flow")
-    classes = {"flow": GradientFlow, "gd": GradientDescent}
+    classes = {"flow": AdaptiveSteps, "gd": FixedSteps}
     if name not in classes:
         raise InputError(f"sampler.method must be 'flow' or 'gd', got {name!r}")
-    cls = classes[name]
-    known = {field.name for field in dataclasses.fields(cls)}
-    for key in table:
-        if key not in known:
-            raise InputError(f"unknown key sampler.{key} for method {name!r} (known: {sorted(known)})")
-    return cls(**table)
+    return classes[name].from_table(table)
 
 
 def _available_bytes() -> float:
@@ -162,6 +160,20 @@ def plan_batches(spec: Spec, widths, seeds, method: Method, max_memory_gib: floa
     return plan
 
 
+def _warn_if_adaptive_steps_crawl(spec: Spec, method: Method) -> None:
+    """Adaptive steps on a kinked φ: the flow's vector field jumps at every kink crossing, and the
+    controller then takes tens of thousands of steps. Say so before the work starts."""
+    kinked = [layer.activation for layer in mlp(spec.architecture).layers
+              if isinstance(layer, Elementwise) and layer.kinked]
+    if isinstance(method, AdaptiveSteps) and kinked:
+        warnings.warn(
+            f"dmft sample: activation {kinked[0]} has kinks, where adaptive steps "
+            f"(rtol = {method.rtol:g}) crawl; expect slow training, or use "
+            "--method gd --dt 0.01 (sampler.method = \"gd\") for fixed Euler steps of the flow",
+            stacklevel=3,
+        )
+
+
 def sample(
     spec: Spec,
     widths: int | Sequence[int],
@@ -179,19 +191,21 @@ def sample(
         spec: architecture, data and saved times; ``spec.sampler`` may name the method.
         widths: hidden widths N (positive integers).
         seeds: a number of members (seeds 0..n−1) or explicit non-negative seeds.
-        method: `GradientFlow` (default, Diffrax Tsit5 + PID) or `GradientDescent(dt)`.
+        method: `AdaptiveSteps` (default, Diffrax Tsit5 + PID) or `FixedSteps(dt)`.
         batch_size: most members trained at once (default: as many as fit in memory).
         max_memory_gib: memory budget over all devices (default: 60 % of what is available).
         centered: train f(θ) − f(θ0) with a frozen initial copy, so that f(0) = 0 (default: the
             plain network of the conventions).
     """
+    require_float64("dmft.sample")
     widths, seeds = _as_widths(widths), _as_seeds(seeds)
     if method is None:
         method = method_from_table(spec.sampler)
+    _warn_if_adaptive_steps_crawl(spec, method)
     plan = plan_batches(spec, widths, seeds, method, max_memory_gib, batch_size)
     data = spec.data
     times = np.asarray(spec.training.times, dtype=np.float64)
-    if isinstance(method, GradientDescent):
+    if isinstance(method, FixedSteps):
         method.steps(times)  # validate before any work
     mesh = seed_mesh()
     total = sum(-(-len(seeds) // plan[w]) for w in widths)
@@ -211,9 +225,9 @@ def sample(
                                              centered=centered))
                 bar.update(1)
             merged = {key: np.concatenate([piece[key] for piece in pieces]) for key in pieces[0]}
-            merged["loss_train"] = 0.5 * np.mean((merged["f_train"] - data.y_train) ** 2, axis=-1)
+            merged["loss_train"] = net.loss.value(merged["f_train"], data.y_train)
             if data.y_test is not None and data.num_test > 0:
-                merged["loss_test"] = 0.5 * np.mean((merged["f_test"] - data.y_test) ** 2, axis=-1)
+                merged["loss_test"] = net.loss.value(merged["f_test"], data.y_test)
             members[width] = merged
             wall[width] = time.perf_counter() - start
     finally:

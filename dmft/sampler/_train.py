@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import diffrax
 import jax
@@ -19,19 +21,20 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from .._errors import InputError, SolveError
+from .._options import check_int, check_tolerance, options_from_table
 from ..solvers._ode import integrate_flow
 from ._network import FiniteNetwork
 
 
 @dataclasses.dataclass(frozen=True)
-class GradientFlow:
-    """Integrate dθ/dt = −η ∇_θ 𝓛 with Diffrax: Tsit5 and a PID step-size controller (float64).
+class AdaptiveSteps:
+    """Integrate the training dynamics (gradient flow dθ/dt = −η ∇_θ 𝓛) with Diffrax: Tsit5
+    (order 5) and a PID step-size controller, float64.
 
     The controller measures the error as the RMS over all parameters (rtol, atol relative to
     weights of order 1). For activations with a kink (relu, abs, ...) the vector field jumps
     whenever a pre-activation crosses the kink, and tight tolerances then cost thousands of
-    steps (e.g. 16k steps for an N = 64 ReLU net to t = 16 at 1e-8): loosen rtol/atol or use
-    `GradientDescent` there.
+    steps: loosen rtol/atol or use `FixedSteps` there (`sample` warns).
     """
 
     rtol: float = 1e-8
@@ -40,22 +43,24 @@ class GradientFlow:
 
     def __post_init__(self):
         for key in ("rtol", "atol"):
-            value = getattr(self, key)
-            if not (isinstance(value, (int, float)) and 0 < value < 1):
-                raise InputError(f"sampler.{key} must be in (0, 1), got {value!r}")
-        if not (isinstance(self.max_steps, int) and self.max_steps > 0):
-            raise InputError(f"sampler.max_steps must be a positive integer, got {self.max_steps!r}")
+            object.__setattr__(self, key, check_tolerance(key, getattr(self, key), "sampler"))
+        object.__setattr__(self, "max_steps", check_int("max_steps", self.max_steps, 1, "sampler"))
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> AdaptiveSteps:
+        return options_from_table(cls, table, "flow", "sampler")
 
     #: parameter-sized arrays alive during one step (Tsit5: 7 stages, y0, y1, error, gradient work,
-    #: XLA temporaries); calibrated on the benchmark: 16 members of width 2048 peaked at 10.2 GiB
+    #: XLA temporaries); calibrated on the sampler benchmark
     memory_copies = 18
 
 
 @dataclasses.dataclass(frozen=True)
-class GradientDescent:
-    """Discrete gradient descent θ_{k+1} = θ_k − dt η ∇_θ 𝓛: the same flow at step size dt.
+class FixedSteps:
+    """Explicit Euler steps θ_{k+1} = θ_k + dt·dθ/dt of the gradient flow: a numerical step dt of
+    the flow (order 1 in dt), not a learning rate; time stays gradient-flow time (conventions §2).
 
-    Every saved time must be a multiple of dt (time stays gradient-flow time, conventions §2).
+    Every saved time must be a multiple of dt.
     """
 
     dt: float = 0.01
@@ -63,6 +68,10 @@ class GradientDescent:
     def __post_init__(self):
         if not (isinstance(self.dt, (int, float)) and math.isfinite(self.dt) and self.dt > 0):
             raise InputError(f"sampler.dt (--dt) must be a number > 0, got {self.dt!r}")
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> FixedSteps:
+        return options_from_table(cls, table, "gd", "sampler")
 
     memory_copies = 5
 
@@ -72,13 +81,13 @@ class GradientDescent:
         if np.any(off > 1e-9 * np.maximum(1.0, times)):
             bad = float(times[int(np.argmax(off))])
             raise InputError(
-                f"training.times must be multiples of the gradient-descent step dt = {self.dt:g}; "
+                f"training.times must be multiples of the sampler step dt = {self.dt:g}; "
                 f"t = {bad:g} is not"
             )
         return steps.astype(np.int64)
 
 
-Method = GradientFlow | GradientDescent
+Method = AdaptiveSteps | FixedSteps
 
 
 def member_key(seed: int, width: int) -> jax.Array:
@@ -110,7 +119,7 @@ def _start(net: FiniteNetwork, centered: bool, x_train, y_train, x_all, key):
     return params, offset, y_train + offset[: x_train.shape[0]]
 
 
-def _train_member_flow(net: FiniteNetwork, method: GradientFlow, centered: bool, times, x_train, y_train,
+def _train_member_flow(net: FiniteNetwork, method: AdaptiveSteps, centered: bool, times, x_train, y_train,
                        x_all, key):
     params, offset, y_train = _start(net, centered, x_train, y_train, x_all, key)
     P = x_train.shape[0]
@@ -153,7 +162,7 @@ def _train_batch(net: FiniteNetwork, method: Method | None, centered: bool, sche
                  x_all, keys):
     if method is None:  # only t = 0 is saved: no training at all
         member = functools.partial(_init_member, net, centered)
-    elif isinstance(method, GradientFlow):
+    elif isinstance(method, AdaptiveSteps):
         member = functools.partial(_train_member_flow, net, method, centered, schedule)
     else:  # the step size is traced: one compile serves every dt
         member = functools.partial(_train_member_gd, net, centered, schedule)
@@ -173,7 +182,7 @@ def train_ensemble(
     y_train,
     x_test=None,
     seeds=(0,),
-    method: Method = GradientFlow(),
+    method: Method = AdaptiveSteps(),
     mesh: jax.sharding.Mesh | None = None,
     pad_to: int | None = None,
     centered: bool = False,
@@ -195,7 +204,7 @@ def train_ensemble(
         x_test = None
     x_all = x_train if x_test is None else jnp.concatenate([x_train, jnp.asarray(x_test)], axis=0)
     times = np.asarray(times, dtype=np.float64)
-    if isinstance(method, GradientFlow):
+    if isinstance(method, AdaptiveSteps):
         schedule = jnp.asarray(times)
     else:
         schedule = (jnp.asarray(method.steps(times)), jnp.asarray(method.dt, dtype=x_train.dtype))
@@ -208,7 +217,7 @@ def train_ensemble(
     keys = jax.vmap(lambda s: member_key(s, net.width))(jnp.asarray(padded, dtype=jnp.uint32))
     keys = jax.device_put(keys, NamedSharding(mesh, PartitionSpec("seeds")))
     at_init_only = times.size == 1 and times[0] == 0.0
-    static_method = GradientDescent() if isinstance(method, GradientDescent) else method
+    static_method = FixedSteps() if isinstance(method, FixedSteps) else method
     ys, num_steps, ok = _train_batch(net, None if at_init_only else static_method, bool(centered),
                                      schedule, x_train, y_train, x_all, keys)
     ys = jax.tree.map(lambda a: np.asarray(a)[: len(seeds)], ys)
