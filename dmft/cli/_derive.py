@@ -7,7 +7,7 @@ from pathlib import Path
 from .._errors import InputError
 from ..io import atomic_file
 from ..spec import Architecture, default_spec
-from ..spec._toml import architecture_from_table, check_table_keys, read_spec_table
+from ..spec import architecture_from_table, check_table_keys, read_spec_table
 from ._common import output_file
 
 

@@ -11,7 +11,7 @@ from ._style import paper_style, save_figure
 from ._titles import run_title, time_label
 
 
-def _time_axis(ax, t: np.ndarray, label: str | None = None) -> None:
+def time_axis(ax, t: np.ndarray, label: str | None = None) -> None:
     positive = t[t > 0]
     if positive.size >= 2 and positive.max() / positive.min() > 50:
         # Times span decades: a log axis, with t = 0 drawn at the linear threshold. Ticks at 0 and
@@ -100,7 +100,7 @@ def plot_learning_curve(
         if banded:
             ax.fill_between([], [], [], color="0.4", alpha=0.25, linewidth=0,
                             label=r"$\pm 2$ Monte Carlo s.e.")
-        _time_axis(ax, t, time_label(spec))
+        time_axis(ax, t, time_label(spec))
         ax.set_yscale("log")
         initial = np.nanmax(np.asarray(arrays["loss_train"]))
         if np.isfinite(initial) and initial > 0:

@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ._learning_curve import _time_axis
+from ._learning_curve import time_axis
 from ._style import paper_style, save_figure
 from ._titles import run_title, time_label
 
@@ -93,7 +93,7 @@ def plot_ntk_evolution(solution, y_train: np.ndarray, path_stem: str | Path,
         if count > 1:
             ax_eig.legend(ncol=count, loc="lower center", bbox_to_anchor=(0.5, 1.0),
                           columnspacing=1.0, handlelength=1.5)
-        _time_axis(ax_eig, t, time_label(spec))
+        time_axis(ax_eig, t, time_label(spec))
         if spec is not None:
             ax_align.set_title(run_title(spec, "DMFT limit"))
         return save_figure(figure, path_stem)

@@ -76,8 +76,7 @@ def plot_comparison(comparison: Comparison, t: np.ndarray, stem: str | Path,
     from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
     from ..figures import paper_style, save_figure
-    from ..figures._learning_curve import _time_axis
-    from ..figures._titles import run_title, time_label
+    from ..figures import run_title, time_axis, time_label
 
     if title is None and spec is not None:
         title = run_title(spec, "finite width vs limit")
@@ -143,7 +142,7 @@ def plot_comparison(comparison: Comparison, t: np.ndarray, stem: str | Path,
             ax_curve.plot(t, comparison.limit[name], "k--", label=r"limit $N\to\infty$")
         ax_curve.fill_between([], [], [], color="0.4", alpha=0.25, linewidth=0,
                               label=r"$\pm 2$ s.e. over seeds")
-        _time_axis(ax_curve, np.asarray(t), time_label(spec))
+        time_axis(ax_curve, np.asarray(t), time_label(spec))
         ax_curve.set_yscale("log")
         ax_curve.set_ylabel("ensemble-mean train loss" + (" (cv)" if uses_cv else ""))
         ax_curve.legend(fontsize=5.5, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.25),

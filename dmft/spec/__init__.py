@@ -2,15 +2,24 @@
 
 from ._default import default_spec, teacher_data
 from ._spec import Architecture, Data, Spec, Training
-from ._toml import load_spec, spec_from_dict
+from ._toml import (
+    architecture_from_table,
+    check_table_keys,
+    load_spec,
+    read_spec_table,
+    spec_from_dict,
+)
 
 __all__ = [
     "Architecture",
     "Data",
     "Spec",
     "Training",
+    "architecture_from_table",
+    "check_table_keys",
     "default_spec",
     "load_spec",
+    "read_spec_table",
     "spec_from_dict",
     "teacher_data",
 ]
