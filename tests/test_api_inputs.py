@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from dmft import Architecture, Data, InputError, Spec, Training
+from dmft.spec import teacher_data
 from dmft._errors import SolveError
 from dmft._precision import require_float64
 from dmft.spec._spec import MAX_HIDDEN_LAYERS
@@ -279,3 +280,15 @@ def test_require_float64_tells_how_to_switch_it_on():
     finally:
         jax.config.update("jax_enable_x64", enabled)
     assert jax.config.jax_enable_x64 == enabled
+
+
+# --- the embedded teacher task ----------------------------------------------------------------
+
+def test_teacher_data_takes_numpy_integers_and_refuses_bad_sizes():
+    data = teacher_data(np.int64(6), np.int32(2), np.uint8(3), seed=np.int64(1))
+    assert (data.num_train, data.num_test, data.input_dim) == (6, 2, 3)
+    np.testing.assert_array_equal(data.x_train, teacher_data(6, 2, 3, seed=1).x_train)  # same draw
+    for kwargs, key in [({"num_train": 0}, "num_train"), ({"num_test": -1}, "num_test"),
+                        ({"input_dim": 2.0}, "input_dim"), ({"seed": -1}, "seed"),
+                        ({"seed": True}, "seed"), ({"num_train": 10**6, "input_dim": 100}, "input_dim")]:
+        one_line_error(lambda: teacher_data(**kwargs), key)
