@@ -184,3 +184,22 @@ def test_residual_blocks_have_the_depth_mup_kernel(rng):
         branch = 1.1**2 * np.asarray(act.dual(q, q, q)) + 0.2**2
         q = q + 0.8**2 / 3 * branch
         np.testing.assert_allclose(np.diag(kernels.nngp[l]), q, rtol=1e-13)  # round-off
+
+
+@pytest.mark.parametrize("param", [NTK(), MuP(1.3)])
+def test_residual_network_ntk_is_the_layer_sum_at_finite_width(param, rng):
+    # K = Σ_l (β²) G^{l+1} ⊙ (σ_w² Φ^l + σ_b²) holds exactly for residual blocks too
+    dense = Dense() if param.name == "mup" else Dense(1.2, 0.1)
+    branch = Residual((Elementwise("tanh"), dense), 0.6)
+    net = serial(dense, branch, branch, Elementwise("tanh"), dense, parameterization=param)
+    finite = FiniteNetwork(net, 20, 3)
+    x = jnp.asarray(rng.normal(size=(5, 3)))
+    params = finite.init(jax.random.key(2))
+    np.testing.assert_allclose(finite.kernels(params, x)["ntk"], finite.ntk_by_jacobian(params, x),
+                               rtol=1e-10, atol=1e-12)  # round-off of two summation orders
+
+
+def test_finite_network_refuses_blocks_it_cannot_read():
+    net = serial(Dense(), Elementwise("tanh"), Elementwise("tanh"), Dense())
+    with pytest.raises(dmft.InputError, match="block 2"):
+        FiniteNetwork(net, 8, 2)

@@ -17,8 +17,17 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._errors import InputError
-from ..network import MSE, Elementwise, GradientFlow, Loss, Network, Residual, as_network
-from ..network import Dynamics
+from ..network import (
+    MSE,
+    Dense,
+    Dynamics,
+    Elementwise,
+    GradientFlow,
+    Loss,
+    Network,
+    Residual,
+    as_network,
+)
 
 Params = dict[int, Any]
 
@@ -36,11 +45,12 @@ class FiniteNetwork:
 
     def __post_init__(self):
         object.__setattr__(self, "network", as_network(self.network))
-        if any(isinstance(layer, Residual) for layer in self.network.layers):
-            raise InputError(
-                "architecture.residual_scale: the finite-width sampler builds plain MLPs only; "
-                "residual networks are supported by dmft kernels, run (ntk) and derive"
-            )
+        for index, block in enumerate(self.network.blocks):
+            if not _reads_features(block, first=index == 0):
+                raise InputError(
+                    f"FiniteNetwork: block {index + 1} {block} is not (φ, Dense) or "
+                    "Residual((φ, Dense)); the fields Φ^l = φ(h^l)·φ(h^l)/N need that form"
+                )
 
     @property
     def hidden_layers(self) -> int:
@@ -124,3 +134,12 @@ class FiniteNetwork:
             for a, b in zip(jax.tree.leaves(j1), jax.tree.leaves(j2))
         ]
         return self.learning_rate * sum(leaves)
+
+
+def _reads_features(block, first: bool) -> bool:
+    """Whether `block` feeds φ(h) of the incoming stream into its dense map, as `kernels` assumes:
+    (Dense,) on the input, else (φ, Dense) or Residual((φ, Dense))."""
+    if first:
+        return len(block) == 1 and isinstance(block[0], Dense)
+    inner = block[-1].branch if len(block) == 1 and isinstance(block[0], Residual) else block
+    return (len(inner) == 2 and isinstance(inner[0], Elementwise) and isinstance(inner[1], Dense))

@@ -198,6 +198,11 @@ def sample(
             plain network of the conventions).
     """
     require_float64("dmft.sample")
+    if spec.architecture.residual_scale is not None:
+        raise InputError(
+            "architecture.residual_scale: dmft sample compares plain MLPs with their limit only so "
+            "far; residual networks have kernels, lazy runs, derive and dmft.sampler.FiniteNetwork"
+        )
     widths, seeds = _as_widths(widths), _as_seeds(seeds)
     if method is None:
         method = method_from_table(spec.sampler)
