@@ -20,7 +20,7 @@ from dmft import Architecture, Data, InputError, Spec, Training
 from dmft.spec import teacher_data
 from dmft._errors import SolveError
 from dmft._precision import require_float64
-from dmft.spec._spec import MAX_HIDDEN_LAYERS
+from dmft.spec import MAX_HIDDEN_LAYERS
 
 
 def one_line_error(call, key):

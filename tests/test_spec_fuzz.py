@@ -24,7 +24,7 @@ from hypothesis.extra import numpy as hnp
 
 from dmft import Architecture, Data, InputError, Training
 from dmft.spec import spec_from_dict
-from dmft.spec._spec import MAX_HIDDEN_LAYERS
+from dmft.spec import MAX_HIDDEN_LAYERS
 
 # Each property runs a few hundred cheap constructions: the whole file stays well under 20 s.
 # database=None: no example database is written into the working tree.

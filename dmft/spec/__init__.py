@@ -1,7 +1,7 @@
 """Architecture specs: the Python objects and the TOML file format (conventions §4)."""
 
 from ._default import default_spec, teacher_data
-from ._spec import Architecture, Data, Spec, Training
+from ._spec import MAX_HIDDEN_LAYERS, Architecture, Data, Spec, Training
 from ._toml import (
     architecture_from_table,
     check_table_keys,
@@ -11,6 +11,7 @@ from ._toml import (
 )
 
 __all__ = [
+    "MAX_HIDDEN_LAYERS",
     "Architecture",
     "Data",
     "Spec",
