@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -72,7 +72,7 @@ def expect_outcome(call, bad_keys):
 
 # --- values of every type ---------------------------------------------------------------------
 
-# Text without NUL (a NUL in a data path is a known loader failure, pinned by a strict xfail
+# Text without NUL (a NUL in a data path has its own test, test_unusable_data_paths_are_input_errors
 # below), from a code-point range that is cheap for Hypothesis to set up (full Unicode costs
 # seconds) yet holds controls, whitespace, punctuation, accents and Greek.
 CHARACTERS = st.characters(min_codepoint=1, max_codepoint=0x3FF)
@@ -423,7 +423,7 @@ def mutated_tables(draw):
     name, key = draw(st.sampled_from(KEYS))
     if kind == "delete":
         table[name].pop(key, None)
-        return table, [f"{name}.{key}", f"data.y_test"] if key == "x_test" else [f"{name}.{key}"]
+        return table, [f"{name}.{key}", "data.y_test"] if key == "x_test" else [f"{name}.{key}"]
     value = draw(st.one_of(ANY_VALUE, PATH_LIKE_TEXT, st.floats(), HUGE_INTS))
     table[name][key] = value
     names = [f"{name}.{key}"]
@@ -481,15 +481,12 @@ def test_spec_from_dict_fuzz_random_dicts(table):
     assert spec.data.x_train.ndim == 2  # only a complete, valid table gives a spec
 
 
-# --- known failures of the TOML loader (dmft/spec/_toml.py, not owned by the spec objects) ------
+# --- TOML loader edges: unusable data paths, a spec that is not a table ----------------------
 
 @pytest.mark.parametrize(
     "path", ["a\x00b.npy", "x" * 300 + ".npy"],
     ids=["null byte", "name too long"],
 )
-@pytest.mark.xfail(strict=True, raises=(ValueError, OSError),
-                   reason="_toml._load_array resolves and stats the data path without catching "
-                          "ValueError (embedded null byte) / OSError (ENAMETOOLONG)")
 def test_unusable_data_paths_are_input_errors(path):
     table = valid_table()
     table["data"]["x_train"] = path
@@ -497,8 +494,6 @@ def test_unusable_data_paths_are_input_errors(path):
         spec_from_dict(table, base=EMPTY_BASE)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="spec_from_dict calls table.items() before checking it is a dict")
 @pytest.mark.parametrize("table", [[], None, "architecture", 3])
 def test_a_spec_that_is_not_a_table_is_an_input_error(table):
     with pytest.raises(InputError, match="spec"):

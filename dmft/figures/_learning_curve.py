@@ -48,7 +48,8 @@ def lazy_dense_losses(arrays: dict[str, np.ndarray], spec) -> dict[str, np.ndarr
         return None  # discrete steps: the saved points are the curve
     import jax.numpy as jnp
 
-    from ..solvers._lazy import _closed_form
+    from ..network import MSE
+    from ..solvers import lazy_closed_form
 
     data = spec.data
     y = np.asarray(data.y_train, dtype=np.float64)
@@ -57,10 +58,10 @@ def lazy_dense_losses(arrays: dict[str, np.ndarray], spec) -> dict[str, np.ndarr
     t = dense_times(np.asarray(arrays["t"]))
     ntk = np.asarray(arrays["ntk"])[0]
     cross = np.asarray(arrays.get("ntk_test_train", np.zeros((1, 0, y.size))))[0]
-    f_train, f_test = _closed_form(jnp.asarray(ntk), jnp.asarray(cross), jnp.asarray(y), jnp.asarray(t))
-    out = {"t": t, "loss_train": 0.5 * np.mean((np.asarray(f_train) - y) ** 2, axis=-1)}
+    f_train, f_test = lazy_closed_form(jnp.asarray(ntk), jnp.asarray(cross), jnp.asarray(y), jnp.asarray(t))
+    out = {"t": t, "loss_train": MSE().value(np.asarray(f_train), y)}
     if data.y_test is not None and cross.shape[0] and "loss_test" in arrays:
-        out["loss_test"] = 0.5 * np.mean((np.asarray(f_test) - np.asarray(data.y_test)) ** 2, axis=-1)
+        out["loss_test"] = MSE().value(np.asarray(f_test), np.asarray(data.y_test))
     return out
 
 

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import sympy as sp
 from jaxtyping import Array, Float, PRNGKeyArray
 

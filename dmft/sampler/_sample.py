@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -16,6 +15,7 @@ from jaxtyping import Float
 from .._errors import InputError
 from .._precision import require_float64
 from .._progress import progress_bar
+from .._resources import available_memory_bytes
 from ..network import Elementwise, mlp
 from ..spec import Spec
 from ._network import FiniteNetwork
@@ -73,25 +73,6 @@ def method_from_table(table: Mapping[str, Any]) -> Method:
     return classes[name].from_table(table)
 
 
-def _available_bytes() -> float:
-    """Memory one device may use: its own memory on accelerators, a share of host RAM on CPU."""
-    device = jax.devices()[0]
-    stats = None
-    try:
-        stats = device.memory_stats()
-    except Exception:  # noqa: BLE001 - backends without memory stats (CPU)
-        stats = None
-    if stats and "bytes_limit" in stats:
-        return float(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
-    try:
-        with open("/proc/meminfo") as handle:
-            info = {line.split(":")[0]: line.split()[1] for line in handle}
-        total = float(info["MemAvailable"]) * 1024
-    except (OSError, KeyError, IndexError):
-        total = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    return total / len(jax.devices())
-
-
 def member_bytes(net: FiniteNetwork, method: Method, num_points: int, num_train: int, num_times: int) -> float:
     """Estimated peak bytes of one ensemble member: solver copies of the parameters, the fields
     of every layer and the recorded observables."""
@@ -139,7 +120,7 @@ def plan_batches(spec: Spec, widths, seeds, method: Method, max_memory_gib: floa
             raise InputError(f"--max-memory must be a number of GiB > 0, got {max_memory_gib!r}")
         budget = max_memory_gib * GIB / devices
     else:
-        budget = 0.6 * _available_bytes()  # headroom for XLA temporaries and the host copies
+        budget = 0.6 * available_memory_bytes()  # headroom for XLA temporaries and the host copies
     plan = {}
     for width in widths:
         net = FiniteNetwork(spec.architecture, width, data.input_dim)

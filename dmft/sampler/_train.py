@@ -22,7 +22,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from .._errors import InputError, SolveError
 from .._options import check_int, check_tolerance, options_from_table
-from ..solvers._ode import integrate_flow
+from .._ode import integrate_flow
 from ._network import FiniteNetwork
 
 

@@ -7,7 +7,7 @@ from ..spec import Spec
 from ._deep_linear import DeepLinearDMFT
 from ._deep_nonlinear import MonteCarloDMFT
 from ._dmft import auto_method_name, dmft_methods, method_from_spec, solve_dmft
-from ._lazy import ClosedForm, KernelODE, lazy_method_from_table, solve_lazy
+from ._lazy import ClosedForm, KernelODE, lazy_closed_form, lazy_method_from_table, solve_lazy
 from ._solution import Solution
 from ._two_layer import TwoLayerDMFT, TwoLayerMoments
 
@@ -35,6 +35,7 @@ __all__ = [
     "TwoLayerMoments",
     "auto_method_name",
     "dmft_methods",
+    "lazy_closed_form",
     "lazy_method_from_table",
     "method_from_spec",
     "solve",

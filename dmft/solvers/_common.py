@@ -6,13 +6,12 @@
 - 4-point Lagrange interpolation from a uniform grid to the spec times (`lagrange_matrix`);
 - the first non-finite saved time (`first_bad_time`);
 - progress ticks from inside a jitted loop without module state (`StepTicker`);
-- early refusal of solves whose cost is out of reach (`available_memory_bytes`, `check_layers`).
+- early refusal of solves whose cost is out of reach (`check_layers`).
 """
 
 from __future__ import annotations
 
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -148,23 +147,6 @@ class StepTicker:
 def new_bar(total: int, desc: str):
     """The shared progress bar (`dmft._progress.progress_bar`)."""
     return progress_bar(total, desc)
-
-
-def available_memory_bytes() -> float:
-    """Memory one solve may use: the device's free memory on accelerators, else the host's
-    available memory (MemAvailable), else 16 GiB."""
-    try:
-        stats = jax.devices()[0].memory_stats()
-    except Exception:  # noqa: BLE001 - backends without memory stats (CPU)
-        stats = None
-    if stats and "bytes_limit" in stats:
-        return float(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
-    try:
-        with open("/proc/meminfo") as handle:
-            info = {line.split(":")[0]: line.split()[1] for line in handle}
-        return float(info["MemAvailable"]) * 1024
-    except (OSError, KeyError, ValueError, IndexError):
-        return 16.0 * 2**30 if os.name != "nt" else 8.0 * 2**30
 
 
 def gib(num_bytes: float) -> str:

@@ -29,7 +29,7 @@ from .._precision import require_float64
 from ..kernels import layer_kernels
 from ..spec import Spec
 from ._common import LOSS
-from ._ode import integrate_flow
+from .._ode import integrate_flow
 from ._solution import Solution, diagnostics
 
 
@@ -45,7 +45,7 @@ class ClosedForm:
 
     def solve(self, spec: Spec) -> Solution:
         """The lazy learning curves of `spec` (its γ0 → 0 limit for a "mup" spec)."""
-        return _solve(spec, self, _closed_form)
+        return _solve(spec, self, lazy_closed_form)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,12 +88,14 @@ def lazy_method_from_table(table: Mapping[str, Any]) -> LazyMethod:
 
 
 @jax.jit
-def _closed_form(
+def lazy_closed_form(
     ntk: Float[Array, "P P"],
     ntk_test_train: Float[Array, "Q P"],
     y: Float[Array, " P"],
     times: Float[Array, " T"],
 ) -> tuple[Float[Array, "T P"], Float[Array, "T Q"]]:
+    """f(t) = (I − e^{−Kt/P}) y and f_*(t) = K_{*X} K⁻¹ f(t) at `times`, from the
+    eigendecomposition of K (exact for singular K; cost O(P³ + T·P·(P + Q)))."""
     num_train = y.shape[0]
     eigenvalues, eigenvectors = jnp.linalg.eigh(ntk)
     eigenvalues = jnp.clip(eigenvalues, 0.0)  # round-off can leave PSD kernels slightly negative

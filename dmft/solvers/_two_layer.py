@@ -43,7 +43,7 @@ from ._dmft import (
     is_piecewise_activation,
     readout_terms,
 )
-from ._ode import integrate_flow
+from .._ode import integrate_flow
 from ._solution import Solution, diagnostics
 
 

@@ -44,10 +44,18 @@ _NOT_YET = {
 
 def _load_array(key: str, value: Any, base: Path) -> np.ndarray:
     """An array given inline (a TOML list) or as a path relative to the spec file."""
+    if value is None:
+        raise InputError(f"data.{key} is empty (None): give an inline list or a file path, or "
+                         "omit the key")
     if not isinstance(value, str):
-        return np.asarray(value, dtype=object) if value is None else value
-    path = (base / value).resolve()
-    if not path.is_file():
+        return value
+    try:
+        path = (base / value).resolve()
+        found = path.is_file()
+    except (ValueError, OSError) as error:
+        raise InputError(f"data.{key}: not a usable file path ({error}): "
+                         f"{value[:60]!r}{'...' if len(value) > 60 else ''}") from None
+    if not found:
         raise InputError(f"data.{key}: file not found: {path}")
     try:
         if path.suffix == ".npy":
@@ -114,6 +122,9 @@ def _supported_only(name: str, table: dict[str, Any]) -> dict[str, Any]:
 
 def spec_from_dict(table: dict[str, Any], base: Path | str = ".", source: str | None = None) -> Spec:
     """Build a `Spec` from the parsed TOML tables; data paths are relative to `base`."""
+    if not isinstance(table, dict):
+        raise InputError(f"a spec must be a table of tables ([architecture], [data], ...), got "
+                         f"{type(table).__name__}")
     base = Path(base)
     check_table_keys(table)
     for name in ("architecture", "data"):

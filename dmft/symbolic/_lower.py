@@ -18,7 +18,6 @@ import string
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-import jax
 import jax.numpy as jnp
 import sympy as sp
 from jaxtyping import Array, Float
