@@ -55,3 +55,27 @@ def progress_bar(total: int, desc: str) -> tqdm:
     """A manual progress bar: ``bar.update(k)``, ``bar.set_postfix(...)``, ``bar.close()``."""
     return tqdm(total=total, desc=desc, file=sys.stderr, disable=not _enabled, leave=False,
                 dynamic_ncols=True)
+
+
+class StepTicker:
+    """Advances a progress bar by one from inside a jitted loop (``jax.debug.callback``).
+
+    Passed to the jitted march as a static argument, so each solve carries its own bar and no
+    module state is shared; `StepTicker.for_solve` returns None when progress bars are off, so
+    that the compiled march then has no host callback at all (and is shared by all solves)."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    @classmethod
+    def for_solve(cls, bar) -> StepTicker | None:
+        return cls(bar) if progress_enabled() else None
+
+    def __call__(self, *_) -> None:
+        self.bar.update(1)
+
+    def tick(self, k) -> None:
+        """Inside jit: one step done."""
+        import jax
+
+        jax.debug.callback(self, k)

@@ -29,10 +29,12 @@ from jaxtyping import Array, Float
 
 from .._errors import InputError
 from .._precision import require_float64
+from .._progress import StepTicker, progress_bar
 from ..network import Elementwise, KernelState, Network, Residual, as_network, lower_kernel_map
 
 _DEFAULT_BLOCK_SIZE = 1024
 _SCAN_MIN_RUN = 8  # runs of at least this many identical blocks are scanned, not unrolled
+_PROGRESS_MIN_LAYERS = 1000  # deeper stacks show a progress bar over layers (when bars are on)
 _KINDS = ("nngp", "ntk", "nngp_derivative")
 
 
@@ -72,7 +74,7 @@ def _runs(network: Network) -> list[tuple[tuple, int]]:
     return runs
 
 
-def _recursion(network: Network, state: KernelState, keep: tuple[int, ...]) -> Array:
+def _recursion(network: Network, state: KernelState, keep: tuple[int, ...], ticker=None) -> Array:
     """Run the blocks from `state`; returns (Σ, Θ, Σ̇) of the layers in `keep` (sorted),
     stacked as one array (len(keep), 3, ...)."""
     pieces, layer = [], 0
@@ -94,6 +96,8 @@ def _recursion(network: Network, state: KernelState, keep: tuple[int, ...]) -> A
         def body(carry, position, step=step):
             current, buf = carry
             current = step(current)
+            if ticker is not None:
+                ticker.tick(position)
             buf = jax.lax.cond(position >= 0, lambda b: b.at[position].set(jnp.stack(current[:3])),
                                lambda b: b, buf)
             return (current, buf), None
@@ -113,10 +117,10 @@ def _initial_state(x1, x2) -> KernelState:
                        (jnp.sum(x2 * x2, -1) / dim)[None, :])
 
 
-@functools.partial(jax.jit, static_argnames=("network", "kinds", "keep"))
-def _tile(network: Network, x1, x2, kinds, keep):
+@functools.partial(jax.jit, static_argnames=("network", "kinds", "keep", "ticker"))
+def _tile(network: Network, x1, x2, kinds, keep, ticker=None):
     """The kept layers' kernels on one tile x1 × x2, shape (kinds, layers, block, block)."""
-    kernels = _recursion(network, _initial_state(x1, x2), keep)  # (layers, 3, P1, P2)
+    kernels = _recursion(network, _initial_state(x1, x2), keep, ticker)  # (layers, 3, P1, P2)
     return jnp.swapaxes(kernels[:, jnp.asarray([_KINDS.index(kind) for kind in kinds])], 0, 1)
 
 
@@ -221,9 +225,37 @@ def layer_kernels(
 
     diagonal1 = np.asarray(_diagonal(network, x1))  # (3, L + 1, P1)
     diagonal2 = diagonal1 if same_inputs else np.asarray(_diagonal(network, x2))
-    _warn_beyond_variance_limit(network, np.concatenate([diagonal1[0, :-1].ravel(), diagonal2[0, :-1].ravel()]))
+    _warn_beyond_variance_limit(network, np.concatenate([diagonal1[0, :-1].ravel(),
+                                                         diagonal2[0, :-1].ravel()]))
 
     block = max(1, min(block_size, max(rows, cols)))
+    tiles = sum(len(range(r0 if same_inputs else 0, cols, block)) for r0 in range(0, rows, block))
+    bar = progress_bar(tiles * network.hidden_layers, "kernels (layers)") \
+        if network.hidden_layers >= _PROGRESS_MIN_LAYERS else None
+    ticker = StepTicker.for_solve(bar) if bar is not None else None
+    try:
+        out = _assemble(network, x1, x2, same_inputs, kinds, keep, block, ticker)
+    finally:
+        if bar is not None:
+            bar.close()
+    if same_inputs:
+        diagonal = np.arange(rows)
+        out[:, :, diagonal, diagonal] = diagonal1[: len(kinds), np.asarray(keep) - 1]
+
+    def by_layer(kind):
+        if kind not in kinds:
+            return (None,) * num_layers
+        k = kinds.index(kind)
+        position = {l: j for j, l in enumerate(keep)}
+        return tuple(out[k, position[l]] if l in position else None
+                     for l in range(1, num_layers + 1))
+
+    return LayerKernels(by_layer("nngp"), by_layer("ntk"), by_layer("nngp_derivative"))
+
+
+def _assemble(network, x1, x2, same_inputs, kinds, keep, block, ticker) -> np.ndarray:
+    """The kept kernels (kinds, layers, P1, P2), tile by tile; x2 = x1 costs the upper triangle."""
+    rows, cols = x1.shape[0], x2.shape[0]
     out = np.empty((len(kinds), len(keep), rows, cols), np.dtype(x1.dtype))
     # Pad to whole tiles so that every tile reuses one compilation (padding repeats the last row).
     x1_padded = _pad_rows(x1, -(-rows // block) * block)
@@ -233,19 +265,8 @@ def layer_kernels(
         for c0 in range(r0 if same_inputs else 0, cols, block):
             c1 = min(c0 + block, cols)
             tile = np.asarray(_tile(network, x1_padded[r0:r0 + block],
-                                    x2_padded[c0:c0 + block], kinds, keep))
+                                    x2_padded[c0:c0 + block], kinds, keep, ticker))
             out[:, :, r0:r1, c0:c1] = tile[:, :, : r1 - r0, : c1 - c0]
             if same_inputs and c0 != r0:
                 out[:, :, c0:c1, r0:r1] = np.swapaxes(tile[:, :, : r1 - r0, : c1 - c0], -1, -2)
-    if same_inputs:
-        for k, _kind in enumerate(kinds):
-            for j, l in enumerate(keep):
-                np.fill_diagonal(out[k, j], diagonal1[k, l - 1])
-
-    def by_layer(kind):
-        if kind not in kinds:
-            return (None,) * num_layers
-        k = kinds.index(kind)
-        return tuple(out[k, keep.index(l)] if l in keep else None for l in range(1, num_layers + 1))
-
-    return LayerKernels(by_layer("nngp"), by_layer("ntk"), by_layer("nngp_derivative"))
+    return out

@@ -5,7 +5,6 @@
 - Gaussian source draws (`draw_normal`, `psd_root`) with antithetic pairs and moment matching;
 - 4-point Lagrange interpolation from a uniform grid to the spec times (`lagrange_matrix`);
 - the first non-finite saved time (`first_bad_time`);
-- progress ticks from inside a jitted loop without module state (`StepTicker`);
 - early refusal of solves whose cost is out of reach (`check_layers`).
 """
 
@@ -18,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._errors import InputError
-from .._progress import progress_bar, progress_enabled
+from .._progress import progress_bar
 from ..network import MSE, Network, mlp
 
 #: The loss of every solve (conventions §2; the only place Δ = y − f is formed is `MSE`).
@@ -120,28 +119,6 @@ def first_bad_time(times: np.ndarray, *arrays: np.ndarray) -> float | None:
 
 # ----------------------------------------------------------------------------------------------
 # Progress and cost
-
-
-class StepTicker:
-    """Advances a progress bar by one from inside a jitted loop (``jax.debug.callback``).
-
-    Passed to the jitted march as a static argument, so each solve carries its own bar and no
-    module state is shared; `StepTicker.for_solve` returns None when progress bars are off, so
-    that the compiled march then has no host callback at all (and is shared by all solves)."""
-
-    def __init__(self, bar):
-        self.bar = bar
-
-    @classmethod
-    def for_solve(cls, bar) -> StepTicker | None:
-        return cls(bar) if progress_enabled() else None
-
-    def __call__(self, *_) -> None:
-        self.bar.update(1)
-
-    def tick(self, k) -> None:
-        """Inside jit: one step done."""
-        jax.debug.callback(self, k)
 
 
 def new_bar(total: int, desc: str):

@@ -42,10 +42,10 @@ from jaxtyping import Array, Float
 from .._errors import InputError, SolveError
 from .._options import check_bool, check_positive, options_from_table
 from .._precision import require_float64
+from .._progress import StepTicker
 from ..spec import Spec
 from ._common import (
     LOSS,
-    StepTicker,
     check_layers,
     first_bad_time,
     gib,

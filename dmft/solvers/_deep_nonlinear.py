@@ -97,12 +97,12 @@ from .._options import (
     options_from_table,
 )
 from .._precision import require_float64
+from .._progress import StepTicker
 from .._resources import available_memory_bytes
 from ..network import MuP
 from ..spec import Spec
 from ._common import (
     LOSS,
-    StepTicker,
     check_layers,
     draw_normal,
     gib,
