@@ -9,7 +9,7 @@ warm median of `--repeats` calls, peak RSS, and the Monte Carlo standard error o
     python benchmarks/dmft.py --cases 32,100,2,4096 --repeats 3
     python benchmarks/dmft.py --reference /path/to/jpc/experiments/dmft/src
 
-``--reference DIR`` imports ``theory_utils.solve_kernels_nonlin`` (thebuckleylab/jpc, notes §3)
+``--reference DIR`` imports ``theory_utils.solve_kernels_nonlin`` (thebuckleylab/jpc, the public DMFT reference code)
 from DIR and runs it side by side with ours on the notes' PD4 tanh case (P = 4, L = 2, γ0 = 1,
 20 steps of 0.1): wall time and the final loss, against the width-1024 network value of notes
 §7b; ours at several S with its standard error. Nothing of the reference is copied here.
@@ -34,7 +34,7 @@ DEFAULT_CASES = [  # (P, T, L, S)
     (32, 50, 1, 4096), (32, 50, 3, 4096), (32, 50, 2, 1024), (32, 50, 2, 16384),
 ]
 HEADLINE = (32, 100, 2, 4096)
-# notes §7b: PD4 tanh, L = 2, γ0 = 1, η = 0.1; loss at steps 5/10/15/19 of width-1024 networks
+# published PD4 numbers: tanh, L = 2, γ0 = 1, η = 0.1; loss at steps 5/10/15/19 of width-1024 networks
 PD4_NETWORK_LOSS = (0.41353, 0.33374, 0.25865, 0.20366)
 
 
@@ -228,7 +228,7 @@ def main() -> None:
                   f"{out['backend']}×{out['devices']}{mark}", flush=True)
 
     if args.reference:
-        print("\nPD4 tanh, L = 2, γ0 = 1 (notes §7b): loss at t = 0.5 / 1.0 / 1.5 / 1.9")
+        print("\nPD4 tanh, L = 2, γ0 = 1 (published networks): loss at t = 0.5 / 1.0 / 1.5 / 1.9")
         print("  width-1024 networks (GD, η = 0.1):        "
               + " / ".join(f"{v:.5f}" for v in PD4_NETWORK_LOSS))
         for samples in args.ours_samples.split(","):

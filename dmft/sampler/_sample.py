@@ -44,7 +44,7 @@ class Samples:
         return self.members[width]
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Flat result-file arrays (conventions §5): ``t``, ``widths``, ``seeds``,
+        """Flat result-file arrays (docs/conventions.md §5): ``t``, ``widths``, ``seeds``,
         ``N{N}_f_train`` (seeds, T, P), ``N{N}_ntk`` (seeds, T, P, P), ``N{N}_loss_train``,
         ``N{N}_phi_L{l}``, ``N{N}_g_L{l}`` (seeds, T, P, P), test arrays when present."""
         out: dict[str, np.ndarray] = {

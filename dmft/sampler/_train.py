@@ -1,7 +1,7 @@
 """Training finite-width ensembles: gradient flow (Diffrax) or discrete gradient descent.
 
 One member is θ(0) ~ N(0, 1) drawn from ``fold_in(key(seed), N)``, trained by dθ/dt = −η ∇_θ 𝓛
-(conventions §2). At each saved time the member records its observables (`FiniteNetwork.kernels` on
+(docs/conventions.md §2). At each saved time the member records its observables (`FiniteNetwork.kernels` on
 train ∪ test inputs), never its parameters, so the memory per member is O(#params) however many
 times are saved. Members are vmapped; the seed axis is sharded over all devices.
 """
@@ -21,8 +21,8 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from .._errors import InputError, SolveError
-from .._options import check_int, check_tolerance, options_from_table
 from .._ode import integrate_flow
+from .._options import check_ode_options, options_from_table
 from ._network import FiniteNetwork
 
 
@@ -42,9 +42,7 @@ class AdaptiveSteps:
     max_steps: int = 100_000
 
     def __post_init__(self):
-        for key in ("rtol", "atol"):
-            object.__setattr__(self, key, check_tolerance(key, getattr(self, key), "sampler"))
-        object.__setattr__(self, "max_steps", check_int("max_steps", self.max_steps, 1, "sampler"))
+        check_ode_options(self, "sampler")
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> AdaptiveSteps:
@@ -58,7 +56,7 @@ class AdaptiveSteps:
 @dataclasses.dataclass(frozen=True)
 class FixedSteps:
     """Explicit Euler steps θ_{k+1} = θ_k + dt·dθ/dt of the gradient flow: a numerical step dt of
-    the flow (order 1 in dt), not a learning rate; time stays gradient-flow time (conventions §2).
+    the flow (order 1 in dt), not a learning rate; time stays gradient-flow time (docs/conventions.md §2).
 
     Every saved time must be a multiple of dt.
     """

@@ -20,7 +20,7 @@ from .._errors import InputError
 from .._progress import progress_bar
 from ..network import MSE, Network, mlp
 
-#: The loss of every solve (conventions §2; the only place Δ = y − f is formed is `MSE`).
+#: The loss of every solve (docs/conventions.md §2; the only place Δ = y − f is formed is `MSE`).
 LOSS = MSE()
 
 #: The DMFT marches unroll their L layers when they compile (Python loops over layers inside

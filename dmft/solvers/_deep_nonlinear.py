@@ -1,6 +1,6 @@
 r"""Deep nonlinear DMFT: the single-site process solved by Monte Carlo, marched causally in time.
 
-The process (derivations/dmft.md; notes §2), for layers ℓ = 1..L on the uniform grid t_k = k·dt,
+The process (derivations/dmft.md), for layers ℓ = 1..L on the uniform grid t_k = k·dt,
 with Q = P + P_test points (test points have zero weight in Δ):
 
     h^ℓ(t) = u^ℓ(t) + [𝒜^{ℓ-1} g^ℓ](t) + (γ0/P) ∫_0^t ds Σ_α Δ_α(s) Φ^{ℓ-1}_{μα}(t,s) g^ℓ_α(s)
@@ -33,7 +33,7 @@ fixed up front. Everything at t_k depends only on rows ≤ k of the kernels, so 
 sample u^ℓ(t_k) conditionally on its past, the 𝒜^{ℓ-1} row, h^ℓ(t_k), the Φ^ℓ row), the backward
 pass ℓ = L..1 (Cholesky row of G^{ℓ+1}, r^ℓ(t_k), the ℬ^ℓ row, z^ℓ and g^ℓ(t_k), the G^ℓ row),
 then K(t_k) and Δ(t_k) from the read-out. The result is exactly the fixed point of the Picard map with these draws
-(the reference algorithm's iteration, redrawing noise each sweep, never settles: notes §3, §7b):
+(the reference algorithm's iteration, redrawing noise each sweep, never settles: derivations/dmft.md §8):
 no damping or outer loop is needed. `check_sweeps > 0` re-applies the map with every kernel,
 response and Δ frozen at the marched values and reports the residual (max-abs change of Δ and
 of the equal-time kernels) per sweep; it must be at round-off level.

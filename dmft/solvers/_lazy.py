@@ -1,6 +1,6 @@
 """Lazy (kernel) gradient flow: the infinite-width limit of NTK-parameterized training.
 
-With the NTK K frozen at its initialization value and f(0) = 0 (conventions §2),
+With the NTK K frozen at its initialization value and f(0) = 0 (docs/conventions.md §2),
 
     ∂t f = (1/P) K (y − f)          ⇒  f(t)  = (I − e^{−K t/P}) y
     ∂t f_* = (1/P) K_{*X} (y − f)    ⇒  f_*(t) = K_{*X} K^{-1} (I − e^{−K t/P}) y.
@@ -24,12 +24,12 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._errors import InputError, SolveError
-from .._options import check_int, check_tolerance, options_from_table
+from .._ode import integrate_flow
+from .._options import check_ode_options, options_from_table
 from .._precision import require_float64
 from ..kernels import layer_kernels
 from ..spec import Spec
 from ._common import LOSS
-from .._ode import integrate_flow
 from ._solution import Solution, diagnostics
 
 
@@ -58,9 +58,7 @@ class KernelODE:
     max_steps: int = 1_000_000
 
     def __post_init__(self):
-        for key in ("rtol", "atol"):
-            object.__setattr__(self, key, check_tolerance(key, getattr(self, key)))
-        object.__setattr__(self, "max_steps", check_int("max_steps", self.max_steps, 1))
+        check_ode_options(self)
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> KernelODE:

@@ -83,7 +83,7 @@ class Solution:
         return out
 
     def arrays(self, y_train: np.ndarray, y_test: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """The result-file arrays of conventions §5 (plus ``phi_L{l}``, ``g_L{l}``, ``*_stderr``)."""
+        """The result-file arrays of docs/conventions.md §5 (plus ``phi_L{l}``, ``g_L{l}``, ``*_stderr``)."""
         out: dict[str, Any] = {
             "t": self.t,
             "f_train": self.f_train,

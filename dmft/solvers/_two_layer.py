@@ -31,7 +31,8 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._errors import InputError, SolveError
-from .._options import check_bool, check_int, check_tolerance, options_from_table
+from .._ode import integrate_flow
+from .._options import check_bool, check_int, check_ode_options, options_from_table
 from .._precision import require_float64
 from .._progress import progress_enabled
 from ..spec import Spec
@@ -43,7 +44,6 @@ from ._dmft import (
     is_piecewise_activation,
     readout_terms,
 )
-from .._ode import integrate_flow
 from ._solution import Solution, diagnostics
 
 
@@ -105,9 +105,7 @@ class TwoLayerDMFT:
         object.__setattr__(self, "particles", check_int("particles", self.particles, 2))
         object.__setattr__(self, "batches", check_int("batches", self.batches, 1))
         object.__setattr__(self, "seed", check_int("seed", self.seed, 0))
-        object.__setattr__(self, "max_steps", check_int("max_steps", self.max_steps, 1))
-        for key in ("rtol", "atol"):
-            object.__setattr__(self, key, check_tolerance(key, getattr(self, key)))
+        check_ode_options(self)
         for key in ("antithetic", "moment_matching"):
             check_bool(key, getattr(self, key))
         if self.particles % self.batches:
@@ -293,9 +291,7 @@ class TwoLayerMoments:
     max_steps: int = 100_000
 
     def __post_init__(self):
-        for key in ("rtol", "atol"):
-            object.__setattr__(self, key, check_tolerance(key, getattr(self, key)))
-        object.__setattr__(self, "max_steps", check_int("max_steps", self.max_steps, 1))
+        check_ode_options(self)
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> TwoLayerMoments:

@@ -1,4 +1,4 @@
-"""Architecture specs: the Python objects and the TOML file format (conventions §4)."""
+"""Architecture specs: the Python objects and the TOML file format (docs/conventions.md §4)."""
 
 from ._default import default_spec, teacher_data
 from ._spec import MAX_HIDDEN_LAYERS, Architecture, Data, Spec, Training

@@ -103,7 +103,7 @@ def _string(key: str, value: Any) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Architecture:
-    """An MLP with `hidden_layers` hidden layers of activation `activation` (conventions §1).
+    """An MLP with `hidden_layers` hidden layers of activation `activation` (docs/conventions.md §1).
 
     - ``parameterization="ntk"``: h^{l+1} = σ_w W^l φ(h^l)/√N + σ_b b^l (the lazy limit).
     - ``parameterization="mup"``: h^{l+1} = W^l φ(h^l)/√N, f = w^L·φ(h^L)/(γ0 N) (richness γ0).
@@ -154,7 +154,7 @@ class Architecture:
                 self.sigma_w == 1.0 and self.sigma_b == 0.0,
                 "architecture.sigma_w / architecture.sigma_b apply to "
                 "architecture.parameterization = \"ntk\" only; a \"mup\" network has unit "
-                f"weights and no bias (conventions §1b), got sigma_w = {self.sigma_w!r}, "
+                f"weights and no bias (docs/conventions.md §1b), got sigma_w = {self.sigma_w!r}, "
                 f"sigma_b = {self.sigma_b!r}",
             )
 
@@ -284,7 +284,7 @@ class Data:
 
 @dataclasses.dataclass(frozen=True)
 class Training:
-    """Gradient-flow times at which results are saved (conventions §2): non-negative, increasing."""
+    """Gradient-flow times at which results are saved (docs/conventions.md §2): non-negative, increasing."""
 
     times: tuple[float, ...] = (0.0, 1.0, 2.0, 5.0, 10.0)
 

@@ -1,4 +1,4 @@
-"""Reading a spec from a TOML file (conventions §4)."""
+"""Reading a spec from a TOML file (docs/conventions.md §4)."""
 
 from __future__ import annotations
 
@@ -26,15 +26,15 @@ _TABLES = {
 _NOT_YET = {
     "training": {
         "optimizer": (("flow",), "dmft trains by gradient flow only; 'gd' and 'sgd' "
-                                 "(conventions §2a) are planned"),
-        "loss": (("mse",), "dmft uses the squared loss only; 'cross_entropy' (conventions §2b) "
+                                 "(docs/conventions.md §2a) are planned"),
+        "loss": (("mse",), "dmft uses the squared loss only; 'cross_entropy' (docs/conventions.md §2b) "
                            "is planned"),
-        "learning_rate": ((), "it belongs to optimizer = 'gd'/'sgd' (conventions §2a); dmft "
+        "learning_rate": ((), "it belongs to optimizer = 'gd'/'sgd' (docs/conventions.md §2a); dmft "
                               "trains by gradient flow, whose time unit needs none"),
-        "batch_size": ((), "it belongs to optimizer = 'sgd' (conventions §2a); dmft trains by "
+        "batch_size": ((), "it belongs to optimizer = 'sgd' (docs/conventions.md §2a); dmft trains by "
                            "full-batch gradient flow"),
-        "seed": ((), "it draws the minibatches of optimizer = 'sgd' (conventions §2a)"),
-        "num_classes": ((), "it belongs to loss = 'cross_entropy' (conventions §2b)"),
+        "seed": ((), "it draws the minibatches of optimizer = 'sgd' (docs/conventions.md §2a)"),
+        "num_classes": ((), "it belongs to loss = 'cross_entropy' (docs/conventions.md §2b)"),
     },
     "architecture": {
         "type": (("mlp",), "dmft handles fully connected networks (MLPs) only"),

@@ -5,12 +5,12 @@ MatMul + Nonlin chain). Each op is turned into equations by the infinite-width r
 at a time (static single assignment: a layer's equation names the previous layer's kernels and
 never inlines them):
 
-- forward (kernel) rule, NTK parameterization (conventions §1a):
+- forward (kernel) rule, NTK parameterization (docs/conventions.md §1a):
   Σ^1 = σ_w² x·x'/D + σ_b², Σ^{l+1} = σ_w² E[φ(u)φ(v)] + σ_b², (u, v) ~ N(0, Σ^l);
 - tangent rule: Θ^1 = Σ^1, Θ^{l+1} = Σ^{l+1} + σ_w² E[φ'(u)φ'(v)] Θ^l;
 - residual block h^{l+1} = h^l + (α/√L) branch(h^l): Σ^{l+1} = Σ^l + (α²/L)[σ_w² E[φφ] + σ_b²],
   Θ^{l+1} = Θ^l + (α²/L)[σ_w² E[φφ] + σ_b² + σ_w² E[φ'φ'] Θ^l];
-- μP with richness γ0 (conventions §1b): each MatMul by W^l gives a forward Gaussian source
+- μP with richness γ0 (docs/conventions.md §1b): each MatMul by W^l gives a forward Gaussian source
   u^{l+1} ~ GP(0, Φ^l), its transpose a backward source r^l ~ GP(0, G^{l+1}), the weight's
   gradient-flow update the γ0 Δ-memory terms and the correlation of W(0) with later fields
   the causal responses A, B (Bordelon & Pehlevan 2022; derivations/dmft.md).
@@ -142,7 +142,7 @@ def _block_expressions(arch: Architecture, residual_scale, dual, dual_derivative
     if dual_derivative is not None:
         dual_fns[sp.Function("Kdot_phi")] = sp.Lambda((q1, q2, c), dual_derivative)
     scalars = {ir.branch_scale: ir.residual_alpha / sp.sqrt(ir.num_hidden)}
-    if mup:  # μP kernels are those of σ_w = 1, σ_b = 0 (conventions §1b): no σ symbols to print
+    if mup:  # μP kernels are those of σ_w = 1, σ_b = 0 (docs/conventions.md §1b): no σ symbols to print
         scalars.update({ir.sigma_w: sp.Integer(1), ir.sigma_b: sp.Integer(0)})
     out = []
     for l, block in enumerate(network.blocks, start=1):
