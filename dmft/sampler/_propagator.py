@@ -36,6 +36,7 @@ import numpy as np
 
 from .._errors import InputError, SolveError
 from ..activations import get_activation
+from ..network import MSE
 from ..spec import Spec
 
 
@@ -172,8 +173,8 @@ def predict_training_fluctuations(spec: Spec, options: TangentPropagator = Tange
     samples = S * df**2  # (T, K, P_all): unbiased samples of N Var f
     nvar = samples.mean(axis=1)
     nvar_err = samples.std(axis=1, ddof=1) / np.sqrt(K)
-    # 𝓛 = (1/2P)|Δ|²: δ𝓛 = −(1/P) Δ·δf at first order
-    delta = data.y_train - f[:, :P]
+    # δ𝓛 = (∂𝓛/∂f)·δf = −(1/P) Δ·δf at first order
+    delta = MSE().error_signal(f[:, :P], data.y_train)
     dloss = -np.einsum("tp,tkp->tk", delta, df[:, :, :P]) / P
     loss_samples = S * dloss**2
     out = TrainingFluctuations(
