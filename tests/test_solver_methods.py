@@ -181,9 +181,10 @@ def test_progress_bar_is_ticked_once_per_grid_step(monkeypatch):
         def close(self):
             pass
 
-    monkeypatch.setattr(_common, "progress_enabled", lambda: True)
+    monkeypatch.setattr(_progress, "progress_enabled", lambda: True)
     monkeypatch.setattr(_common, "progress_bar", lambda total, desc: Bar())
     solvers.DeepLinearDMFT(dt=0.25, extrapolate=False).solve(problem(times=(0.0, 1.0)))
+    monkeypatch.undo()
     assert _progress.progress_enabled() is False  # the switch itself was not touched
     assert len(ticks) == 5  # grid t = 0, 0.25, ..., 1
 
