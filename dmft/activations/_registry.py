@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import keyword
 import math
 import re
 
@@ -13,9 +12,9 @@ import jax.scipy.special as jsp
 import numpy as np
 import sympy as sp
 from sympy import Poly
-from sympy.parsing.sympy_parser import convert_xor, parse_expr, standard_transformations
 
 from .._errors import InputError
+from .._parsing import CONSTANTS, check_text, parse_user_expression, shorten
 from ._activation import Activation
 from ._polynomial import polynomial_dual
 from ._quadrature import Mehler, PiecewiseGaussLegendre, choose_mehler_order
@@ -37,22 +36,8 @@ _ALIASES = {
     "swish": "silu", "rbf": "gaussian", "leaky": "leaky_relu", "leakyrelu": "leaky_relu",
 }
 
-# The SymPy functions a user expression may use (and nothing else).
-_ALLOWED = {
-    "x": X, "pi": sp.pi, "E": sp.E, "e": sp.E,
-    "sin": sp.sin, "cos": sp.cos, "tan": sp.tan, "tanh": sp.tanh, "sinh": sp.sinh, "cosh": sp.cosh,
-    "atan": sp.atan, "arctan": sp.atan, "exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt,
-    "erf": sp.erf, "erfc": sp.erfc, "Abs": sp.Abs, "abs": sp.Abs, "Max": sp.Max, "max": sp.Max,
-    "Min": sp.Min, "min": sp.Min, "Heaviside": sp.Heaviside, "sign": sp.sign,
-    "Piecewise": sp.Piecewise, "sigmoid": lambda z: 1 / (1 + sp.exp(-z)),
-    "relu": lambda z: sp.Max(z, 0), "softplus": lambda z: sp.log(1 + sp.exp(z)),
-}
-_PARSE_GLOBALS = {
-    "Integer": sp.Integer, "Float": sp.Float, "Rational": sp.Rational, "Symbol": sp.Symbol,
-    "Function": sp.Function, "__builtins__": {},
-}
+_SYNTAX_HINT = "only x, numbers, + - * / ** and functions like tanh, exp, erf, Abs, Max are allowed"
 _JAX_MODULES = [{"erf": jsp.erf, "erfc": jsp.erfc, "loggamma": jsp.gammaln}, "jax"]
-_SAFE_TEXT = re.compile(r"^[A-Za-z0-9_+\-*/^().,<>=&| \t]+$")
 
 QUADRATURE_TARGET = 1e-11  # relative Mehler tail accepted when validating the variance range
 
@@ -97,34 +82,18 @@ def get_activation(name_or_expr: str, tier: str | None = None) -> Activation:
 
 
 def parse_activation(text: str) -> sp.Expr:
-    """Parse a user expression in x with a restricted vocabulary; never a bare `eval`."""
-    bad = (
-        not _SAFE_TEXT.match(text) or "__" in text or re.search(r"\.\s*[A-Za-z_]", text)
-        or any(keyword.iskeyword(w) and w not in ("True", "False")
-               for w in re.findall(r"[A-Za-z_]\w*", text))
-    )
-    if bad:
-        raise InputError(f"activation: cannot parse {text!r} (only x, numbers, + - * / ** and "
-                         f"functions like tanh, exp, erf, Abs, Max are allowed)")
-    try:
-        expr = parse_expr(text, local_dict=dict(_ALLOWED), global_dict=dict(_PARSE_GLOBALS),
-                          transformations=standard_transformations + (convert_xor,), evaluate=True)
-    except Exception as err:  # SymPy raises many types (SyntaxError, TokenError, TypeError, ...)
-        raise InputError(f"activation: cannot parse {text!r} ({type(err).__name__})") from None
-    if not isinstance(expr, sp.Expr):
-        raise InputError(f"activation: {text!r} is not an expression in x")
-    if isinstance(expr, sp.Symbol) and expr != X:
-        raise InputError(f"unknown activation {text!r} (known: {', '.join(known_activations())}, "
+    """Parse a user expression in x with the package's one restricted parser
+    (`dmft._parsing.parse_user_expression`: a whitelist of functions, no bare `eval`, bounded
+    length and depth); one-line `InputError` naming the (shortened) text otherwise."""
+    check_text(text, "activation", _SYNTAX_HINT)
+    shown = shorten(text)
+    name = text.strip()
+    if re.fullmatch(r"[A-Za-z_]\w*", name) and name != "x" and name not in CONSTANTS:
+        raise InputError(f"unknown activation {shown!r} (known: {', '.join(known_activations())}, "
                          f"or a SymPy expression in x)")
-    unknown = sorted(str(s) for s in expr.free_symbols - {X})
-    if unknown:
-        raise InputError(f"activation {text!r}: unknown symbol(s) {', '.join(unknown)} (only x)")
-    undefined = sorted({str(f.func) for f in expr.atoms(sp.core.function.AppliedUndef)})
-    if undefined:
-        raise InputError(f"unknown activation {text!r}: unknown function(s) {', '.join(undefined)} "
-                         f"(known names: {', '.join(known_activations())})")
+    expr = parse_user_expression(text, {"x": X}, what="activation", hint=_SYNTAX_HINT)
     if X not in expr.free_symbols:
-        raise InputError(f"activation {text!r} does not depend on x")
+        raise InputError(f"activation {shown!r} does not depend on x")
     return expr
 
 
@@ -366,7 +335,7 @@ def _check_real_and_finite(expr: sp.Expr, text: str) -> None:
 def _from_expression(expr: sp.Expr, name: str, tier: str | None = None, text: str | None = None) -> Activation:
     """The best tier for φ = expr: table (possibly rescaled), affine rule, polynomial, or
     quadrature. `text` (the user's spelling) is what error messages name."""
-    text = name if text is None else text
+    text = shorten(name if text is None else text)  # messages quote at most a line of it
     _check_real_and_finite(expr, text)
     if tier in (None, "closed-form"):
         match = _table_match(expr)

@@ -53,6 +53,7 @@ def configure(parser) -> None:
 def execute(args) -> int:
     from ..symbolic import _verify, derive
 
+    _verify.check_timeout(args.timeout, "--timeout")
     if args.document is not None:
         from ..symbolic import check_document
 
@@ -90,7 +91,13 @@ def execute(args) -> int:
     print(f"parsed:  {sp.sstr(yours)}")
     print(f"latex:   {sp.latex(yours)}")
     print(f"derived: {sp.sstr(derived)}   [{label}]")
-    verdict = _verify.verify(yours, derived, domain=domain, constants=constants,
-                             points=args.points, timeout=args.timeout)
+    # The same entry points as the Python API: they pick the tier's comparison (mpmath and a
+    # proof attempt for closed forms and polynomials; float64 against the numeric dual, on the
+    # variances where its error bound holds, for the quadrature tier).
+    options = {"points": args.points, "timeout": args.timeout}
+    if args.spec is not None:
+        verdict = _verify.verify_quantity(derivation, args.quantity, yours, **options)
+    else:
+        verdict = _verify.verify_dual(args.activation, args.kernel, yours, **options)
     print(verdict.message())
     return verdict.exit_code

@@ -24,31 +24,13 @@ from typing import Literal
 import mpmath
 import numpy as np
 import sympy as sp
-from sympy.parsing.sympy_parser import (
-    auto_number, auto_symbol, convert_xor, factorial_notation, implicit_multiplication,
-    lambda_notation, parse_expr, rationalize, repeated_decimals,
-)
 
 from .._errors import InputError
+from .._parsing import MAX_CHARACTERS, FUNCTIONS, Dialect, parse_user_expression, shorten
 
-_FUNCTIONS: dict[str, object] = {
-    "sqrt": sp.sqrt, "exp": sp.exp, "log": sp.log, "ln": sp.log,
-    "sin": sp.sin, "cos": sp.cos, "tan": sp.tan,
-    "asin": sp.asin, "acos": sp.acos, "atan": sp.atan, "atan2": sp.atan2,
-    "arcsin": sp.asin, "arccos": sp.acos, "arctan": sp.atan,
-    "sinh": sp.sinh, "cosh": sp.cosh, "tanh": sp.tanh,
-    "asinh": sp.asinh, "acosh": sp.acosh, "atanh": sp.atanh,
-    "erf": sp.erf, "erfc": sp.erfc, "gamma": sp.gamma, "factorial": sp.factorial,
-    "Abs": sp.Abs, "abs": sp.Abs, "sign": sp.sign, "Max": sp.Max, "Min": sp.Min,
-    "max": sp.Max, "min": sp.Min, "Heaviside": sp.Heaviside,
-    "diff": sp.diff, "pi": sp.pi, "E": sp.E,
-}
-_PARSER_GLOBALS = {"Symbol": sp.Symbol, "Integer": sp.Integer, "Float": sp.Float,
-                   "Rational": sp.Rational, "Function": sp.Function, "factorial": sp.factorial}
-# `rationalize`: decimals are exact (2.25 is 9/4), as they were written
-_TRANSFORMATIONS = (lambda_notation, auto_symbol, repeated_decimals, auto_number, rationalize,
-                    factorial_notation, convert_xor, implicit_multiplication)
-_ALLOWED_CHARS = re.compile(r"^[A-Za-z0-9_+\-*/^().,!\s]*$")
+_FUNCTIONS = FUNCTIONS  # the whitelist of the one parser (also used to fix LaTeX input)
+_DIALECT = Dialect(implicit=True, exact_decimals=True)  # `2 c`; 0.1 is 1/10, as written
+_SYNTAX_HINT = "use SymPy syntax: + - * / ** ^ ( ) and functions"
 
 EQUAL_DIGITS = 30
 """Digits to which two expressions must agree at every sampled point to be called equal."""
@@ -56,45 +38,15 @@ _WORK_DPS = 80  # working precision: well beyond EQUAL_DIGITS so rounding never 
 
 
 def parse_expression(text: str, symbols: Mapping[str, sp.Symbol], what: str = "--expr") -> sp.Expr:
-    """Parse a SymPy-syntax string over the declared ``symbols`` and a whitelist of functions.
+    """Parse a SymPy-syntax string over the declared ``symbols`` and a whitelist of functions
+    (`dmft._parsing.parse_user_expression`, the parser activations use too).
 
     ``^`` means power; implicit multiplication (``2 c``) is allowed; decimals are exact
-    rationals (``0.1`` is 1/10). Raises `InputError` with one
-    line for syntax errors, unknown functions and undeclared symbols (naming them).
+    rationals (``0.1`` is 1/10). Raises `InputError` with one line for syntax errors, unknown
+    functions, undeclared symbols (naming them) and inputs beyond the length and nesting bounds
+    (quoting at most the start of the input).
     """
-    if not isinstance(text, str) or not text.strip():
-        raise InputError(f"{what} is empty")
-    if not _ALLOWED_CHARS.match(text) or "__" in text or re.search(r"(?<!\d)\.(?!\d)", text):
-        bad = sorted(set(re.sub(r"[A-Za-z0-9_+\-*/^(),!\s]", "", text)) - {"."}) or ["."]
-        raise InputError(f"cannot parse {what} {text!r}: unsupported character(s) "
-                         f"{' '.join(bad)} (use SymPy syntax: + - * / ** ^ ( ) and functions)")
-    for name in re.findall(r"([A-Za-z_]\w*)\s*\(", text):
-        if name not in _FUNCTIONS and name not in symbols:
-            raise InputError(f"{what} uses unknown function {name!r} (known: "
-                             f"{', '.join(sorted(k for k in _FUNCTIONS if k not in ('pi', 'E')))})")
-    if text.count("(") != text.count(")"):
-        raise InputError(f"cannot parse {what} {text!r}: unbalanced parentheses "
-                         f"({text.count('(')} '(' vs {text.count(')')} ')')")
-    local = dict(_FUNCTIONS)
-    local.update(symbols)
-    try:
-        expr = parse_expr(text, local_dict=local,
-                          global_dict={"__builtins__": {}, **_PARSER_GLOBALS},
-                          transformations=_TRANSFORMATIONS)
-    except Exception as error:  # SyntaxError, TokenError, TypeError: all mean "cannot parse"
-        reason = " ".join(str(error).split()) or type(error).__name__
-        raise InputError(f"cannot parse {what} {text!r}: {reason}") from None
-    if not isinstance(expr, sp.Expr):
-        raise InputError(f"cannot parse {what} {text!r}: not a scalar expression")
-    undefined = sorted({str(f.func) for f in expr.atoms(sp.core.function.AppliedUndef)})
-    if undefined:
-        raise InputError(f"{what} uses unknown function(s) {', '.join(undefined)} (known: "
-                         f"{', '.join(sorted(k for k in _FUNCTIONS if k not in ('pi', 'E')))})")
-    undeclared = sorted(s.name for s in expr.free_symbols if s.name not in symbols)
-    if undeclared:
-        raise InputError(f"{what} uses undeclared symbol(s) {', '.join(undeclared)}; "
-                         f"declared: {', '.join(symbols)}")
-    return expr
+    return parse_user_expression(text, symbols, what=what, dialect=_DIALECT, hint=_SYNTAX_HINT)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -242,6 +194,18 @@ def _evaluator(expr: sp.Expr, names: Sequence[str]):
     return evaluate
 
 
+def check_timeout(value, what: str = "timeout") -> float:
+    """`value` as a float if it is a positive, finite number of seconds, else a one-line
+    `InputError` naming `what` (e.g. "--timeout")."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be a positive number of seconds, got {value!r}") from None
+    if isinstance(value, bool) or not np.isfinite(seconds) or seconds <= 0:
+        raise InputError(f"{what} must be a positive, finite number of seconds, got {value!r}")
+    return seconds
+
+
 def _numeric_compare(yours, derived, domain: Domain, count: int, seed: int):
     names = [n for n, _ in domain.variables]
     f_yours, f_derived = _evaluator(yours, names), _evaluator(derived, names)
@@ -344,6 +308,9 @@ def verify(
             quadrature-tier duals ``K_phi``, ``Kdot_phi``); both sides are then compared in
             float64 to ``numeric_tolerance`` (no proof is possible).
     """
+    check_timeout(timeout, "timeout")
+    if not isinstance(points, int | np.integer) or isinstance(points, bool) or points < 1:
+        raise InputError(f"points must be an integer >= 1, got {points!r}")
     declared = domain.symbols()
     constants = dict(constants or {})
     names = dict(declared)
@@ -356,9 +323,15 @@ def verify(
         return e.xreplace(mapping)
 
     yours, derived = canonical(yours), canonical(sp.sympify(against))
-    if derived.atoms(sp.core.function.AppliedUndef) and numeric_functions:
+    undefined = derived.atoms(sp.core.function.AppliedUndef)
+    if undefined and numeric_functions:
         return _verify_float64(yours, derived, domain, numeric_functions, numeric_tolerance,
                                points, seed)
+    if undefined:
+        names = ", ".join(sorted({str(f.func) for f in undefined}))
+        raise InputError(f"the derived expression uses {names}, which has no closed form (a "
+                         "quadrature-tier dual): compare with verify_dual / verify_quantity, which "
+                         "evaluate it numerically, or pass numeric_functions")
     for side, e in (("expression", yours), ("derived expression", derived)):
         extra = sorted(s.name for s in e.free_symbols if s.name not in declared)
         if extra:
@@ -410,14 +383,22 @@ def _verify_float64(yours, derived, domain, functions, tolerance, count, seed) -
 
 
 def _quadrature_functions(activation_name: str):
+    """(numeric K_phi and Kdot_phi, tolerance, largest variance to sample)."""
     from ._derive import _activation
 
     act = _activation(activation_name)
-    return {"K_phi": act.dual, "Kdot_phi": act.dual_derivative}, max(100 * act.dual_error, 1e-12)
+    functions = {"K_phi": act.dual, "Kdot_phi": act.dual_derivative}
+    if act.variance_limit < 0.1:
+        raise InputError(f"the dual kernels of {shorten(activation_name)!r} keep their error bound "
+                         f"only for variances up to {act.variance_limit:.3g}: nothing to compare on")
+    return functions, max(100 * act.dual_error, 1e-12), min(_QUADRATURE_Q_MAX, act.variance_limit)
 
 
-# Quadrature-tier duals state their error bound for variances up to about 4.6.
-_QUADRATURE_DOMAIN = Domain(COVARIANCE_DOMAIN.variables, COVARIANCE_DOMAIN.covariance, 4.5)
+# Quadrature-tier duals state their error bound for variances up to `variance_limit` (about 4.6
+# for the Mehler series of tanh); points are drawn up to this or that limit, whichever is less.
+_QUADRATURE_Q_MAX = 4.5
+_QUADRATURE_DOMAIN = Domain(COVARIANCE_DOMAIN.variables, COVARIANCE_DOMAIN.covariance,
+                            _QUADRATURE_Q_MAX)
 
 
 def dual_expression(activation: str, kernel: Literal["nngp", "ntk"]) -> sp.Expr:
@@ -444,8 +425,9 @@ def verify_dual(activation: str, kernel: Literal["nngp", "ntk"], expr: str | sp.
     """
     derived = dual_expression(activation, kernel)
     if derived.atoms(sp.core.function.AppliedUndef):
-        functions, tolerance = _quadrature_functions(activation)
-        return verify(expr, derived, domain=_QUADRATURE_DOMAIN, numeric_functions=functions,
+        functions, tolerance, q_max = _quadrature_functions(activation)
+        domain = dataclasses.replace(_QUADRATURE_DOMAIN, positive_max=q_max)
+        return verify(expr, derived, domain=domain, numeric_functions=functions,
                       numeric_tolerance=tolerance, **options)
     return verify(expr, derived, domain=COVARIANCE_DOMAIN, **options)
 
@@ -471,8 +453,8 @@ def verify_quantity(derivation, quantity: str, expr: str | sp.Expr, **options) -
     constants = {s.name: v for s, v in layer_map.parameters.items()}
     domain = quantity_domain(layer_map)
     if derived.atoms(sp.core.function.AppliedUndef):
-        functions, tolerance = _quadrature_functions(derivation.architecture.activation)
-        domain = dataclasses.replace(domain, positive_max=4.5)
+        functions, tolerance, q_max = _quadrature_functions(derivation.architecture.activation)
+        domain = dataclasses.replace(domain, positive_max=q_max)
         options = {"numeric_functions": functions, "numeric_tolerance": tolerance, **options}
     return verify(expr, derived, domain=domain, constants=constants, **options)
 
@@ -511,6 +493,11 @@ def parse_latex_expression(text: str, symbols: Mapping[str, sp.Symbol]) -> sp.Ex
         raise InputError(problem)
     from sympy.parsing.latex import parse_latex
 
+    if not isinstance(text, str) or not text.strip():
+        raise InputError("--expr-latex is empty")
+    if len(text) > MAX_CHARACTERS:
+        raise InputError(f"--expr-latex is too long: {len(text)} characters, at most "
+                         f"{MAX_CHARACTERS} ({shorten(text)!r})")
     cleaned = text
     for pattern, repl in _LATEX_MACROS:
         cleaned = re.sub(pattern, repl, cleaned)
@@ -526,7 +513,7 @@ def parse_latex_expression(text: str, symbols: Mapping[str, sp.Symbol]) -> sp.Ex
     try:
         expr = parse_latex(cleaned)
     except Exception as error:
-        raise InputError(f"cannot parse --expr-latex {text!r}: "
+        raise InputError(f"cannot parse --expr-latex {shorten(text)!r}: "
                          f"{' '.join(str(error).split())[:200]}") from None
     # Undefined applications: known function names (\operatorname{erf} → erf) become the
     # functions; a declared symbol "applied" to one argument (c\left(…\right)) is a product.
@@ -564,7 +551,7 @@ def parse_latex_expression(text: str, symbols: Mapping[str, sp.Symbol]) -> sp.Ex
 
 
 __all__ = [
-    "COVARIANCE_DOMAIN", "Domain", "EQUAL_DIGITS", "Verdict", "dual_expression",
+    "COVARIANCE_DOMAIN", "Domain", "EQUAL_DIGITS", "Verdict", "check_timeout", "dual_expression",
     "parse_expression", "parse_latex_expression", "quantity_domain", "verify", "verify_dual",
     "verify_quantity",
 ]
