@@ -16,7 +16,7 @@ from sympy import Poly
 from .._errors import InputError
 from .._parsing import CONSTANTS, check_text, parse_user_expression, shorten
 from ._activation import Activation
-from ._polynomial import polynomial_dual
+from ._polynomial import MAX_DEGREE, float_range, polynomial_dual
 from ._quadrature import Mehler, PiecewiseGaussLegendre, choose_mehler_order
 from ._symbols import C, Q1, Q2, X
 from ._table import CLOSED_FORM_ERROR, TABLE, rectified_monomial
@@ -347,19 +347,34 @@ def _from_expression(expr: sp.Expr, name: str, tier: str | None = None, text: st
         if tier == "closed-form":
             raise InputError(f"activation {text!r}: no closed-form dual in the table")
     if tier in (None, "polynomial") and expr.is_polynomial(X):
+        degree = Poly(expr, X).degree()
+        if degree > MAX_DEGREE:
+            raise InputError(f"activation {text!r}: a polynomial of degree {degree}; at most "
+                             f"{MAX_DEGREE}, beyond which E[φ(u)²] overflows float64 already at "
+                             "unit variance")
         K, Kdot, amplification = polynomial_dual(expr)
         phi, dphi = lambdify_x(expr), lambdify_x(sp.diff(expr, X))
-        dual = sp.lambdify([Q1, Q2, C], K, modules="jax", cse=True)
-        ddual = sp.lambdify([Q1, Q2, C], Kdot, modules="jax", cse=True)
+        dual = sp.lambdify([Q1, Q2, C], _float_coefficients(K), modules="jax", cse=True)
+        ddual = sp.lambdify([Q1, Q2, C], _float_coefficients(Kdot), modules="jax", cse=True)
+        q_max = float_range(expr)
         return Activation(
             name=name, expr=expr, tier="polynomial", dual_expr=K, dual_derivative_expr=Kdot,
-            dual_error=min(1e-15 * Poly(expr, X).degree() * amplification * 4, 1.0),
-            method="Isserlis' theorem (exact polynomial)",
+            dual_error=min(1e-15 * degree * amplification * 4, 1.0),
+            method=(f"Isserlis' theorem (exact polynomial); float64 range q1, q2 ≤ {q_max:.4g}"
+                    if math.isfinite(q_max) else "Isserlis' theorem (exact polynomial)"),
             _phi=phi, _dphi=dphi, _dual=_broadcasting(dual), _dual_derivative=_broadcasting(ddual),
+            variance_limit=q_max, limit_is_hard=True,
         )
     if tier == "polynomial":
         raise InputError(f"activation {text!r} is not a polynomial in x")
     return _quadrature_activation(expr, name, text)
+
+
+def _float_coefficients(expr: sp.Expr) -> sp.Expr:
+    """Integers beyond int64 (Isserlis coefficients like 100!) as floats: JAX cannot take them
+    as Python ints."""
+    big = {n: sp.Float(n, 17) for n in expr.atoms(sp.Integer) if abs(n) > 2**53}
+    return expr.xreplace(big) if big else expr
 
 
 def _broadcasting(f):

@@ -249,6 +249,9 @@ import json, pickle, sys
 import sympy as sp
 a, b = pickle.loads(sys.stdin.buffer.read())
 d = a - b
+if sp.expand(d) == 0:
+    print(json.dumps({"proven": True, "method": "expand"}))
+    sys.exit(0)
 steps = [
     ("simplify", lambda e: e),
     ("simplify after rewrite(asin)", lambda e: e.rewrite(sp.asin)),
@@ -266,10 +269,17 @@ print(json.dumps({"proven": False}))
 """
 
 
+def _cheap_to_expand(e: sp.Expr) -> bool:
+    """Expanding `e` is quick: few operations and no power of a sum above the 8th."""
+    if sp.count_ops(e) > 400:
+        return False
+    return all(not (p.base.is_Add and p.exp.is_Integer and abs(int(p.exp)) > 8) for p in e.atoms(sp.Pow))
+
+
 def _prove(yours: sp.Expr, derived: sp.Expr, timeout: float) -> str | None:
     """The method that proved ``yours == derived``, or None (not proven within ``timeout`` s)."""
-    if sp.expand(yours - derived) == 0:
-        return "expand"
+    if _cheap_to_expand(yours - derived) and sp.expand(yours - derived) == 0:
+        return "expand"  # in this process only when small: (c + q1 + q2)**3000 is 4.5M terms
     try:
         done = subprocess.run([sys.executable, "-c", _PROVER], input=pickle.dumps((yours, derived)),
                               capture_output=True, timeout=timeout, check=False)
