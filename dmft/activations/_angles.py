@@ -23,7 +23,8 @@ def angles(q1, q2, c):
     - ρ is computed from √(q1 q2) (exactly q on the diagonal q1 = q2 = c = q, since
       √fl(q·q) = q in binary floating point), clipped to [−1, 1];
     - the gap g = 1 − |ρ| is exact for |ρ| ≥ 1/2 (Sterbenz) and the smaller of the two angles is
-      2 asin(√(g/2)) (half-angle formula: no acos, whose slope is infinite at 1), the other one
+      atan2(√(g(2 − g)), 1 − g) (no acos, whose slope is infinite at 1; one square root
+      shared with s), the other one
       π minus it; s = √(q1 q2) √(g (2 − g)) has no cancellation (no q1 q2 − c²);
     - |ρ| ≥ 1 − SNAP_ULPS·ε counts as ±1 (g = 0): the value returned there is the exact dual of
       a covariance whose c differs by ≤ SNAP_ULPS·ε relative from the given one. The dual maps
@@ -52,7 +53,9 @@ def angles(q1, q2, c):
     gap = jnp.where(positive, 1.0 - rho, 1.0 + rho)  # 1 − |ρ|, with slope ∓1 also at ρ = 0
     open_ = gap > SNAP_ULPS * eps
     g = jnp.where(open_, gap, 0.5)  # the guard: no √0 (infinite slope) in a discarded branch
-    small = jnp.where(open_, 2 * jnp.arcsin(jnp.sqrt(g / 2)), 0.0)  # the angle to the nearer of ±u
-    s = jnp.where(open_, root * jnp.sqrt(g * (2.0 - g)), 0.0)
+    sine = jnp.sqrt(g * (2.0 - g))  # sin θ = √(1 − ρ²) = √(g(2 − g)), no cancellation
+    # the angle to the nearer of ±u: atan2(sin, cos) is well conditioned for every θ ∈ [0, π/2]
+    small = jnp.where(open_, jnp.arctan2(sine, 1.0 - g), 0.0)
+    s = jnp.where(open_, root * sine, 0.0)
     theta = jnp.where(positive, small, _PI - small)
     return theta, jnp.where(positive, _PI - small, small), s

@@ -22,7 +22,7 @@ import jax.scipy.special as jsp
 import sympy as sp
 
 from ._activation import Activation
-from ._angles import SNAP_ULPS, angles as _angles  # noqa: F401 (SNAP_ULPS re-exported)
+from ._angles import SNAP_ULPS, angles as _angles
 from ._symbols import C, Q1, Q2, X
 
 # Every closed form is a handful of correctly rounded operations: a few ulps, relative to the
@@ -40,9 +40,14 @@ def _psi(q1, q2, c):
 
 
 def _gram(q1, q2, c):
-    """q1 q2 − c² = s², without cancellation (see `_angles`)."""
-    s = _angles(q1, q2, c)[2]
-    return s * s
+    """q1 q2 − c² = (√(q1q2) − |c|)(√(q1q2) + |c|) ≥ 0: the difference is exact where the two
+    are close (Sterbenz), so there is no cancellation, and it is 0 on the diagonal
+    (√fl(q·q) = q) and within SNAP_ULPS ulps of it. One square root per evaluation."""
+    root = jnp.sqrt(q1 * q2)
+    gap = root - jnp.abs(c)
+    # |ρ| within SNAP_ULPS ulps of 1 counts as ±1, as in `_angles` (separately rounded c, q1, q2)
+    gap = jnp.where(gap > SNAP_ULPS * jnp.finfo(gap.dtype).eps * root, gap, 0.0)
+    return gap * (root + jnp.abs(c))
 
 
 def _theta(q1, q2, c):
