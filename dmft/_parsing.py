@@ -16,8 +16,12 @@ and echoes the input shortened to `ECHO_CHARACTERS`):
   of a number (no attribute access), Python keywords other than True/False;
 - a name followed by ``(`` that is neither a whitelisted function nor a declared symbol.
 
-After parsing: the result must be a SymPy expression (not a relation, a boolean or a tuple), with
-no undefined function applications and no symbols besides the declared ones.
+While parsing: numbers are built unevaluated and evaluated bottom-up, so that a power or factorial
+of numbers with more than `MAX_DIGITS` digits (``9**9**9``) is refused before it is computed.
+
+After parsing: the tree is at most `MAX_TREE_DEPTH` deep, and the result must be a SymPy
+expression (not a relation, a boolean or a tuple), with no undefined function applications and no
+symbols besides the declared ones.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import dataclasses
 import keyword
 import math
 import re
+import sys
 from collections.abc import Mapping
 
 import sympy as sp
@@ -39,8 +44,11 @@ MAX_CHARACTERS = 4000
 """Longest accepted expression (the longest hand derivation in derivations/ is ~200)."""
 MAX_DEPTH = 48
 """Deepest accepted nesting of parentheses."""
+MAX_TREE_DEPTH = 100
+"""Deepest accepted parsed expression tree (what SymPy's recursive algorithms then walk)."""
 MAX_DIGITS = 1000
 """Largest number (in decimal digits) a power or factorial of numbers may evaluate to."""
+_RECURSION_LIMIT = 12_000  # while parsing: ~3 Python frames per level of an operator chain
 ECHO_CHARACTERS = 80
 """Error messages quote at most this much of the input."""
 
@@ -180,6 +188,17 @@ def _evaluate(expr):
     return expr.func(*args)
 
 
+def _tree_depth(expr: sp.Basic) -> int:
+    """The depth of a SymPy tree, without recursion."""
+    deepest, stack = 0, [(expr, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth <= MAX_TREE_DEPTH:
+            stack.extend((arg, depth + 1) for arg in node.args)
+    return deepest
+
+
 def parse_user_expression(text: str, symbols: Mapping[str, sp.Symbol], *, what: str,
                           dialect: Dialect = Dialect(), hint: str = "") -> sp.Expr:
     """Parse `text` over the declared `symbols`, `FUNCTIONS` and `CONSTANTS`.
@@ -196,11 +215,22 @@ def parse_user_expression(text: str, symbols: Mapping[str, sp.Symbol], *, what: 
     local = dict(CONSTANTS)
     local.update(FUNCTIONS)
     local.update(symbols)
+    limit = sys.getrecursionlimit()
     try:
         # Unevaluated first, then evaluated bottom-up by `_evaluate`, which refuses number
-        # powers and factorials too large to compute ("9**9**9" would run for minutes).
-        expr = _evaluate(parse_expr(text, local_dict=local, global_dict=dict(_PARSER_GLOBALS),
-                                    transformations=dialect.transformations(), evaluate=False))
+        # powers and factorials too large to compute ("9**9**9" would run for minutes). SymPy's
+        # evaluate=False transformer and `_evaluate` recurse in Python over the operator chain
+        # (~3 frames a level): `MAX_CHARACTERS` bounds that to ~2000 levels, so the limit is
+        # raised for the duration (pure-Python frames, off the C stack since Python 3.11).
+        sys.setrecursionlimit(max(limit, _RECURSION_LIMIT))
+        expr = parse_expr(text, local_dict=local, global_dict=dict(_PARSER_GLOBALS),
+                          transformations=dialect.transformations(), evaluate=False)
+        if isinstance(expr, sp.Basic) and _tree_depth(expr) > MAX_TREE_DEPTH:
+            # e.g. a power tower x**x**…**x (sums and products are flat): evaluating it, and
+            # later SymPy work on it (kinks, lambdify), recurses and crawls
+            raise InputError(f"cannot parse {what} {shown!r}: its expression tree is more than "
+                             f"{MAX_TREE_DEPTH} levels deep")
+        expr = _evaluate(expr)
     except InputError:
         raise
     except _TooLarge as error:
@@ -212,6 +242,8 @@ def parse_user_expression(text: str, symbols: Mapping[str, sp.Symbol], *, what: 
         reason = shorten(" ".join(str(error).split()), 120) or type(error).__name__
         raise InputError(f"cannot parse {what} {shown!r}: {reason}{' (' + hint + ')' if hint else ''}"
                          ) from None
+    finally:
+        sys.setrecursionlimit(limit)
     if not isinstance(expr, sp.Expr):
         raise InputError(f"cannot parse {what} {shown!r}: not a scalar expression")
     undefined = sorted({str(f.func) for f in expr.atoms(sp.core.function.AppliedUndef)})
