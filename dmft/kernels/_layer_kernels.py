@@ -74,10 +74,13 @@ def _runs(network: Network) -> list[tuple[tuple, int]]:
     return runs
 
 
-def _recursion(network: Network, state: KernelState, keep: tuple[int, ...], ticker=None) -> Array:
-    """Run the blocks from `state`; returns (Σ, Θ, Σ̇) of the layers in `keep` (sorted),
-    stacked as one array (len(keep), 3, ...)."""
-    pieces, layer = [], 0
+def _recursion(network: Network, state: KernelState, keep: tuple[int, ...], kinds: tuple[int, ...],
+               ticker=None) -> tuple[Array, ...]:
+    """Run the blocks from `state` and keep the state entries `kinds` (indices into (Σ, Θ, Σ̇))
+    of the layers in `keep` (sorted): in layer order, an unrolled layer gives one array per kind,
+    a scanned run one array (its kept layers, kinds, ...). Separate arrays keep the outputs fused
+    with the last layer's map; `_stacked` puts them together (see `_layout`)."""
+    out, layer = [], 0
     shape = jnp.broadcast_shapes(*(s.shape for s in state[:3]))
     for block, count in _runs(network):
         step = _block_map(block)
@@ -87,26 +90,51 @@ def _recursion(network: Network, state: KernelState, keep: tuple[int, ...], tick
                 state = step(state)
                 layer += 1
                 if layer in kept:
-                    pieces.append(jnp.stack(state[:3])[None])
+                    out += [state[k] for k in kinds]
             continue
         positions = np.full(count, -1)
         positions[[k - layer - 1 for k in kept]] = np.arange(len(kept))
-        buffer = jnp.zeros((max(len(kept), 1), 3, *shape), state.nngp.dtype)
+        buffer = jnp.zeros((max(len(kept), 1), len(kinds), *shape), state.nngp.dtype)
 
         def body(carry, position, step=step):
             current, buf = carry
             current = step(current)
             if ticker is not None:
                 ticker.tick(position)
-            buf = jax.lax.cond(position >= 0, lambda b: b.at[position].set(jnp.stack(current[:3])),
+            buf = jax.lax.cond(position >= 0,
+                               lambda b: b.at[position].set(jnp.stack([current[k] for k in kinds])),
                                lambda b: b, buf)
             return (current, buf), None
 
         (state, buffer), _ = jax.lax.scan(body, (state, buffer), jnp.asarray(positions))
         if kept:
-            pieces.append(buffer)
+            out.append(buffer)
         layer += count
-    return jnp.concatenate(pieces)
+    return tuple(out)
+
+
+def _layout(network: Network, keep: tuple[int, ...]) -> list[int]:
+    """The groups of `_recursion`'s outputs: 0 for an unrolled kept layer (one output per kind),
+    n for a scanned run with n kept layers (one output)."""
+    layout, layer = [], 0
+    for _, count in _runs(network):
+        kept = [k for k in keep if layer < k <= layer + count]
+        layout += [0] * len(kept) if count < _SCAN_MIN_RUN else ([len(kept)] if kept else [])
+        layer += count
+    return layout
+
+
+def _stacked(outputs, layout: list[int], num_kinds: int, xp=np):
+    """The outputs of `_recursion` as one array (kinds, kept layers, ...)."""
+    layers, index = [], 0
+    for size in layout:
+        if size == 0:  # an unrolled layer: one output per kind
+            layers.append(xp.stack(outputs[index:index + num_kinds]))
+            index += num_kinds
+        else:  # a scanned run: one output (its kept layers, kinds, ...)
+            layers += list(outputs[index])
+            index += 1
+    return xp.swapaxes(xp.stack(layers), 0, 1)
 
 
 def _initial_state(x1, x2) -> KernelState:
@@ -118,10 +146,10 @@ def _initial_state(x1, x2) -> KernelState:
 
 
 @functools.partial(jax.jit, static_argnames=("network", "kinds", "keep", "ticker"))
-def _tile(network: Network, x1, x2, kinds, keep, ticker=None):
-    """The kept layers' kernels on one tile x1 × x2, shape (kinds, layers, block, block)."""
-    kernels = _recursion(network, _initial_state(x1, x2), keep, ticker)  # (layers, 3, P1, P2)
-    return jnp.swapaxes(kernels[:, jnp.asarray([_KINDS.index(kind) for kind in kinds])], 0, 1)
+def _tile(network: Network, x1, x2, kinds, keep, ticker=None) -> tuple[Array, ...]:
+    """The kept layers' kernels on one tile x1 × x2, as `_recursion` lays them out."""
+    return _recursion(network, _initial_state(x1, x2), keep,
+                      tuple(_KINDS.index(kind) for kind in kinds), ticker)
 
 
 @functools.partial(jax.jit, static_argnames=("network",))
@@ -130,7 +158,8 @@ def _diagonal(network: Network, x) -> Float[Array, "3 L1 P"]:
     q = jnp.sum(x * x, -1) / x.shape[-1]
     zeros = jnp.zeros_like(q)
     layers = tuple(range(1, network.hidden_layers + 2))
-    return jnp.swapaxes(_recursion(network, KernelState(q, zeros, zeros, q, q), layers), 0, 1)
+    outputs = _recursion(network, KernelState(q, zeros, zeros, q, q), layers, (0, 1, 2))
+    return _stacked(outputs, _layout(network, layers), 3, jnp)
 
 
 def _activations(network: Network):
@@ -257,6 +286,7 @@ def _assemble(network, x1, x2, same_inputs, kinds, keep, block, ticker) -> np.nd
     """The kept kernels (kinds, layers, P1, P2), tile by tile; x2 = x1 costs the upper triangle."""
     rows, cols = x1.shape[0], x2.shape[0]
     out = np.empty((len(kinds), len(keep), rows, cols), np.dtype(x1.dtype))
+    layout = _layout(network, keep)
     # Pad to whole tiles so that every tile reuses one compilation (padding repeats the last row).
     x1_padded = _pad_rows(x1, -(-rows // block) * block)
     x2_padded = _pad_rows(x2, -(-cols // block) * block)
@@ -264,8 +294,9 @@ def _assemble(network, x1, x2, same_inputs, kinds, keep, block, ticker) -> np.nd
         r1 = min(r0 + block, rows)
         for c0 in range(r0 if same_inputs else 0, cols, block):
             c1 = min(c0 + block, cols)
-            tile = np.asarray(_tile(network, x1_padded[r0:r0 + block],
-                                    x2_padded[c0:c0 + block], kinds, keep, ticker))
+            outputs = _tile(network, x1_padded[r0:r0 + block], x2_padded[c0:c0 + block],
+                            kinds, keep, ticker)
+            tile = _stacked([np.asarray(o) for o in outputs], layout, len(kinds))
             out[:, :, r0:r1, c0:c1] = tile[:, :, : r1 - r0, : c1 - c0]
             if same_inputs and c0 != r0:
                 out[:, :, c0:c1, r0:r1] = np.swapaxes(tile[:, :, : r1 - r0, : c1 - c0], -1, -2)
