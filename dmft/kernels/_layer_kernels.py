@@ -30,7 +30,7 @@ from jaxtyping import Array, Float
 from .._errors import InputError
 from .._precision import require_float64
 from .._progress import StepTicker, progress_bar
-from ..network import Elementwise, KernelState, Network, Residual, as_network, lower_kernel_map
+from ..network import KernelState, Network, as_network, lower_kernel_map
 
 _DEFAULT_BLOCK_SIZE = 1024
 _SCAN_MIN_RUN = 8  # runs of at least this many identical blocks are scanned, not unrolled
@@ -79,7 +79,7 @@ def _recursion(network: Network, state: KernelState, keep: tuple[int, ...], kind
     """Run the blocks from `state` and keep the state entries `kinds` (indices into (Σ, Θ, Σ̇))
     of the layers in `keep` (sorted): in layer order, an unrolled layer gives one array per kind,
     a scanned run one array (its kept layers, kinds, ...). Separate arrays keep the outputs fused
-    with the last layer's map; `_stacked` puts them together (see `_layout`)."""
+    with the last layer's map; `_by_layer` regroups them (see `_layout`)."""
     out, layer = [], 0
     shape = jnp.broadcast_shapes(*(s.shape for s in state[:3]))
     for block, count in _runs(network):
@@ -124,17 +124,16 @@ def _layout(network: Network, keep: tuple[int, ...]) -> list[int]:
     return layout
 
 
-def _stacked(outputs, layout: list[int], num_kinds: int, xp=np):
-    """The outputs of `_recursion` as one array (kinds, kept layers, ...)."""
-    layers, index = [], 0
+def _by_layer(outputs, layout: list[int], num_kinds: int):
+    """The outputs of `_recursion` regrouped: one sequence of `num_kinds` arrays per kept layer."""
+    index = 0
     for size in layout:
         if size == 0:  # an unrolled layer: one output per kind
-            layers.append(xp.stack(outputs[index:index + num_kinds]))
+            yield outputs[index:index + num_kinds]
             index += num_kinds
         else:  # a scanned run: one output (its kept layers, kinds, ...)
-            layers += list(outputs[index])
+            yield from outputs[index]
             index += 1
-    return xp.swapaxes(xp.stack(layers), 0, 1)
 
 
 def _initial_state(x1, x2) -> KernelState:
@@ -159,22 +158,19 @@ def _diagonal(network: Network, x) -> Float[Array, "3 L1 P"]:
     zeros = jnp.zeros_like(q)
     layers = tuple(range(1, network.hidden_layers + 2))
     outputs = _recursion(network, KernelState(q, zeros, zeros, q, q), layers, (0, 1, 2))
-    return _stacked(outputs, _layout(network, layers), 3, jnp)
-
-
-def _activations(network: Network):
-    from ..activations import get_activation
-
-    names = {layer.activation for layer in network.layers if isinstance(layer, Elementwise)}
-    names |= {inner.activation for layer in network.layers if isinstance(layer, Residual)
-              for inner in layer.branch if isinstance(inner, Elementwise)}
-    return [get_activation(name) for name in sorted(names)]
+    groups, index = [], 0
+    for size in _layout(network, layers):  # whole scanned buffers: no per-layer ops in the program
+        groups.append(jnp.stack(outputs[index:index + 3])[None] if size == 0 else outputs[index])
+        index += 3 if size == 0 else 1
+    return jnp.swapaxes(jnp.concatenate(groups), 0, 1)
 
 
 def _warn_beyond_variance_limit(network: Network, variances: np.ndarray) -> None:
     """Warn when a numeric-tier dual is evaluated outside the range its error bound holds for."""
     largest = float(np.max(variances)) if variances.size else 0.0
-    for activation in _activations(network):
+    from ..activations import get_activation
+
+    for activation in (get_activation(layer.activation) for layer in network.activations):
         if largest > activation.variance_limit:
             warnings.warn(
                 f"activation {activation.name}: pre-activation variance {largest:.3g} exceeds "
@@ -296,8 +292,11 @@ def _assemble(network, x1, x2, same_inputs, kinds, keep, block, ticker) -> np.nd
             c1 = min(c0 + block, cols)
             outputs = _tile(network, x1_padded[r0:r0 + block], x2_padded[c0:c0 + block],
                             kinds, keep, ticker)
-            tile = _stacked([np.asarray(o) for o in outputs], layout, len(kinds))
-            out[:, :, r0:r1, c0:c1] = tile[:, :, : r1 - r0, : c1 - c0]
-            if same_inputs and c0 != r0:
-                out[:, :, c0:c1, r0:r1] = np.swapaxes(tile[:, :, : r1 - r0, : c1 - c0], -1, -2)
+            outputs = [np.asarray(output) for output in outputs]
+            for j, layer in enumerate(_by_layer(outputs, layout, len(kinds))):
+                for k, piece in enumerate(layer):
+                    piece = piece[: r1 - r0, : c1 - c0]
+                    out[k, j, r0:r1, c0:c1] = piece
+                    if same_inputs and c0 != r0:
+                        out[k, j, c0:c1, r0:r1] = piece.T
     return out

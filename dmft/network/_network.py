@@ -37,7 +37,7 @@ class Network:
         if not isinstance(self.layers[0], Dense):
             raise InputError("a network must start with a Dense layer (the input layer)")
         for layer in self.layers:
-            for dense in _dense_layers(layer):
+            for dense in _leaves(layer, Dense):
                 self.parameterization.check_dense(dense.weight_std, dense.bias_std)
 
     @property
@@ -55,6 +55,12 @@ class Network:
     def hidden_layers(self) -> int:
         """L: the number of hidden pre-activation layers h^1..h^L."""
         return len(self.blocks) - 1
+
+    @property
+    def activations(self) -> tuple[Elementwise, ...]:
+        """The distinct activation layers, residual branches included, in order of appearance."""
+        leaves = (leaf for layer in self.layers for leaf in _leaves(layer, Elementwise))
+        return tuple(dict.fromkeys(leaves))
 
     @property
     def readout(self) -> Dense:
@@ -130,12 +136,11 @@ class Network:
         return sum(terms[1:], terms[0])
 
 
-def _dense_layers(layer) -> tuple[Dense, ...]:
-    if isinstance(layer, Dense):
-        return (layer,)
+def _leaves(layer, kind: type) -> tuple:
+    """The layers of type `kind` in `layer`, residual branches included."""
     if isinstance(layer, Residual):
-        return tuple(d for inner in layer.branch for d in _dense_layers(inner))
-    return ()
+        return tuple(leaf for inner in layer.branch for leaf in _leaves(inner, kind))
+    return (layer,) if isinstance(layer, kind) else ()
 
 
 def serial(*layers: Layer | Residual, parameterization: Parameterization = NTK()) -> Network:

@@ -92,10 +92,10 @@ class FiniteNetwork:
     def _activation(self):
         from ..activations import get_activation
 
-        names = {layer.activation for layer in self.network.layers if isinstance(layer, Elementwise)}
+        names = [layer.activation for layer in self.network.activations]
         if len(names) != 1:
-            raise InputError(f"the sampler needs one activation for all layers, got {sorted(names)}")
-        return get_activation(names.pop())
+            raise InputError(f"the sampler needs one activation for all layers, got {names}")
+        return get_activation(names[0])
 
     def fields(self, params: Params, x: Float[Array, "P D"]) -> dict[str, Any]:
         """Forward and backward fields: f (P,), h, φ(h), g (each (L, P, N))."""

@@ -16,7 +16,7 @@ from .._errors import InputError
 from .._precision import require_float64
 from .._progress import progress_bar
 from .._resources import available_memory_bytes
-from ..network import Elementwise, mlp
+from ..network import mlp
 from ..spec import Spec
 from ._network import FiniteNetwork
 from ._train import AdaptiveSteps, FixedSteps, Method, seed_mesh, train_ensemble
@@ -144,8 +144,7 @@ def plan_batches(spec: Spec, widths, seeds, method: Method, max_memory_gib: floa
 def _warn_if_adaptive_steps_crawl(spec: Spec, method: Method) -> None:
     """Adaptive steps on a kinked φ: the flow's vector field jumps at every kink crossing, and the
     controller then takes tens of thousands of steps. Say so before the work starts."""
-    kinked = [layer.activation for layer in mlp(spec.architecture).layers
-              if isinstance(layer, Elementwise) and layer.kinked]
+    kinked = [layer.activation for layer in mlp(spec.architecture).activations if layer.kinked]
     if isinstance(method, AdaptiveSteps) and kinked:
         warnings.warn(
             f"dmft sample: activation {kinked[0]} has kinks, where adaptive steps "
