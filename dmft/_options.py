@@ -105,3 +105,19 @@ def check_ode_options(options: Any, section: str = "solver") -> None:
     if hasattr(options, "max_steps"):
         object.__setattr__(options, "max_steps",
                            check_int("max_steps", options.max_steps, 1, section))
+
+
+def check_training_rule(spec, method, what: str) -> None:
+    """InputError unless `method` honours the spec's ``training.optimizer`` and ``training.loss``.
+
+    A method object lists what it can do in class attributes ``optimizers`` (default
+    ``("flow",)``) and ``losses`` (default ``("mse",)``); `what` names it in the message (e.g.
+    "solver.method = 'deep_linear'"). No solver silently trains by a rule other than the spec's.
+    """
+    training = spec.training
+    for key, supported in (("optimizer", getattr(method, "optimizers", ("flow",))),
+                           ("loss", getattr(method, "losses", ("mse",)))):
+        value = getattr(training, key)
+        if value not in supported:
+            raise InputError(f"training.{key} = {value!r} is not supported by {what} "
+                             f"(it supports {', '.join(map(repr, supported))})")

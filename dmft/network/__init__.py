@@ -8,7 +8,7 @@ expression, lowered to JAX) and its term of the NTK; `dmft.kernels`, `dmft.sampl
 solvers and `dmft derive` all take the network from here (docs/architecture.md).
 """
 
-from ._dynamics import Dynamics, GradientFlow
+from ._dynamics import SGD, Dynamics, GradientDescent, GradientFlow
 from ._layers import (
     STATE_SYMBOLS,
     Dense,
@@ -18,17 +18,20 @@ from ._layers import (
     Residual,
     lower_kernel_map,
 )
-from ._loss import MSE, Loss
+from ._loss import MSE, CrossEntropy, Loss, loss_from_name
 from ._network import Network, as_network, mlp, serial
 from ._parameterization import NTK, MuP, Parameterization
 
 __all__ = [
     "MSE",
     "NTK",
+    "SGD",
     "STATE_SYMBOLS",
+    "CrossEntropy",
     "Dense",
     "Dynamics",
     "Elementwise",
+    "GradientDescent",
     "GradientFlow",
     "KernelMap",
     "KernelState",
@@ -38,6 +41,7 @@ __all__ = [
     "Parameterization",
     "Residual",
     "as_network",
+    "loss_from_name",
     "lower_kernel_map",
     "mlp",
     "serial",

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from jax.nn import logsumexp, softmax
 from jaxtyping import Array, Float
+
+from .._errors import InputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,4 +28,34 @@ class MSE:
         return y - f
 
 
-Loss = MSE
+@dataclasses.dataclass(frozen=True)
+class CrossEntropy:
+    """𝓛 = (1/P) Σ_μ [logsumexp(f_μ) − y_μ·f_μ] and Δ = y − softmax(f) (docs/conventions.md §2b).
+
+    Logits f and target rows y (one-hot or probabilities) have shape (..., P, C): points are the
+    second-to-last axis, classes the last. Cost O(P C) per evaluation.
+    """
+
+    name = "cross_entropy"
+
+    def value(self, f: Float[Array, "... P C"], y: Float[Array, "... P C"]
+              ) -> Float[Array, "..."]:
+        return (logsumexp(f, axis=-1) - (y * f).sum(axis=-1)).mean(axis=-1)
+
+    def error_signal(self, f: Float[Array, "... P C"], y: Float[Array, "... P C"]
+                     ) -> Float[Array, "... P C"]:
+        return y - softmax(f, axis=-1)
+
+
+Loss = MSE | CrossEntropy
+_LOSSES = {"mse": MSE, "cross_entropy": CrossEntropy}
+
+
+def loss_from_name(name: str) -> Loss:
+    """The loss object of ``training.loss`` (docs/conventions.md §2b)."""
+    if name not in _LOSSES:
+        raise InputError(f"training.loss must be one of {tuple(_LOSSES)}, got {name!r}")
+    return _LOSSES[name]()
+
+
+__all__ = ["MSE", "CrossEntropy", "Loss", "loss_from_name"]

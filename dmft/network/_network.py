@@ -152,7 +152,7 @@ def serial(*layers: Layer | Residual, parameterization: Parameterization = NTK()
 def mlp(arch) -> Network:
     """The network of the spec's MLP shorthand (`dmft.Architecture`, docs/conventions.md §1, §2c):
     Dense, then L × (φ, Dense) with the hidden-to-hidden ones residual blocks of branch scale
-    α/√L when ``residual_scale = α`` is set."""
+    α/L^β when ``residual_scale = α`` is set (β = ``residual_exponent``, 1/2 by default)."""
     mup = arch.parameterization == "mup"
     param = MuP(arch.gamma0) if mup else NTK()
     dense = Dense(arch.sigma_w, arch.sigma_b)
@@ -161,7 +161,7 @@ def mlp(arch) -> Network:
     layers: list[Layer | Residual] = [dense]
     for layer in range(1, L + 1):
         if arch.residual_scale is not None and layer < L:
-            layers.append(Residual((act, dense), arch.residual_scale / L**0.5))
+            layers.append(Residual((act, dense), arch.residual_scale / L**arch.residual_exponent))
         else:
             layers += [act, dense]
     return Network(tuple(layers), param)

@@ -13,6 +13,7 @@ import numpy as np
 from jaxtyping import Float
 
 from .._errors import InputError
+from .._options import check_training_rule
 from .._precision import require_float64
 from .._progress import progress_bar
 from .._resources import available_memory_bytes
@@ -186,6 +187,7 @@ def sample(
     widths, seeds = _as_widths(widths), _as_seeds(seeds)
     if method is None:
         method = method_from_table(spec.sampler)
+    check_training_rule(spec, method, f"the sampler method {type(method).__name__}")
     _warn_if_adaptive_steps_crawl(spec, method)
     plan = plan_batches(spec, widths, seeds, method, max_memory_gib, batch_size)
     data = spec.data

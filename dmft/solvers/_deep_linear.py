@@ -99,7 +99,7 @@ class DeepLinearDMFT:
     def solve(self, spec: Spec) -> Solution:
         """March the closure to the last spec time; interpolate to the spec times."""
         require_float64("the deep_linear DMFT")
-        check_mup(spec)
+        check_mup(spec, self)
         if not is_identity_activation(spec.architecture.activation):
             raise InputError(
                 "solver.method = 'deep_linear' needs architecture.activation = \"linear\" "

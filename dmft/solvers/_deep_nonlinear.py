@@ -239,7 +239,7 @@ class MonteCarloDMFT:
     def solve(self, spec: Spec) -> Solution:
         """March the single-site process over the spec's times; see the module docstring."""
         require_float64("the monte_carlo DMFT")
-        check_mup(spec)
+        check_mup(spec, self)
         if self.replicas > 1:
             return self._replicated(spec)
         from ..activations import get_activation

@@ -21,7 +21,7 @@ import numpy as np
 import sympy as sp
 
 from .._errors import InputError
-from .._options import MIN_TOLERANCE  # noqa: F401 - re-exported
+from .._options import MIN_TOLERANCE, check_training_rule  # noqa: F401 - re-exported
 from .._precision import require_float64
 from ..spec import Spec
 from ._solution import Solution
@@ -100,14 +100,17 @@ def solve_dmft(spec: Spec, method: DMFTMethod | None = None) -> Solution:
 # Helpers shared by the DMFT methods.
 
 
-def check_mup(spec: Spec) -> None:
-    """InputError unless `spec` is a μP network (the DMFT's parameterization)."""
+def check_mup(spec: Spec, method=None) -> None:
+    """InputError unless `spec` is a μP network (the DMFT's parameterization) whose training rule
+    and loss `method` honours (its ``optimizers`` / ``losses`` class attributes)."""
     param = spec.architecture.parameterization
     if param != "mup":
         raise InputError(
             f'architecture.parameterization = "{param}" has a lazy limit; the DMFT solvers need '
             '"mup" (use dmft.solvers.solve_lazy for "ntk")'
         )
+    if method is not None:
+        check_training_rule(spec, method, f"the DMFT method {type(method).__name__}")
     if spec.architecture.residual_scale is not None:
         raise InputError(
             "architecture.residual_scale: the residual muP DMFT is derived (dmft derive) but not "

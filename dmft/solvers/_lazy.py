@@ -25,7 +25,7 @@ from jaxtyping import Array, Float
 
 from .._errors import InputError, SolveError
 from .._ode import integrate_flow
-from .._options import check_ode_options, options_from_table
+from .._options import check_ode_options, check_training_rule, options_from_table
 from .._precision import require_float64
 from ..kernels import layer_kernels
 from ..spec import Spec
@@ -139,6 +139,7 @@ def solve_lazy(spec: Spec, method: LazyMethod | None = None) -> Solution:
 def _solve(spec: Spec, method: LazyMethod, integrate) -> Solution:
     """The frozen-NTK flow of `spec` by ``integrate(ntk, ntk_test_train, y, times)``."""
     require_float64(f"the lazy solve ({type(method).__name__})")
+    check_training_rule(spec, method, f"the lazy method {type(method).__name__}")
     start = time.perf_counter()
     arch, data = spec.architecture, spec.data
     output_layer = arch.hidden_layers + 1

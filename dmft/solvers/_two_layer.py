@@ -47,9 +47,9 @@ from ._dmft import (
 from ._solution import Solution, diagnostics
 
 
-def _check_two_layer(spec: Spec, method: str) -> None:
+def _check_two_layer(spec: Spec, method: str, solver=None) -> None:
     require_float64(f"the {method} DMFT")
-    check_mup(spec)
+    check_mup(spec, solver)
     if spec.architecture.hidden_layers != 1:
         raise InputError(
             f"solver.method = {method!r} solves two-layer networks (architecture.hidden_layers = 1), "
@@ -122,7 +122,7 @@ class TwoLayerDMFT:
 
     def solve(self, spec: Spec) -> Solution:
         """Integrate the particle system to the spec's times; see the class docstring."""
-        _check_two_layer(spec, "two_layer")
+        _check_two_layer(spec, "two_layer", self)
         from ..activations import get_activation
 
         start = time.perf_counter()
@@ -299,7 +299,7 @@ class TwoLayerMoments:
         return options_from_table(cls, table, "two_layer_moments")
 
     def solve(self, spec: Spec) -> Solution:
-        _check_two_layer(spec, "two_layer_moments")
+        _check_two_layer(spec, "two_layer_moments", self)
         if not is_identity_activation(spec.architecture.activation):
             raise InputError(
                 f"solver.method = 'two_layer_moments' needs architecture.activation = \"linear\", "

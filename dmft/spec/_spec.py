@@ -111,9 +111,10 @@ class Architecture:
     `activation` is a known name (``dmft.activations.known_activations()``) or a SymPy
     expression in ``x`` such as ``"x*tanh(x)"``.
 
-    ``residual_scale = α`` makes the hidden-to-hidden layers residual blocks with depth-μP branch
-    scale α/√L: h^{l+1} = h^l + (α/√L)·(σ_w W^l φ(h^l)/√N + σ_b b^l), l = 1..L-1 (the first
-    layer and the readout are as above).
+    ``residual_scale = α`` makes the hidden-to-hidden layers residual blocks with branch scale
+    α/L^β: h^{l+1} = h^l + (α/L^β)·(σ_w W^l φ(h^l)/√N + σ_b b^l), l = 1..L-1 (the first layer
+    and the readout are as above); ``residual_exponent = β`` is 1/2 (depth-μP, the default) or
+    1 (CompleteP) or any β ≥ 0 (docs/conventions.md §2c).
     """
 
     hidden_layers: int
@@ -123,6 +124,7 @@ class Architecture:
     sigma_b: float = 0.0
     gamma0: float = 1.0
     residual_scale: float | None = None
+    residual_exponent: float = 0.5
 
     def __post_init__(self):
         # NumPy / JAX scalars are accepted and stored as Python int / float / str.
@@ -149,6 +151,9 @@ class Architecture:
             alpha = _finite_number("architecture.residual_scale", self.residual_scale)
             _require(alpha > 0, f"architecture.residual_scale must be > 0, got {alpha!r}")
             set_(self, "residual_scale", alpha)
+        beta = _finite_number("architecture.residual_exponent", self.residual_exponent)
+        _require(beta >= 0, f"architecture.residual_exponent must be >= 0, got {beta!r}")
+        set_(self, "residual_exponent", beta)
         if self.parameterization == "mup":
             _require(
                 self.sigma_w == 1.0 and self.sigma_b == 0.0,
@@ -282,14 +287,107 @@ class Data:
         return self.x_train.shape[1]
 
 
+OPTIMIZERS: tuple[str, ...] = ("flow", "gd", "sgd")
+LOSSES: tuple[str, ...] = ("mse", "cross_entropy")
+
+#: Save times must be integer multiples k·η0 of the learning rate up to this relative round-off
+#: (decimal times such as 0.3 = 3 × 0.1 are not exact binary multiples).
+_STEP_RTOL = 1e-9
+
+
 @dataclasses.dataclass(frozen=True)
 class Training:
-    """Gradient-flow times at which results are saved (docs/conventions.md §2): non-negative, increasing."""
+    """The training rule and the times at which results are saved (docs/conventions.md §2, §2a).
+
+    - ``optimizer = "flow"`` (default): gradient flow in time t; `learning_rate`, `batch_size`
+      and `seed` are not used and must not be given.
+    - ``"gd"``: θ_{k+1} = θ_k − η0 η ∇𝓛 with ``learning_rate = η0``; step k sits at t = k·η0,
+      so every save time must be a multiple of η0.
+    - ``"sgd"``: as "gd" on the loss of a minibatch of ``batch_size`` points per step, drawn by
+      `dmft.network.SGD` from ``seed`` (a fresh permutation of the points every epoch).
+
+    ``loss`` is "mse" (default) or "cross_entropy" (docs/conventions.md §2b), with
+    ``num_classes`` for label targets.
+    """
 
     times: tuple[float, ...] = (0.0, 1.0, 2.0, 5.0, 10.0)
+    optimizer: str = "flow"
+    learning_rate: float | None = None
+    batch_size: int | None = None
+    seed: int | None = None
+    loss: str = "mse"
+    num_classes: int | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "times", _times("training.times", self.times))
+        set_ = object.__setattr__
+        set_(self, "times", _times("training.times", self.times))
+        optimizer = _string("training.optimizer", self.optimizer)
+        _require(optimizer in OPTIMIZERS,
+                 f"training.optimizer must be one of {OPTIMIZERS}, got {_show(optimizer)}")
+        set_(self, "optimizer", optimizer)
+        loss = _string("training.loss", self.loss)
+        _require(loss in LOSSES, f"training.loss must be one of {LOSSES}, got {_show(loss)}")
+        set_(self, "loss", loss)
+        if self.num_classes is not None:
+            _require(loss == "cross_entropy",
+                     'training.num_classes applies to training.loss = "cross_entropy" only')
+            set_(self, "num_classes", _integer("training.num_classes", self.num_classes, 2,
+                                               10**6))
+        if optimizer == "flow":
+            for key in ("learning_rate", "batch_size", "seed"):
+                _require(getattr(self, key) is None,
+                         f'training.{key} applies to training.optimizer = "gd" / "sgd" only; '
+                         'gradient flow ("flow", the default) has none')
+            return
+        _require(self.learning_rate is not None,
+                 f'training.optimizer = "{optimizer}" needs training.learning_rate (η0 > 0)')
+        eta = _finite_number("training.learning_rate", self.learning_rate)
+        _require(eta > 0, f"training.learning_rate must be > 0, got {eta!r}")
+        set_(self, "learning_rate", eta)
+        if optimizer == "gd":
+            for key in ("batch_size", "seed"):
+                _require(getattr(self, key) is None,
+                         f'training.{key} applies to training.optimizer = "sgd" only')
+        else:
+            _require(self.batch_size is not None,
+                     'training.optimizer = "sgd" needs training.batch_size')
+            set_(self, "batch_size", _integer("training.batch_size", self.batch_size, 1,
+                                              10**9))
+            set_(self, "seed", 0 if self.seed is None else _integer("training.seed", self.seed,
+                                                                     0, 2**63 - 1))
+        for i, t in enumerate(self.times):
+            k = round(t / eta)
+            _require(abs(t - k * eta) <= _STEP_RTOL * max(t, eta),
+                     f"training.times[{i}] = {t!r} is not a multiple of training.learning_rate = "
+                     f"{eta!r} (step k sits at t = k·η0)")
+
+    @property
+    def steps(self) -> tuple[int, ...] | None:
+        """The step index k = t/η0 of each save time ("gd" / "sgd"), None for gradient flow."""
+        if self.learning_rate is None:
+            return None
+        return tuple(round(t / self.learning_rate) for t in self.times)
+
+    @property
+    def dynamics(self):
+        """The training rule as a `dmft.network` dynamics object (GradientFlow, GradientDescent
+        or SGD)."""
+        from ..network import SGD, GradientDescent, GradientFlow
+
+        if self.optimizer == "flow":
+            return GradientFlow()
+        if self.optimizer == "gd":
+            return GradientDescent(self.learning_rate)
+        return SGD(self.learning_rate, self.batch_size, self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready settings (unused keys left out)."""
+        out: dict[str, Any] = {"times": list(self.times), "optimizer": self.optimizer,
+                               "loss": self.loss}
+        for key in ("learning_rate", "batch_size", "seed", "num_classes"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
 
 
 def _times(key: str, value: Any) -> tuple[float, ...]:
@@ -366,6 +464,9 @@ class Spec:
         _check_part("architecture", self.architecture, Architecture, "")
         _check_part("data", self.data, Data, "")
         _check_part("training", self.training, Training, "")
+        batch = self.training.batch_size
+        _require(batch is None or batch <= self.data.num_train,
+                 f"training.batch_size = {batch} exceeds the {self.data.num_train} training points")
         object.__setattr__(self, "solver", _frozen_mapping("solver", self.solver))
         object.__setattr__(self, "sampler", _frozen_mapping("sampler", self.sampler))
         source = self.source
@@ -393,7 +494,7 @@ class Spec:
         return {
             "architecture": dataclasses.asdict(self.architecture),
             "data": shapes,
-            "training": {"times": list(self.training.times)},
+            "training": self.training.to_dict(),
             "solver": dict(self.solver),
             "sampler": dict(self.sampler),
             "source": self.source,

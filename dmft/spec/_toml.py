@@ -13,29 +13,17 @@ from ._spec import Architecture, Data, Spec, Training
 
 _TABLES = {
     "architecture": {"hidden_layers", "activation", "parameterization", "sigma_w", "sigma_b", "gamma0",
-                     "residual_scale"},
+                     "residual_scale", "residual_exponent"},
     "data": {"x_train", "y_train", "x_test", "y_test"},
-    "training": {"times"},
+    "training": {"times", "optimizer", "learning_rate", "batch_size", "seed", "loss",
+                 "num_classes"},
     "solver": None,  # free-form: validated by the solver that reads it
     "sampler": None,  # free-form: validated by the sampler
 }
 
-# Keys the conventions define for later work (§2a training rules, §2b losses) or that name other
-# architectures: refused with "not supported yet" instead of "unknown key". The listed values are
-# what dmft does today; giving one of them explicitly is accepted (and changes nothing).
+# Keys that name other architectures: refused with "not supported yet" instead of "unknown key".
+# The listed values are what dmft does; giving one of them explicitly is accepted.
 _NOT_YET = {
-    "training": {
-        "optimizer": (("flow",), "dmft trains by gradient flow only; 'gd' and 'sgd' "
-                                 "(docs/conventions.md §2a) are planned"),
-        "loss": (("mse",), "dmft uses the squared loss only; 'cross_entropy' (docs/conventions.md §2b) "
-                           "is planned"),
-        "learning_rate": ((), "it belongs to optimizer = 'gd'/'sgd' (docs/conventions.md §2a); dmft "
-                              "trains by gradient flow, whose time unit needs none"),
-        "batch_size": ((), "it belongs to optimizer = 'sgd' (docs/conventions.md §2a); dmft trains by "
-                           "full-batch gradient flow"),
-        "seed": ((), "it draws the minibatches of optimizer = 'sgd' (docs/conventions.md §2a)"),
-        "num_classes": ((), "it belongs to loss = 'cross_entropy' (docs/conventions.md §2b)"),
-    },
     "architecture": {
         "type": (("mlp",), "dmft handles fully connected networks (MLPs) only"),
     },
