@@ -82,6 +82,13 @@ class Solution:
             out["loss_test"] = LOSS.value(np.asarray(self.f_test), y_test)
         return out
 
+    @property
+    def sharpness(self) -> Float[np.ndarray, " T"]:
+        """λ_max(K(t))/P: the Gauss–Newton sharpness in time units (docs/conventions.md §5); plain
+        GD on the linearised model is unstable above 2/η0. Cost O(T P³)."""
+        ntk = np.asarray(self.ntk)
+        return np.linalg.eigvalsh(ntk)[:, -1] / ntk.shape[-1]
+
     def arrays(self, y_train: np.ndarray, y_test: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The result-file arrays of docs/conventions.md §5 (plus ``phi_L{l}``, ``g_L{l}``, ``*_stderr``)."""
         out: dict[str, Any] = {
@@ -90,6 +97,7 @@ class Solution:
             "ntk": self.ntk,
             "f_test": self.f_test,
             "ntk_test_train": self.ntk_test_train,
+            "sharpness": self.sharpness,
             **self.losses(y_train, y_test),
         }
         for layer, (phi, g) in enumerate(zip(self.phi, self.g), start=1):
