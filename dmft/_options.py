@@ -111,9 +111,14 @@ def check_training_rule(spec, method, what: str) -> None:
     """InputError unless `method` honours the spec's ``training.optimizer`` and ``training.loss``.
 
     A method object lists what it can do in class attributes ``optimizers`` (default
-    ``("flow",)``) and ``losses`` (default ``("mse",)``); `what` names it in the message (e.g.
+    ``("flow",)``), ``losses`` (default ``("mse",)``) and ``multi_output`` (default False: one
+    output per point); `what` names it in the message (e.g.
     "solver.method = 'deep_linear'"). No solver silently trains by a rule other than the spec's.
     """
+    outputs = spec.data.num_outputs
+    if outputs > 1 and not getattr(method, "multi_output", False):
+        raise InputError(f"data.y_train has {outputs} outputs per point, which {what} does not "
+                         "solve yet (it takes one output, shape (P,))")
     training = spec.training
     for key, supported in (("optimizer", getattr(method, "optimizers", ("flow",))),
                            ("loss", getattr(method, "losses", ("mse",)))):

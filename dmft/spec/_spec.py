@@ -286,6 +286,11 @@ class Data:
     def input_dim(self) -> int:
         return self.x_train.shape[1]
 
+    @property
+    def num_outputs(self) -> int:
+        """C, the outputs per point (1 for targets of shape (P,))."""
+        return 1 if self.y_train.ndim == 1 else self.y_train.shape[1]
+
 
 OPTIMIZERS: tuple[str, ...] = ("flow", "gd", "sgd")
 LOSSES: tuple[str, ...] = ("mse", "cross_entropy")
