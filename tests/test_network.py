@@ -1,6 +1,7 @@
 """The model of a network: layer kernel maps equal their printed equations, networks compose,
 kernels are exact on the diagonal for any input, losses and dynamics are what they say."""
 
+import dataclasses
 import warnings
 
 import jax
@@ -203,3 +204,39 @@ def test_finite_network_refuses_blocks_it_cannot_read():
     net = serial(Dense(), Elementwise("tanh"), Elementwise("tanh"), Dense())
     with pytest.raises(dmft.InputError, match="block 2"):
         FiniteNetwork(net, 8, 2)
+
+
+@pytest.mark.parametrize("exponent", [0.0, 0.5, 1.0, 0.75])
+def test_residual_exponent_sets_the_branch_scale_alpha_over_L_to_the_beta(exponent, rng):
+    # §2c: h^{l+1} = h^l + (α/L^β)·branch; β = 1/2 depth-μP, β = 1 CompleteP, any β >= 0
+    x = rng.normal(size=(4, 3))
+    L, alpha = 4, 0.9
+    arch = dmft.Architecture(L, "erf", "ntk", sigma_w=1.3, residual_scale=alpha,
+                             residual_exponent=exponent)
+    scales = {block.scale for block in dmft.network.mlp(arch).layers
+              if isinstance(block, Residual)}
+    assert scales == {alpha / L**exponent}
+    kernels = dmft.layer_kernels(arch, x)
+    act = dmft.get_activation("erf")
+    sigma = kernels.nngp[0]
+    for l in range(1, L):
+        q = np.diag(sigma)
+        sigma = sigma + (alpha / L**exponent) ** 2 * 1.3**2 * np.asarray(
+            act.dual(q[:, None], q[None, :], sigma))
+        np.testing.assert_allclose(kernels.nngp[l], sigma, rtol=1e-12, atol=1e-14)  # round-off
+
+
+def test_derive_prints_the_branch_exponent_and_lowers_to_the_kernels(rng):
+    from dmft.symbolic import derive, lower_recursion
+
+    x = rng.normal(size=(3, 2))
+    arch = dmft.Architecture(3, "relu", "ntk", sigma_w=1.2, residual_scale=1.5,
+                             residual_exponent=1.0)
+    d = derive(arch)
+    nngp, ntk = lower_recursion(d)(x)
+    kernels = dmft.layer_kernels(arch, x)
+    for symbolic, numeric in zip(nngp + ntk, kernels.nngp + kernels.ntk):
+        np.testing.assert_allclose(symbolic, numeric, rtol=1e-12, atol=1e-14)  # round-off
+    assert "e = 1" in str(d)
+    plain = lower_recursion(derive(dataclasses.replace(arch, residual_exponent=0.5)))(x)[0]
+    assert not np.allclose(plain[-1], nngp[-1])  # the exponent changes the kernel

@@ -131,7 +131,7 @@ def _kx() -> Node:
 def _block_expressions(arch: Architecture, residual_scale, dual, dual_derivative):
     """Per layer l = 1..L+1, the SymPy (Σ^l, Θ^l, Σ̇^l) of the network's own kernel maps
     (`dmft.network`): the layers' equations, composed block by block, with the activation's
-    closed-form dual substituted where it has one and β = α/√L. Layer 1 is in kx = x·x'/D."""
+    closed-form dual substituted where it has one and β = α/L^e (`_branch_scale`). Layer 1 is in kx = x·x'/D."""
     from ..network import KernelMap, mlp
 
     network = mlp(dataclasses.replace(arch, residual_scale=residual_scale))
@@ -141,7 +141,7 @@ def _block_expressions(arch: Architecture, residual_scale, dual, dual_derivative
         dual_fns[sp.Function("K_phi")] = sp.Lambda((q1, q2, c), dual)
     if dual_derivative is not None:
         dual_fns[sp.Function("Kdot_phi")] = sp.Lambda((q1, q2, c), dual_derivative)
-    scalars = {ir.branch_scale: ir.residual_alpha / sp.sqrt(ir.num_hidden)}
+    scalars = {ir.branch_scale: _branch_scale(arch)}
     if mup:  # μP kernels are those of σ_w = 1, σ_b = 0 (docs/conventions.md §1b): no σ symbols to print
         scalars.update({ir.sigma_w: sp.Integer(1), ir.sigma_b: sp.Integer(0)})
     out = []
@@ -158,11 +158,17 @@ def _block_expressions(arch: Architecture, residual_scale, dual, dual_derivative
     return out
 
 
+def _branch_scale(arch: Architecture) -> sp.Expr:
+    """β = α/L^e of a residual block (docs/conventions.md §2c), e = ``residual_exponent`` exact
+    (1/2 depth-μP: α/√L; 1 CompleteP: α/L)."""
+    return ir.residual_alpha / ir.num_hidden ** _exact(arch.residual_exponent)
+
+
 def _recursions(arch, ops, dual, dual_derivative, parameters, residual_scale):
     nngp, ntk, derivative = [], [], []
     mup = arch.parameterization == "mup"
     w2, b2 = (sp.Integer(1), sp.Integer(0)) if mup else (ir.sigma_w**2, ir.sigma_b**2)
-    beta2 = ir.residual_alpha**2 / ir.num_hidden
+    beta2 = _branch_scale(arch) ** 2
     expressions = _block_expressions(arch, residual_scale, dual, dual_derivative)
     for op in ops:
         l = op.layer
@@ -183,7 +189,8 @@ def _recursions(arch, ops, dual, dual_derivative, parameters, residual_scale):
             s_rhs = add(_sigma(prev), mul(Scalar(beta2), branch_rhs))
             t_rhs = add(_theta(prev), mul(Scalar(beta2), add(branch_rhs,
                                                              mul(_sigmadot(l), _theta(prev)))))
-            note = f"residual block, branch scale α/√L = {residual_scale}/√{arch.hidden_layers}"
+            note = (f"residual block, branch scale α/L^β = {residual_scale}/"
+                    f"{arch.hidden_layers}^{_exact(arch.residual_exponent)}")
         else:
             s_rhs = branch_rhs
             t_rhs = add(_sigma(l), mul(_sigmadot(l), _theta(prev)))
@@ -230,13 +237,13 @@ def _g_kernel(l: int, L: int, time=("t", "s")) -> Node:
 def _dmft_mup(arch: Architecture, ops: tuple[Dense, ...]) -> DMFTSystem:
     """The μP single-site process, one Dense op at a time.
 
-    A residual block h^l = h^{l-1} + β W^{l-1} φ(h^{l-1})/√N (β = α/√L) applies the same rules
+    A residual block h^l = h^{l-1} + β W^{l-1} φ(h^{l-1})/√N (β = α/L^e) applies the same rules
     to its branch: the weight's update carries an extra β (∂f/∂W ∝ β), so the memory terms
     have strength γ0 β, and the skip adds g^l to g^{l-1} = g^l + β φ'(h^{l-1}) z^{l-1}.
     """
     L = arch.hidden_layers
     g0, P = ir.gamma0, ir.num_train
-    beta = ir.residual_alpha / sp.sqrt(ir.num_hidden)
+    beta = _branch_scale(arch)
     residual_ops = {op.layer for op in ops if op.residual}
     sources, fields_eqs, backward_eqs, closure, responses = [], [], [], [], []
     field_map, backward_map = {}, {}
@@ -260,7 +267,7 @@ def _dmft_mup(arch: Architecture, ops: tuple[Dense, ...]) -> DMFTSystem:
                 "alpha", mul(memory, Field("g", l, "alpha", "s"))))))
             if op.residual:
                 rhs = add(Field("h", l - 1), mul(Scalar(beta), branch))
-                note = "residual: the same neuron's stream, branch scale β = α/√L"
+                note = "residual: the same neuron's stream, branch scale β = α/L^e"
             else:
                 rhs = branch
                 note = "A^0 = 0: the input layer has no backward source" if l == 1 else ""
@@ -399,7 +406,8 @@ class Derivation:
         nngp_derivative: Σ̇^l for l = 2..L+1.
         dmft: the μP single-site process, closure, responses, NTK, output dynamics and test
             points; for "ntk" the lazy (kernel gradient flow) dynamics.
-        residual_scale: α of residual blocks h^{l+1} = h^l + (α/√L)·branch, or None.
+        residual_scale: α of residual blocks h^{l+1} = h^l + (α/L^e)·branch, or None
+            (e = ``architecture.residual_exponent``).
     """
 
     architecture: Architecture

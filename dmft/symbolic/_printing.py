@@ -22,7 +22,8 @@ def _header_lines(d) -> list[str]:
         lines.append(f"γ0 = {a.gamma0:g} (richness); unit weights, no bias; "
                      "learning rate η = γ0² N")
     if d.residual_scale is not None:
-        lines.append(f"residual blocks h^(l+1) = h^l + (α/√L)·branch, α = {d.residual_scale:g}")
+        lines.append(f"residual blocks h^(l+1) = h^l + (α/L^e)·branch, α = {d.residual_scale:g}, "
+                     f"e = {d.architecture.residual_exponent:g}")
     lines.append("conventions: loss (1/2P) Σ_μ (f_μ − y_μ)², Δ = y − f, gradient-flow time t; "
                  "(u,v) ~ N(0, [[q1, c], [c, q2]])")
     return lines
