@@ -8,6 +8,16 @@ With the NTK K frozen at its initialization value and f(0) = 0 (docs/conventions
 `ClosedForm` evaluates these through the eigendecomposition K = V Λ Vᵀ, using
 (1 − e^{−λt/P})/λ = −expm1(−λt/P)/λ (→ t/P as λ → 0) so that singular kernels are handled
 exactly. `KernelODE` integrates the same flow with Diffrax, as an independent check.
+
+Discrete rules (docs/conventions.md §2a), step k at t = k·η0, x = η0λ/P per eigenvalue λ:
+
+    GD:   f_k = (I − (I − η0K/P)^k) y,   f_{*,k} = K_{*X} V diag(Σ_{j<k} (1 − x)^j η0/P) Vᵀ y
+          with Σ_{j<k} (1 − x)^j η0/P = (1 − (1 − x)^k)/λ → kη0/P as λ → 0 (`lazy_gd_closed_form`);
+    SGD:  f_{k+1} = f_k + (η0/P) K (ω_k ⊙ (y − f_k)), likewise f_* with K_{*X}, the exact recursion
+          over the steps with the batch weights ω of `dmft.network.SGD` (`lazy_sgd_recursion`).
+
+GD is unstable once η0 λ_max/P > 2 (|1 − x| > 1): the run is then a `SolveError` naming the first
+step whose loss passes the divergence threshold of `dmft._divergence`.
 """
 
 from __future__ import annotations
@@ -21,8 +31,9 @@ import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
+from .._divergence import DIVERGENCE_FACTOR, check_not_diverged, first_divergent_index
 from .._errors import InputError, SolveError
 from .._ode import integrate_flow
 from .._options import check_ode_options, check_training_rule, options_from_table
@@ -36,7 +47,10 @@ from ._solution import Solution, diagnostics
 @dataclasses.dataclass(frozen=True)
 class ClosedForm:
     """Exact lazy dynamics from the eigendecomposition of the NTK (``solver.method =
-    "closed_form"``, the default)."""
+    "closed_form"``, the default): gradient flow and GD in closed form, SGD by the exact
+    recursion over its steps (module docstring)."""
+
+    optimizers = ("flow", "gd", "sgd")
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> ClosedForm:
@@ -45,7 +59,25 @@ class ClosedForm:
 
     def solve(self, spec: Spec) -> Solution:
         """The lazy learning curves of `spec` (its γ0 → 0 limit for a "mup" spec)."""
-        return _solve(spec, self, lazy_closed_form)
+        dynamics = spec.training.dynamics
+        if dynamics.name == "flow":
+            return _solve(spec, self, lazy_closed_form)
+        steps = np.asarray(spec.training.steps, dtype=np.int64)
+        eta = dynamics.learning_rate
+        if dynamics.name == "gd":
+            def integrate(ntk, ntk_test_train, y, times):
+                f_train, f_test = lazy_gd_closed_form(ntk, ntk_test_train, y, jnp.asarray(steps),
+                                                      eta)
+                return f_train, f_test, lambda index: _first_divergent_step(ntk, y, steps, eta,
+                                                                            index)
+        else:
+            def integrate(ntk, ntk_test_train, y, times):
+                weights = dynamics.batch_weights(y.shape[0], max(int(steps[-1]), 1))
+                f_train, f_test, bad = lazy_sgd_recursion(
+                    ntk, ntk_test_train, y, jnp.asarray(weights), jnp.asarray(steps), eta)
+                return f_train, f_test, lambda index: (
+                    int(bad), float(LOSS.value(np.asarray(f_train)[-1], np.asarray(y))))
+        return _solve(spec, self, integrate)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +88,7 @@ class KernelODE:
     rtol: float = 1e-12
     atol: float = 1e-12
     max_steps: int = 1_000_000
+    optimizers = ("flow",)  # an ODE of the flow: GD and SGD are ClosedForm's
 
     def __post_init__(self):
         check_ode_options(self)
@@ -107,6 +140,128 @@ def lazy_closed_form(
     return f_train, f_test
 
 
+def _power_sum(eigenvalues, steps, learning_rate, num_train):
+    """(1 − (1 − x)^k, (1 − (1 − x)^k)/λ) for x = η0λ/P, shapes (T, P); the second is
+    Σ_{j<k} (1 − x)^j η0/P, equal to kη0/P at λ = 0. Accurate for small x (log1p/expm1) and
+    exact in sign for x > 1 ((1 − x)^k alternates)."""
+    x = eigenvalues[None, :] * learning_rate / num_train  # (1, P)
+    k = steps[:, None].astype(eigenvalues.dtype)  # (T, 1)
+    odd = (steps[:, None] % 2) == 1
+    small = x < 1.0
+    # 0 < x < 1: 1 − (1 − x)^k = −expm1(k log1p(−x)); x > 1: 1 − (−1)^k |1 − x|^k
+    log_base = jnp.where(small, jnp.log1p(-jnp.where(small, x, 0.0)),
+                         jnp.log(jnp.abs(jnp.where(small, 2.0, x) - 1.0)))
+    power = jnp.where(k == 0, 0.0, k * log_base)
+    decayed_small = -jnp.expm1(power)
+    decayed_large = 1.0 - jnp.where(odd, -1.0, 1.0) * jnp.exp(power)
+    decayed = jnp.where(small, decayed_small, decayed_large)
+    decayed = jnp.where((x == 1.0) & (k > 0), 1.0, decayed)  # (1 − x)^k = 0 for k >= 1
+    safe = jnp.where(eigenvalues > 0, eigenvalues, 1.0)[None, :]
+    summed = jnp.where(eigenvalues[None, :] > 0, decayed / safe, k * learning_rate / num_train)
+    return decayed, summed
+
+
+@jax.jit
+def lazy_gd_closed_form(
+    ntk: Float[Array, "P P"],
+    ntk_test_train: Float[Array, "Q P"],
+    y: Float[Array, " P"],
+    steps: Int[Array, " T"],
+    learning_rate: float,
+) -> tuple[Float[Array, "T P"], Float[Array, "T Q"]]:
+    """Lazy full-batch GD after `steps` steps of η0 = `learning_rate` (module docstring):
+    f_k = (I − (I − η0K/P)^k) y and f_{*,k} = K_{*X} Σ_{j<k} (η0/P)(y − f_j), from the
+    eigendecomposition of K (exact for singular K; cost O(P³ + T·P·(P + Q)))."""
+    num_train = y.shape[0]
+    eigenvalues, eigenvectors = jnp.linalg.eigh(ntk)
+    eigenvalues = jnp.clip(eigenvalues, 0.0)  # round-off can leave PSD kernels slightly negative
+    y_eigen = eigenvectors.T @ y
+    decayed, summed = _power_sum(eigenvalues, steps, learning_rate, num_train)
+    f_train = (decayed * y_eigen) @ eigenvectors.T
+    f_test = (summed * y_eigen) @ (ntk_test_train @ eigenvectors).T
+    return f_train, f_test
+
+
+def march_steps(step, state, steps, save, diverged=None):
+    """Apply ``state = step(state, k)`` for k = 0, 1, ... and return ``save(state)`` stacked at
+    each of the sorted step counts `steps` (T,), under jit: cost O(max steps) calls of `step`.
+
+    With `diverged(state) -> bool` the march stops at the first state that diverged and also
+    returns the step count k at which it did (−1 if none); the saves after it repeat that state.
+    """
+    stop = (lambda state: False) if diverged is None else diverged
+
+    def segment(carry, target):
+        def cond(carry):
+            state, k, bad = carry
+            return (k < target) & (bad < 0)
+
+        def body(carry):
+            state, k, bad = carry
+            state = step(state, k)
+            return state, k + 1, jnp.where(stop(state), k + 1, bad)
+
+        carry = jax.lax.while_loop(cond, body, carry)
+        return carry, save(carry[0])
+
+    init = (state, jnp.zeros((), steps.dtype), jnp.where(stop(state), 0, -1).astype(steps.dtype))
+    (_, _, bad), saved = jax.lax.scan(segment, init, steps)
+    return (saved, bad) if diverged is not None else saved
+
+
+@jax.jit
+def lazy_sgd_recursion(
+    ntk: Float[Array, "P P"],
+    ntk_test_train: Float[Array, "Q P"],
+    y: Float[Array, " P"],
+    weights: Float[Array, "K P"],
+    steps: Int[Array, " T"],
+    learning_rate: float,
+) -> tuple[Float[Array, "T P"], Float[Array, "T Q"], Int[Array, ""]]:
+    """Lazy SGD: f_{k+1} = f_k + (η0/P) K (ω_k ⊙ (y − f_k)), f_* likewise through K_{*X}, with
+    the batch weights ω (K, P) of `dmft.network.SGD.batch_weights`; f and f_* after each of
+    `steps` steps, and the first step whose loss passed the divergence threshold (−1 if none; the
+    march stops there and later saves repeat it). Exact recursion, cost O(K·P·(P + Q))."""
+    num_train = y.shape[0]
+    scale = learning_rate / num_train
+
+    def step(state, k):
+        f_train, f_test = state
+        signal = weights[k] * LOSS.error_signal(f_train, y)
+        return f_train + scale * (ntk @ signal), f_test + scale * (ntk_test_train @ signal)
+
+    threshold = DIVERGENCE_FACTOR * jnp.maximum(LOSS.value(jnp.zeros_like(y), y), 1e-300)
+
+    def diverged(state):
+        loss = LOSS.value(state[0], y)
+        return ~jnp.isfinite(loss) | (loss > threshold)
+
+    state = (jnp.zeros_like(y), jnp.zeros(ntk_test_train.shape[0], y.dtype))
+    saved, bad = march_steps(step, state, steps, lambda state: state, diverged)
+    return saved[0], saved[1], bad
+
+
+def _first_divergent_step(ntk, y, steps, learning_rate, index):
+    """The first GD step in (steps[index − 1], steps[index]] whose lazy loss passes the divergence
+    threshold, and that loss: the closed-form loss per step over the eigenmodes, in chunks."""
+    num_train = y.shape[0]
+    eigenvalues, eigenvectors = np.linalg.eigh(np.asarray(ntk))
+    eigenvalues = np.clip(eigenvalues, 0.0, None)
+    weight = (eigenvectors.T @ np.asarray(y)) ** 2 / (2 * num_train)
+    base = np.abs(1.0 - learning_rate * eigenvalues / num_train)
+    reference = LOSS.value(np.zeros_like(np.asarray(y)), np.asarray(y))
+    first = int(steps[index - 1]) + 1 if index > 0 else 0
+    last = int(steps[index])
+    for start in range(first, last + 1, 4096):
+        k = np.arange(start, min(start + 4096, last + 1))
+        with np.errstate(over="ignore", invalid="ignore"):
+            losses = (base[None, :] ** (2 * k[:, None]) * weight[None, :]).sum(axis=1)
+        hit = first_divergent_index(losses, reference)
+        if hit is not None:
+            return int(k[hit]), float(losses[hit])
+    return last, float("inf")
+
+
 def _kernel_ode(ntk, ntk_test_train, y, times, rtol, atol, max_steps):
     num_train = y.shape[0]
 
@@ -136,8 +291,29 @@ def solve_lazy(spec: Spec, method: LazyMethod | None = None) -> Solution:
     return method.solve(spec)
 
 
+def _check_lazy_divergence(spec: Spec, method: LazyMethod, f_train, locate) -> None:
+    """SolveError naming the first diverged step and its loss (`dmft._divergence`), where
+    ``locate(index)`` gives (step, loss) for the first diverged saved index."""
+    y = np.asarray(spec.data.y_train)
+    with np.errstate(over="ignore", invalid="ignore"):
+        losses = LOSS.value(f_train, y)
+    reference = float(LOSS.value(np.zeros_like(y), y))
+    index = first_divergent_index(losses, reference)
+    if index is None:
+        return
+    step, loss = locate(index)
+    training = spec.training
+    check_not_diverged([loss], [step * training.learning_rate], reference,
+                       f"the lazy {training.optimizer.upper()} solve ({type(method).__name__})",
+                       steps=[step])
+    raise SolveError(f"the lazy {training.optimizer.upper()} solve diverged by step "
+                     f"{training.steps[index]}")  # a saved loss passed the threshold
+
+
 def _solve(spec: Spec, method: LazyMethod, integrate) -> Solution:
-    """The frozen-NTK flow of `spec` by ``integrate(ntk, ntk_test_train, y, times)``."""
+    """The frozen-NTK dynamics of `spec` by ``integrate(ntk, ntk_test_train, y, times)``, which
+    returns (f_train, f_test) for the flow and (f_train, f_test, locate) for discrete rules
+    (`_check_lazy_divergence`)."""
     require_float64(f"the lazy solve ({type(method).__name__})")
     check_training_rule(spec, method, f"the lazy method {type(method).__name__}")
     start = time.perf_counter()
@@ -149,10 +325,12 @@ def _solve(spec: Spec, method: LazyMethod, integrate) -> Solution:
                                    with_derivative=False).ntk[-1] \
         if data.num_test else np.zeros((0, data.num_train))
     times = np.asarray(spec.training.times)
-    f_train, f_test = integrate(
+    f_train, f_test, *locate = integrate(
         jnp.asarray(ntk), jnp.asarray(ntk_test_train), jnp.asarray(data.y_train), jnp.asarray(times)
     )
     f_train, f_test = np.asarray(f_train), np.asarray(f_test)
+    if locate:  # a discrete rule: no stability assumption, a run that blows up is a SolveError
+        _check_lazy_divergence(spec, method, f_train, locate[0])
     if not (np.all(np.isfinite(f_train)) and np.all(np.isfinite(f_test))):
         raise SolveError("lazy solve produced non-finite predictions (is the NTK finite?)")
     num_times = times.shape[0]
