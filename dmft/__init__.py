@@ -15,6 +15,7 @@ from .sampler import compare, sample
 from .solvers import Solution, solve, solve_dmft, solve_lazy
 from .spec import Architecture, Data, Spec, Training, default_spec, load_spec
 from .symbolic import derive, verify
+from .sweep import sweep
 
 __version__ = "0.1.0"
 
@@ -42,5 +43,6 @@ __all__ = [
     "solve",
     "solve_dmft",
     "solve_lazy",
+    "sweep",
     "verify",
 ]
