@@ -104,7 +104,8 @@ def check_mup(spec: Spec, method=None) -> None:
     """InputError unless `spec` is a μP network (the DMFT's parameterization) whose training rule
     and loss `method` honours (its ``optimizers`` / ``losses`` class attributes) and, for a
     residual spec (``architecture.residual_scale``), a method whose class attribute
-    ``residual`` is True."""
+    ``residual`` is True (without a method only the parameterization is checked; every method's
+    ``solve`` calls this with itself)."""
     param = spec.architecture.parameterization
     if param != "mup":
         raise InputError(
@@ -113,7 +114,8 @@ def check_mup(spec: Spec, method=None) -> None:
         )
     if method is not None:
         check_training_rule(spec, method, f"the DMFT method {type(method).__name__}")
-    if spec.architecture.residual_scale is not None and not getattr(method, "residual", False):
+    if (spec.architecture.residual_scale is not None and method is not None
+            and not getattr(method, "residual", False)):
         raise InputError(
             "architecture.residual_scale: the residual muP DMFT is derived (dmft derive) but not "
             'solved yet; use parameterization = "ntk" for its lazy limit'
