@@ -25,6 +25,8 @@ _COMMANDS = {
     "sample": "train finite-width networks of a spec and compare them with the limit",
     "derive": "print the derived kernel recursions and DMFT equations of a spec",
     "verify": "check a hand-derived expression against the derived one",
+    "sweep": "solve the limit (optionally sample finite widths) over a grid of spec keys",
+    "figure": "draw a paper figure from the saved data of a sweep",
 }
 INTERRUPT_EXIT_CODE = 130
 #: Seconds the main thread gets to unwind a Ctrl-C itself before the watchdog thread cleans up

@@ -20,7 +20,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from .._divergence import check_not_diverged
+from .._divergence import check_not_diverged, first_divergent_index
 from .._errors import SolveError
 from ..kernels import layer_kernels
 from ..network import MSE
@@ -100,6 +100,37 @@ def gd_closed_form(kernel: SharedKernel, y: np.ndarray, rate: float, steps: np.n
     return f_train, f_test
 
 
+def _check_gd(kernel: SharedKernel, y: np.ndarray, rate: float, steps: np.ndarray,
+              f_train: np.ndarray) -> None:
+    """SolveError (the package's one divergence criterion, `dmft._divergence`) naming the first
+    step whose loss passed the threshold: with 𝓛_k = Σ_i w_i (1 − η0λ_i/P)^{2k}, w_i = (v_iᵀy)²/2P,
+    every step between the last good save and the first bad one is checked."""
+    reference = float(_LOSS.value(np.zeros_like(y), y))
+    with np.errstate(over="ignore", invalid="ignore"):
+        losses = _LOSS.value(f_train, y)
+    index = first_divergent_index(losses, reference)
+    if index is None:
+        return
+    num_train = y.shape[0]
+    weight = (kernel.eigenvectors.T @ y) ** 2 / (2 * num_train)
+    base = (1.0 - rate * kernel.eigenvalues / num_train) ** 2
+    first = int(steps[index - 1]) + 1 if index > 0 else 0
+    last = int(steps[index])
+    step, loss = last, float(losses[index])
+    for start in range(first, last + 1, 4096):
+        k = np.arange(start, min(start + 4096, last + 1), dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            per_step = (np.power(base[None, :], k[:, None]) * weight[None, :]).sum(axis=1)
+        hit = first_divergent_index(per_step, reference)
+        if hit is not None:
+            step, loss = int(k[hit]), float(per_step[hit])
+            break
+    check_not_diverged([loss], [step * rate], reference, "the lazy GD solve (shared kernel)",
+                       steps=[step])
+    check_not_diverged(losses, np.asarray(steps) * rate, reference,
+                       "the lazy GD solve (shared kernel)", steps=steps)
+
+
 def lazy_solution(spec: Spec, kernel: SharedKernel) -> Solution:
     """The lazy `Solution` of `spec` from its group's shared kernel (SolveError when gradient
     descent diverges, by the package's one divergence criterion)."""
@@ -117,9 +148,7 @@ def lazy_solution(spec: Spec, kernel: SharedKernel) -> Solution:
     else:
         steps = np.asarray(training.steps)
         f_train, f_test = gd_closed_form(kernel, y, training.learning_rate, steps)
-        losses = _LOSS.value(np.where(np.isfinite(f_train), f_train, np.inf), y)
-        check_not_diverged(losses, times, float(_LOSS.value(np.zeros_like(y), y)),
-                           "lazy gradient descent", steps=steps)
+        _check_gd(kernel, y, training.learning_rate, steps, f_train)
         name, settings = "ClosedForm", {"learning_rate": training.learning_rate}
         extra["steps"] = int(steps[-1])
     if not (np.all(np.isfinite(f_train)) and np.all(np.isfinite(f_test))):
