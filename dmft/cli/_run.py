@@ -17,6 +17,18 @@ def configure(parser) -> None:
                              "replaced as a whole")
 
 
+def training_summary(spec) -> dict:
+    """The training rule of a run for ``metadata.json``: ``optimizer``, and for "gd" / "sgd" the
+    ``learning_rate`` η0, the step index of each saved time (``steps``) and the batch settings."""
+    training = spec.training
+    out = {"optimizer": training.optimizer, "learning_rate": training.learning_rate}
+    if training.optimizer != "flow":
+        out["steps"] = list(training.steps)
+    if training.optimizer == "sgd":
+        out.update(batch_size=training.batch_size, seed=training.seed)
+    return out
+
+
 def execute(args) -> int:
     output_folder(args.out, names=("result.npz", "metadata.json"))  # before any work
     spec = read_spec(args.spec)
@@ -25,6 +37,8 @@ def execute(args) -> int:
         f"dmft run: {spec.source or args.spec}: L = {arch.hidden_layers} {arch.activation} "
         f"({arch.parameterization}), P = {data.num_train}, P_test = {data.num_test}, "
         f"{len(spec.training.times)} saved times"
+        + (f", {spec.training.optimizer} with learning rate {spec.training.learning_rate:g}"
+           if spec.training.optimizer != "flow" else "")
     )
     sys.stdout.flush()
     start = time.perf_counter()
@@ -43,6 +57,7 @@ def execute(args) -> int:
         "command": "run",
         "spec": spec.to_dict(),
         "activation": activation_summary(spec),
+        "training": training_summary(spec),
         "solver": solution.diagnostics,
         "wall_time_s": wall_time,
     }
