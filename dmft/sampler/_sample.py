@@ -20,7 +20,15 @@ from .._resources import available_memory_bytes
 from ..network import mlp
 from ..spec import Spec
 from ._network import FiniteNetwork
-from ._train import AdaptiveSteps, FixedSteps, Method, seed_mesh, train_ensemble
+from ._train import (
+    HESSIAN_STEPS,
+    AdaptiveSteps,
+    FixedSteps,
+    Method,
+    RuleSteps,
+    seed_mesh,
+    train_ensemble,
+)
 
 GIB = 2.0**30
 
@@ -31,8 +39,11 @@ class Samples:
 
     ``members[N]`` holds, for width N, arrays with leading axes (seeds, T): ``f_train`` (P),
     ``loss_train``, ``ntk`` (P, P), ``phi`` and ``g`` (L, P, P: Φ^ℓ(t,t), G^ℓ(t,t) for
-    ℓ = 1..L), and with test inputs ``f_test``, ``ntk_test_train`` and (with targets)
-    ``loss_test``; plus ``num_steps`` (seeds,).
+    ℓ = 1..L), ``sharpness`` (λ_max(K)/P) and ``hessian_sharpness`` (λ_max(η∇²𝓛), unless
+    switched off), and with test inputs ``f_test``, ``ntk_test_train`` and (with targets)
+    ``loss_test``; plus ``num_steps`` and ``diverged_step`` (seeds,; −1: did not diverge).
+    ``diagnostics["diverged"][N]`` maps each diverged seed to its first divergent step (discrete
+    rules only; docs/conventions.md §2a, `dmft._divergence`).
     """
 
     t: Float[np.ndarray, " T"]
@@ -63,15 +74,65 @@ class Samples:
         return out
 
 
+#: ``[sampler]`` keys that are not options of the numerical method
+SAMPLER_KEYS = ("widths", "seeds", "max_memory_gib", "hessian_steps")
+#: ``[sampler]`` keys that configure a numerical integration of gradient flow
+FLOW_METHOD_KEYS = ("method", "dt", "rtol", "atol", "max_steps")
+
+
 def method_from_table(table: Mapping[str, Any]) -> Method:
-    """The method of a spec's ``[sampler]`` table: ``method = "flow"`` (`AdaptiveSteps`: rtol,
-    atol, max_steps) or ``"gd"`` (`FixedSteps`: dt)."""
-    table = {k: v for k, v in dict(table).items() if k not in ("widths", "seeds", "max_memory_gib")}
+    """The numerical method of gradient flow in a spec's ``[sampler]`` table: ``method = "flow"``
+    (`AdaptiveSteps`: rtol, atol, max_steps) or ``"euler"`` (`FixedSteps`: dt; also spelled
+    ``"gd"``, an Euler step of the flow, not the ``training.optimizer = "gd"`` rule)."""
+    table = {k: v for k, v in dict(table).items() if k not in SAMPLER_KEYS}
     name = table.pop("method", "flow")
-    classes = {"flow": AdaptiveSteps, "gd": FixedSteps}
+    classes = {"flow": AdaptiveSteps, "euler": FixedSteps, "gd": FixedSteps}
     if name not in classes:
-        raise InputError(f"sampler.method must be 'flow' or 'gd', got {name!r}")
+        raise InputError(f"sampler.method must be 'flow' or 'euler' (alias 'gd'), got {name!r}")
     return classes[name].from_table(table)
+
+
+def _refuse_flow_method(spec: Spec, what: str) -> None:
+    training = spec.training
+    raise InputError(
+        f"{what} is a numerical integration of gradient flow, but training.optimizer = "
+        f"{training.optimizer!r} trains the networks by the rule itself (step training."
+        f"learning_rate = {training.learning_rate:g}), which needs no sampler method: drop "
+        "sampler.method/dt/rtol/atol/max_steps (--method/--dt/--rtol/--atol)"
+    )
+
+
+def method_for_spec(spec: Spec) -> Method:
+    """The sampler's method for `spec`: the numerical method of its ``[sampler]`` table for
+    gradient flow (`method_from_table`), `RuleSteps` of ``spec.training.dynamics`` for "gd" /
+    "sgd" (whose ``[sampler]`` table must then have no flow-method keys)."""
+    if spec.training.optimizer == "flow":
+        return method_from_table(spec.sampler)
+    given = [key for key in FLOW_METHOD_KEYS if key in spec.sampler]
+    if given:
+        _refuse_flow_method(spec, f"sampler.{given[0]}")
+    return RuleSteps(spec.training.dynamics)
+
+
+def _check_method(spec: Spec, method: Method) -> None:
+    """InputError unless `method` trains by the spec's rule (a flow method for "flow", the spec's
+    own `RuleSteps` for "gd" / "sgd")."""
+    if spec.training.optimizer != "flow" and isinstance(method, (AdaptiveSteps, FixedSteps)):
+        _refuse_flow_method(spec, f"the sampler method {type(method).__name__}")
+    if isinstance(method, RuleSteps) and spec.training.optimizer != "flow" \
+            and method.rule != spec.training.dynamics:
+        raise InputError(f"RuleSteps({method.rule}) is not the spec's training rule "
+                         f"{spec.training.dynamics}; pass no method to train by the spec's rule")
+    check_training_rule(spec, method, f"the sampler method {type(method).__name__}")
+
+
+def hessian_steps_from_table(table: Mapping[str, Any]) -> int:
+    """``sampler.hessian_steps``: Lanczos steps of the Hessian sharpness (0 skips it)."""
+    value = dict(table).get("hessian_steps", HESSIAN_STEPS)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InputError(f"sampler.hessian_steps must be an integer >= 0 (Lanczos steps; 0 skips "
+                         f"the Hessian sharpness), got {value!r}")
+    return int(value)
 
 
 def member_bytes(net: FiniteNetwork, method: Method, num_points: int, num_train: int, num_times: int) -> float:
@@ -80,7 +141,7 @@ def member_bytes(net: FiniteNetwork, method: Method, num_points: int, num_train:
     L, N = net.hidden_layers, net.width
     words = net.num_params * method.memory_copies
     words += 8 * L * num_points * N  # h, φ(h), φ'(h), g and their tangents
-    words += num_times * (num_points * num_train + 2 * L * num_train**2 + num_points)
+    words += num_times * (num_points * num_train + 2 * L * num_train**2 + num_points + 2)
     return 8.0 * words
 
 
@@ -164,36 +225,48 @@ def sample(
     batch_size: int | None = None,
     max_memory_gib: float | None = None,
     centered: bool = False,
+    hessian_steps: int | None = None,
 ) -> Samples:
     """Train ensembles of width-N networks of `spec` for each N in `widths` and record their
     observables at ``spec.training.times``.
 
     Args:
-        spec: architecture, data and saved times; ``spec.sampler`` may name the method.
+        spec: architecture (plain or residual), data, training rule and saved times;
+            ``spec.sampler`` may name the numerical method of gradient flow.
         widths: hidden widths N (positive integers).
         seeds: a number of members (seeds 0..n−1) or explicit non-negative seeds.
-        method: `AdaptiveSteps` (default, Diffrax Tsit5 + PID) or `FixedSteps(dt)`.
+        method: for ``training.optimizer = "flow"`` the numerical method, `AdaptiveSteps`
+            (default, Diffrax Tsit5 + PID) or `FixedSteps(dt)` (Euler steps of the flow). For
+            "gd" / "sgd" leave it None: members are trained by the rule itself (`RuleSteps` of
+            ``spec.training.dynamics``), and a flow method is an InputError.
         batch_size: most members trained at once (default: as many as fit in memory).
         max_memory_gib: memory budget over all devices (default: 60 % of what is available).
         centered: train f(θ) − f(θ0) with a frozen initial copy, so that f(0) = 0 (default: the
             plain network of the conventions).
+        hessian_steps: Lanczos steps of ``hessian_sharpness`` per member and saved time
+            (default: ``sampler.hessian_steps``, else 20; 0 skips it).
+
+    Members trained by a discrete rule that diverge do not stop the ensemble: they are recorded
+    as they are and listed in ``diagnostics["diverged"]`` (width → {seed: first divergent step}),
+    with a warning.
     """
     require_float64("dmft.sample")
-    if spec.architecture.residual_scale is not None:
-        raise InputError(
-            "architecture.residual_scale: dmft sample compares plain MLPs with their limit only so "
-            "far; residual networks have kernels, lazy runs, derive and dmft.sampler.FiniteNetwork"
-        )
     widths, seeds = _as_widths(widths), _as_seeds(seeds)
     if method is None:
-        method = method_from_table(spec.sampler)
-    check_training_rule(spec, method, f"the sampler method {type(method).__name__}")
+        method = method_for_spec(spec)
+    _check_method(spec, method)
+    if hessian_steps is None:
+        hessian_steps = hessian_steps_from_table(spec.sampler)
+    else:
+        hessian_steps = hessian_steps_from_table({"hessian_steps": hessian_steps})
     _warn_if_adaptive_steps_crawl(spec, method)
     plan = plan_batches(spec, widths, seeds, method, max_memory_gib, batch_size)
     data = spec.data
     times = np.asarray(spec.training.times, dtype=np.float64)
-    if isinstance(method, FixedSteps):
-        method.steps(times)  # validate before any work
+    if isinstance(method, (FixedSteps, RuleSteps)):
+        steps = method.steps(times)  # validate before any work
+        if isinstance(method, RuleSteps):
+            method.batches(data.num_train, max(int(steps.max()), 1))
     mesh = seed_mesh()
     total = sum(-(-len(seeds) // plan[w]) for w in widths)
     bar = progress_bar(total, "sampling")
@@ -209,7 +282,7 @@ def sample(
                 bar.set_postfix(N=width, seeds=f"{first}-{min(first + size, len(seeds)) - 1}")
                 pieces.append(train_ensemble(net, times, data.x_train, data.y_train, data.x_test,
                                              seeds[first:first + size], method, mesh, pad_to=size,
-                                             centered=centered))
+                                             centered=centered, hessian_steps=hessian_steps))
                 bar.update(1)
             merged = {key: np.concatenate([piece[key] for piece in pieces]) for key in pieces[0]}
             merged["loss_train"] = net.loss.value(merged["f_train"], data.y_train)
@@ -219,9 +292,22 @@ def sample(
             wall[width] = time.perf_counter() - start
     finally:
         bar.close()
+    diverged = {w: {int(s): int(k) for s, k in zip(seeds, members[w]["diverged_step"]) if k >= 0}
+                for w in widths}
+    if any(diverged.values()):
+        lines = "; ".join(f"N = {w}: seeds {sorted(d)} (first at step {min(d.values())})"
+                          for w, d in diverged.items() if d)
+        warnings.warn(f"dmft sample: members diverged under training.learning_rate = "
+                      f"{spec.training.learning_rate:g}: {lines}; they are recorded as they are "
+                      "(inf/NaN included) and left out of the comparison", stacklevel=2)
+    options = ({"rule": spec.training.to_dict()} if isinstance(method, RuleSteps)
+               else dataclasses.asdict(method))
     diagnostics = {
         "method": type(method).__name__,
-        "method_options": dataclasses.asdict(method),
+        "method_options": options,
+        "training_rule": spec.training.optimizer,
+        "hessian_steps": hessian_steps,
+        "diverged": diverged,
         "centered": bool(centered),
         "batch_size": plan,
         "devices": len(jax.devices()),

@@ -1,9 +1,23 @@
-"""Training finite-width ensembles: gradient flow (Diffrax) or discrete gradient descent.
+"""Training finite-width ensembles by the spec's training rule (docs/conventions.md §2, §2a).
 
-One member is θ(0) ~ N(0, 1) drawn from ``fold_in(key(seed), N)``, trained by dθ/dt = −η ∇_θ 𝓛
-(docs/conventions.md §2). At each saved time the member records its observables (`FiniteNetwork.kernels` on
-train ∪ test inputs), never its parameters, so the memory per member is O(#params) however many
-times are saved. Members are vmapped; the seed axis is sharded over all devices.
+One member is θ(0) ~ N(0, 1) drawn from ``fold_in(key(seed), N)``. Two kinds of training:
+
+- **Gradient flow** (``training.optimizer = "flow"``), dθ/dt = −η ∇_θ 𝓛, integrated by a
+  *numerical method*: `AdaptiveSteps` (Diffrax) or `FixedSteps(dt)` (Euler steps of the flow, dt a
+  discretisation parameter that should not matter).
+- **The discrete rules themselves** (``"gd"`` / ``"sgd"``), θ_{k+1} = θ_k − η0 η ∇𝓛_k with
+  η0 = ``training.learning_rate`` (a physical parameter: step k *is* t = k·η0) and 𝓛_k the
+  full-batch loss (GD) or the loss of step k's minibatch (SGD, batches from
+  ``spec.training.dynamics.batches``, the same as in the limit). `RuleSteps` wraps the rule; it
+  has no numerical option, and `sample` builds it from the spec.
+
+At each saved time the member records its observables (`FiniteNetwork.kernels` on train ∪ test
+inputs, the Gauss–Newton sharpness λ_max(K)/P and, by Lanczos, λ_max(η∇²𝓛); `dmft.sampler._sharpness`),
+never its parameters, so the memory per member is O(#params) however many times are saved. Members
+are vmapped; the seed axis is sharded over all devices. A member trained by a discrete rule that
+diverges is not an error: its observables are recorded as they come (inf / NaN included) and
+``diverged_step`` names the first step whose step loss is non-finite or passes the threshold of
+`dmft._divergence` (−1 when none does).
 """
 
 from __future__ import annotations
@@ -20,10 +34,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from .._divergence import DIVERGENCE_FACTOR
 from .._errors import InputError, SolveError
 from .._ode import integrate_flow
 from .._options import check_ode_options, options_from_table
+from ..network import SGD, GradientDescent
 from ._network import FiniteNetwork
+from ._sharpness import hessian_sharpness, ntk_sharpness
+
+#: Lanczos steps of the Hessian sharpness per member and saved time (0: not computed)
+HESSIAN_STEPS = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +105,47 @@ class FixedSteps:
         return steps.astype(np.int64)
 
 
-Method = AdaptiveSteps | FixedSteps
+@dataclasses.dataclass(frozen=True)
+class RuleSteps:
+    """Train by the discrete rule itself: θ_{k+1} = θ_k − η0 η ∇𝓛_k (``training.optimizer`` "gd"
+    or "sgd", docs/conventions.md §2a), with η0 = ``rule.learning_rate``, η the
+    parameterization's learning rate (1 for NTK, γ0² N for μP) and 𝓛_k the full-batch loss (GD) or
+    the loss (1/2B) Σ_{μ∈batch k} (f_μ − y_μ)² of step k's batch (SGD, `rule.batches`). Step k is
+    saved at t = k·η0, so the save times must be multiples of η0. No numerical option: nothing
+    here discretises anything, and the flow-only options (dt, rtol, atol, max_steps) do not apply.
+    """
+
+    rule: GradientDescent | SGD
+
+    optimizers = ("gd", "sgd")
+    #: θ, ∇𝓛 and its temporaries, and the three Lanczos vectors with the Hessian–vector product's
+    #: forward-over-reverse work
+    memory_copies = 9
+
+    def __post_init__(self):
+        if not isinstance(self.rule, GradientDescent):
+            raise InputError(f"RuleSteps needs a GradientDescent or SGD training rule, got "
+                             f"{self.rule!r}")
+
+    def steps(self, times: np.ndarray) -> np.ndarray:
+        """The step index k = t/η0 of each save time; InputError when one is not a multiple."""
+        eta = self.rule.learning_rate
+        steps = np.rint(np.asarray(times, dtype=np.float64) / eta)
+        off = np.abs(steps * eta - times)
+        if np.any(off > 1e-9 * np.maximum(eta, times)):
+            bad = float(times[int(np.argmax(off))])
+            raise InputError(f"training.times must be multiples of training.learning_rate = "
+                             f"{eta:g}; t = {bad:g} is not")
+        return steps.astype(np.int64)
+
+    def batches(self, num_points: int, num_steps: int) -> np.ndarray | None:
+        """(K, B) sorted indices of each step's batch (SGD), None for full-batch GD."""
+        if not isinstance(self.rule, SGD):
+            return None
+        return np.asarray(self.rule.batches(num_points, num_steps), dtype=np.int32)
+
+
+Method = AdaptiveSteps | FixedSteps | RuleSteps
 
 
 def member_key(seed: int, width: int) -> jax.Array:
@@ -93,15 +153,28 @@ def member_key(seed: int, width: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), width)
 
 
-def _observe(net: FiniteNetwork, params, x_all, num_train: int, offset=0.0):
+def _sharpness_key(key: jax.Array) -> jax.Array:
+    """The member's Lanczos start key (independent of its initialisation key)."""
+    return jax.random.fold_in(key, 0x5A4C)
+
+
+def _observe(net: FiniteNetwork, params, x_all, x_train, y_train, offset, key, hessian_steps: int):
+    """The recorded observables at one saved time; y_train are the effective targets (centred:
+    y + f(θ0)), whose full-batch loss the Hessian sharpness differentiates."""
     out = net.kernels(params, x_all)
-    P = num_train
-    return {
+    P = x_train.shape[0]
+    ntk = out["ntk"][:, :P]  # (P_all, P): train rows then test rows
+    observed = {
         "f": out["f"] - offset,
-        "ntk": out["ntk"][:, :P],  # (P_all, P): train rows then test rows
+        "ntk": ntk,
         "phi": out["phi"][:, :P, :P],
         "g": out["g"][:, :P, :P],
+        "sharpness": ntk_sharpness(ntk[:P]),
     }
+    if hessian_steps:
+        observed["hessian_sharpness"] = hessian_sharpness(net, params, x_train, y_train,
+                                                          _sharpness_key(key), hessian_steps)
+    return observed
 
 
 def _start(net: FiniteNetwork, centered: bool, x_train, y_train, x_all, key):
@@ -117,11 +190,11 @@ def _start(net: FiniteNetwork, centered: bool, x_train, y_train, x_all, key):
     return params, offset, y_train + offset[: x_train.shape[0]]
 
 
-def _train_member_flow(net: FiniteNetwork, method: AdaptiveSteps, centered: bool, times, x_train, y_train,
-                       x_all, key):
+def _train_member_flow(net: FiniteNetwork, method: AdaptiveSteps, centered: bool, hessian_steps: int,
+                       times, x_train, y_train, x_all, key):
     params, offset, y_train = _start(net, centered, x_train, y_train, x_all, key)
-    P = x_train.shape[0]
-    observe = lambda t, state, args: _observe(net, state, x_all, P, offset)  # noqa: E731
+    observe = lambda t, state, args: _observe(net, state, x_all, x_train, y_train, offset,  # noqa: E731
+                                              key, hessian_steps)
     solution = integrate_flow(
         lambda t, state, args: net.flow(state, x_train, y_train), params, times,
         method.rtol, method.atol, method.max_steps, save=observe,
@@ -129,41 +202,86 @@ def _train_member_flow(net: FiniteNetwork, method: AdaptiveSteps, centered: bool
         adjoint=diffrax.ForwardMode(),
     )
     ok = solution.result == diffrax.RESULTS.successful
-    return solution.ys, solution.stats["num_steps"], ok
+    return solution.ys, solution.stats["num_steps"], ok, jnp.asarray(-1)
 
 
-def _train_member_gd(net: FiniteNetwork, centered: bool, schedule, x_train, y_train, x_all, key):
+def _train_member_euler(net: FiniteNetwork, centered: bool, hessian_steps: int, schedule, x_train,
+                        y_train, x_all, key):
+    """Euler steps θ ← θ + dt·dθ/dt of the gradient flow (`FixedSteps`)."""
     steps, step_size = schedule
     params, offset, y_train = _start(net, centered, x_train, y_train, x_all, key)
-    P = x_train.shape[0]
 
-    def gd_step(_, state):
+    def euler_step(_, state):
         return jax.tree.map(lambda p, v: p + step_size * v, state, net.flow(state, x_train, y_train))
 
     def advance(carry, target):
         state, done = carry
-        state = jax.lax.fori_loop(done, target, gd_step, state)
-        return (state, target), _observe(net, state, x_all, P, offset)
+        state = jax.lax.fori_loop(done, target, euler_step, state)
+        return (state, target), _observe(net, state, x_all, x_train, y_train, offset, key,
+                                         hessian_steps)
 
     (_, total), ys = jax.lax.scan(advance, (params, jnp.asarray(0, steps.dtype)), steps)
-    return ys, total, jnp.asarray(True)
+    return ys, total, jnp.asarray(True), jnp.asarray(-1)
 
 
-def _init_member(net: FiniteNetwork, centered: bool, x_train, y_train, x_all, key):
-    params, offset, _ = _start(net, centered, x_train, y_train, x_all, key)
-    obs = _observe(net, params, x_all, x_train.shape[0], offset)
-    return jax.tree.map(lambda a: a[None], obs), jnp.asarray(0), jnp.asarray(True)
+def _train_member_rule(net: FiniteNetwork, centered: bool, hessian_steps: int, schedule, x_train,
+                       y_train, x_all, key):
+    """The discrete rule (`RuleSteps`): θ_{k+1} = θ_k − (η0 η) ∇𝓛_k, 𝓛_k on step k's batch
+    (all points when ``batches`` is None), observed at the saved steps."""
+    steps, step_size, batches = schedule
+    params, offset, y_train = _start(net, centered, x_train, y_train, x_all, key)
+    reference = net.loss_value(params, x_train, y_train)
+    reference = jnp.where(reference > 0, reference, 0.5 * jnp.mean(y_train**2))
+    threshold = DIVERGENCE_FACTOR * jnp.maximum(reference, 1e-300)
+    value_and_grad = jax.value_and_grad(net.loss_value)
+
+    def rule_step(k, carry):
+        state, first_bad = carry
+        if batches is None:
+            loss, grads = value_and_grad(state, x_train, y_train)
+        else:
+            batch = batches[k]
+            loss, grads = value_and_grad(state, x_train[batch], y_train[batch])
+        bad = ~jnp.isfinite(loss) | (loss > threshold)
+        first_bad = jnp.where((first_bad < 0) & bad, k, first_bad)
+        # GradientDescent.update with the step η0·η traced (one compile serves every η0)
+        state = jax.tree.map(lambda p, g: p - step_size * g, state, grads)
+        return state, first_bad
+
+    def advance(carry, target):
+        state, first_bad, done = carry
+        state, first_bad = jax.lax.fori_loop(done, target, rule_step, (state, first_bad))
+        return (state, first_bad, target), _observe(net, state, x_all, x_train, y_train, offset,
+                                                    key, hessian_steps)
+
+    start = (params, jnp.asarray(-1, steps.dtype), jnp.asarray(0, steps.dtype))
+    (state, first_bad, total), ys = jax.lax.scan(advance, start, steps)
+    # the state after the last step: a loss that became non-finite or passed the threshold there
+    last = net.loss_value(state, x_train, y_train)
+    first_bad = jnp.where((first_bad < 0) & (~jnp.isfinite(last) | (last > threshold)), total,
+                          first_bad)
+    return ys, total, jnp.asarray(True), first_bad
 
 
-@functools.partial(jax.jit, static_argnames=("net", "method", "centered"))
-def _train_batch(net: FiniteNetwork, method: Method | None, centered: bool, schedule, x_train, y_train,
-                 x_all, keys):
+def _init_member(net: FiniteNetwork, centered: bool, hessian_steps: int, x_train, y_train, x_all,
+                 key):
+    params, offset, y_eff = _start(net, centered, x_train, y_train, x_all, key)
+    obs = _observe(net, params, x_all, x_train, y_eff, offset, key, hessian_steps)
+    return jax.tree.map(lambda a: a[None], obs), jnp.asarray(0), jnp.asarray(True), jnp.asarray(-1)
+
+
+@functools.partial(jax.jit, static_argnames=("net", "method", "centered", "hessian_steps"))
+def _train_batch(net: FiniteNetwork, method, centered: bool, hessian_steps: int, schedule, x_train,
+                 y_train, x_all, keys):
     if method is None:  # only t = 0 is saved: no training at all
-        member = functools.partial(_init_member, net, centered)
+        member = functools.partial(_init_member, net, centered, hessian_steps)
     elif isinstance(method, AdaptiveSteps):
-        member = functools.partial(_train_member_flow, net, method, centered, schedule)
+        member = functools.partial(_train_member_flow, net, method, centered, hessian_steps,
+                                   schedule)
+    elif method == "rule":  # η0 and the batches are traced: one compile serves every η0
+        member = functools.partial(_train_member_rule, net, centered, hessian_steps, schedule)
     else:  # the step size is traced: one compile serves every dt
-        member = functools.partial(_train_member_gd, net, centered, schedule)
+        member = functools.partial(_train_member_euler, net, centered, hessian_steps, schedule)
     return jax.vmap(member, in_axes=(None, None, None, 0))(x_train, y_train, x_all, keys)
 
 
@@ -184,17 +302,28 @@ def train_ensemble(
     mesh: jax.sharding.Mesh | None = None,
     pad_to: int | None = None,
     centered: bool = False,
+    hessian_steps: int = HESSIAN_STEPS,
 ) -> dict[str, np.ndarray]:
     """Train one batch of ensemble members (one per seed) and return their observables.
 
     Returns numpy arrays with a leading (seeds, T) shape: ``f_train`` (P), ``f_test`` (P_test),
-    ``ntk`` (P, P), ``ntk_test_train`` (P_test, P), ``phi`` and ``g`` (L, P, P), plus
-    ``num_steps`` (seeds,). The seed axis is padded to a multiple of the device count and
-    sharded over `mesh` (default: all devices); the padding is dropped again. ``pad_to`` pads
-    the batch further (repeating the last seed) so that batches of one ensemble share a compile.
-    ``centered=True`` trains and records f(θ) − f(θ0) (so f(0) = 0, as in the limit).
+    ``ntk`` (P, P), ``ntk_test_train`` (P_test, P), ``phi`` and ``g`` (L, P, P), ``sharpness``
+    (λ_max(K)/P) and, with ``hessian_steps`` > 0 Lanczos steps, ``hessian_sharpness``
+    (λ_max(η∇²𝓛)); plus ``num_steps`` and ``diverged_step`` (seeds,): the first step of a
+    discrete rule (`RuleSteps`) whose step loss is non-finite or passes the divergence threshold,
+    −1 if none (always −1 for gradient flow). A diverging `RuleSteps` member is recorded as it
+    is (inf / NaN included); non-finite gradient-flow observables are a SolveError. The seed axis
+    is padded to a multiple of the device count and sharded over `mesh` (default: all devices);
+    the padding is dropped again. ``pad_to`` pads the batch further (repeating the last seed) so
+    that batches of one ensemble share a compile. ``centered=True`` trains and records
+    f(θ) − f(θ0) (so f(0) = 0, as in the limit).
     """
     seeds = [int(s) for s in seeds]
+    if isinstance(hessian_steps, bool) or not isinstance(hessian_steps, (int, np.integer)) \
+            or hessian_steps < 0:
+        raise InputError(f"sampler.hessian_steps (--hessian-steps) must be an integer >= 0 "
+                         f"(Lanczos steps; 0 skips the Hessian sharpness), got {hessian_steps!r}")
+    hessian_steps = int(hessian_steps)
     x_train = jnp.asarray(x_train)
     y_train = jnp.asarray(y_train)
     P = x_train.shape[0]
@@ -203,9 +332,19 @@ def train_ensemble(
     x_all = x_train if x_test is None else jnp.concatenate([x_train, jnp.asarray(x_test)], axis=0)
     times = np.asarray(times, dtype=np.float64)
     if isinstance(method, AdaptiveSteps):
-        schedule = jnp.asarray(times)
-    else:
+        schedule, static_method = jnp.asarray(times), method
+    elif isinstance(method, RuleSteps):
+        steps = method.steps(times)
+        batches = method.batches(P, max(int(steps.max()), 1))
+        step_size = jnp.asarray(method.rule.learning_rate * net.learning_rate, dtype=x_train.dtype)
+        schedule = (jnp.asarray(steps), step_size, None if batches is None else jnp.asarray(batches))
+        static_method = "rule"
+    elif isinstance(method, FixedSteps):
         schedule = (jnp.asarray(method.steps(times)), jnp.asarray(method.dt, dtype=x_train.dtype))
+        static_method = FixedSteps()
+    else:
+        raise InputError(f"the sampler method must be AdaptiveSteps, FixedSteps or RuleSteps, got "
+                         f"{method!r}")
 
     mesh = seed_mesh() if mesh is None else mesh
     devices = mesh.devices.size
@@ -215,12 +354,13 @@ def train_ensemble(
     keys = jax.vmap(lambda s: member_key(s, net.width))(jnp.asarray(padded, dtype=jnp.uint32))
     keys = jax.device_put(keys, NamedSharding(mesh, PartitionSpec("seeds")))
     at_init_only = times.size == 1 and times[0] == 0.0
-    static_method = FixedSteps() if isinstance(method, FixedSteps) else method
-    ys, num_steps, ok = _train_batch(net, None if at_init_only else static_method, bool(centered),
-                                     schedule, x_train, y_train, x_all, keys)
+    ys, num_steps, ok, diverged = _train_batch(net, None if at_init_only else static_method,
+                                               bool(centered), hessian_steps, schedule, x_train,
+                                               y_train, x_all, keys)
     ys = jax.tree.map(lambda a: np.asarray(a)[: len(seeds)], ys)
     num_steps = np.asarray(num_steps)[: len(seeds)]
     ok = np.asarray(ok)[: len(seeds)]
+    diverged = np.asarray(diverged, dtype=np.int64)[: len(seeds)]
     if not ok.all():
         bad = [s for s, good in zip(seeds, ok) if not good]
         raise SolveError(
@@ -232,15 +372,21 @@ def train_ensemble(
         "ntk": ys["ntk"][..., :P, :],
         "phi": ys["phi"],
         "g": ys["g"],
+        "sharpness": ys["sharpness"],
         "num_steps": num_steps,
+        "diverged_step": diverged,
     }
+    if hessian_steps:
+        out["hessian_sharpness"] = ys["hessian_sharpness"]
     if x_test is not None:
         out["f_test"] = ys["f"][..., P:]
         out["ntk_test_train"] = ys["ntk"][..., P:, :]
-    for key, value in out.items():
-        if key != "num_steps" and not np.all(np.isfinite(value)):
-            raise SolveError(
-                f"training at width {net.width} diverged: non-finite {key} "
-                f"(max |finite value| {np.nanmax(np.abs(np.where(np.isfinite(value), value, np.nan))):.3g})"
-            )
+    if not isinstance(method, RuleSteps):
+        for key, value in out.items():
+            if key not in ("num_steps", "diverged_step") and not np.all(np.isfinite(value)):
+                finite = np.where(np.isfinite(value), value, np.nan)
+                raise SolveError(
+                    f"training at width {net.width} diverged: non-finite {key} "
+                    f"(max |finite value| {np.nanmax(np.abs(finite)):.3g})"
+                )
     return out
