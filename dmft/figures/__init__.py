@@ -2,10 +2,31 @@
 
 from ._learning_curve import plot_learning_curve, time_axis
 from ._ntk_evolution import kernel_alignment, plot_ntk_evolution
-from ._style import paper_style, save_figure
+from ._style import COLUMN_WIDTH, FULL_WIDTH, PALETTE, figure_size, ordered_colors, paper_style, save_figure
+from ._sweep_figures import (
+    SweepData,
+    plot_alignment_family,
+    plot_depth_transfer,
+    plot_gamma0_family,
+    plot_lr_transfer,
+    plot_sweep_figure,
+    plot_width_deviation,
+)
 from ._titles import run_title, time_label
 
 __all__ = [
+    "COLUMN_WIDTH",
+    "FULL_WIDTH",
+    "PALETTE",
+    "SweepData",
+    "figure_size",
+    "ordered_colors",
+    "plot_alignment_family",
+    "plot_depth_transfer",
+    "plot_gamma0_family",
+    "plot_lr_transfer",
+    "plot_sweep_figure",
+    "plot_width_deviation",
     "kernel_alignment",
     "paper_style",
     "plot_learning_curve",
