@@ -13,6 +13,15 @@ with test points carried as extra columns of h (zero weight in Δ). The NTK K_{�
 which fails for kinked φ on the particles that slide along a kink (eq:sliding).
 `TwoLayerDMFT` integrates S particles forward with Diffrax: no outer loop. `TwoLayerMoments` is
 the exact closure for φ = identity (second moments of (h, z) obey a closed ODE).
+
+Discrete rules (docs/conventions.md §2a; derivations/finite_step_two_layer.md): in μP a GD step
+moves the weights by η0 γ0² N ∇𝓛_k, which moves each particle exactly by
+
+    h_{k+1} = h_k + (η0γ0/P) z_k Σ_α Φ^0_{·α} e_{kα} φ'(h_{kα}),   z_{k+1} = z_k + (η0γ0/P) Σ_α e_{kα} φ(h_{kα}),
+
+e_k = ω_k ⊙ Δ_k with the batch weights ω of `dmft.network.SGD` (ones for GD) and Δ_k = y − f_k
+from the read-out of the particles at step k. Both solvers take these steps exactly (the moment
+closure in closed form, eq:gd_moments of that file); nothing assumes the steps are stable.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .._divergence import DIVERGENCE_FACTOR, check_not_diverged
 from .._errors import InputError, SolveError
 from .._ode import integrate_flow
 from .._options import check_bool, check_int, check_ode_options, options_from_table
@@ -44,6 +54,7 @@ from ._dmft import (
     is_piecewise_activation,
     readout_terms,
 )
+from ._lazy import march_steps
 from ._solution import Solution, diagnostics
 
 
@@ -83,6 +94,10 @@ class TwoLayerDMFT:
         ⟨r²⟩ = 1, ⟨u r⟩ = 0 hold exactly; for φ = identity the dynamics depend on the sources
         only through these moments, so the particle solution is then exact.
 
+    With ``training.optimizer = "gd"`` or ``"sgd"`` the particles take the exact discrete steps of
+    the module docstring instead (no ODE; `rtol`, `atol`, `max_steps` unused), and a run whose
+    loss blows up is a `SolveError` naming the step.
+
     Attributes:
         particles: total number of particles S (split into `batches`).
         batches: number of independent populations B used for the standard errors.
@@ -91,6 +106,8 @@ class TwoLayerDMFT:
         antithetic, moment_matching: variance reduction, see above.
         max_steps: Diffrax step limit.
     """
+
+    optimizers = ("flow", "gd", "sgd")
 
     particles: int = 8192
     batches: int = 8
@@ -148,14 +165,29 @@ class TwoLayerDMFT:
             jax.random.PRNGKey(self.seed), kx, self.batches, per_batch,
             self.antithetic, self.moment_matching,
         )
-        saved, stats, result = _integrate_particles(
-            activation, kx, jnp.asarray(data.y_train), jnp.asarray(spec.architecture.gamma0, kx.dtype),
-            sources,
-            jnp.asarray(times), jnp.asarray(self.rtol), jnp.asarray(self.atol), self.max_steps,
-        )
-        if not diffrax.is_successful(result):
-            raise SolveError(f"two_layer DMFT: the ODE solve failed ({result}); the dynamics may "
-                             "diverge, or raise solver.max_steps")
+        y = jnp.asarray(data.y_train)
+        gamma0 = jnp.asarray(spec.architecture.gamma0, kx.dtype)
+        dynamics = spec.training.dynamics
+        if dynamics.name == "flow":
+            saved, stats, result = _integrate_particles(
+                activation, kx, y, gamma0, sources, jnp.asarray(times), jnp.asarray(self.rtol),
+                jnp.asarray(self.atol), self.max_steps,
+            )
+            if not diffrax.is_successful(result):
+                raise SolveError(f"two_layer DMFT: the ODE solve failed ({result}); the dynamics "
+                                 "may diverge, or raise solver.max_steps")
+            extra = dict(ode_steps=int(stats["num_steps"]),
+                         ode_rejected_steps=int(stats["num_rejected_steps"]))
+        else:
+            steps = np.asarray(spec.training.steps, dtype=np.int64)
+            weights = dynamics.batch_weights(num_train, max(int(steps[-1]), 1))
+            saved, bad_step = _march_particles(
+                activation, kx, y, gamma0, sources, jnp.asarray(weights), jnp.asarray(steps),
+                jnp.asarray(dynamics.learning_rate, kx.dtype),
+            )
+            _check_diverged(saved[2], int(bad_step), data.y_train, dynamics.learning_rate,
+                            f"the two_layer DMFT ({dynamics.name.upper()})")
+            extra = dict(steps=int(steps[-1]), learning_rate=dynamics.learning_rate)
         saved = jax.tree_util.tree_map(np.asarray, saved)
         phi, g, delta, f_test = saved  # leading axes (T, B)
         bad = first_bad_time(times, phi, g, delta, f_test)
@@ -180,6 +212,9 @@ class TwoLayerDMFT:
         if self.batches > 1:
             stderr = {key: value.std(axis=1, ddof=1) / np.sqrt(self.batches)
                       for key, value in per_batch_out.items()}
+            # the spread of each population's λ_max(K)/P (the reported value is that of the mean K)
+            per_batch_sharpness = np.linalg.eigvalsh(ntk[:, :, :num_train])[..., -1] / num_train
+            stderr["sharpness"] = per_batch_sharpness.std(axis=1, ddof=1) / np.sqrt(self.batches)
         num_times = times.shape[0]
         return Solution(
             t=times,
@@ -193,11 +228,24 @@ class TwoLayerDMFT:
             diagnostics=diagnostics(
                 "two_layer", self, start,
                 particles_per_batch=per_batch,
-                ode_steps=int(stats["num_steps"]),
-                ode_rejected_steps=int(stats["num_rejected_steps"]),
+                **extra,
                 saved_times=num_times,
             ),
         )
+
+
+def _check_diverged(delta, bad_step: int, y, learning_rate: float, what: str) -> None:
+    """SolveError naming the first step whose loss passed the divergence threshold
+    (`dmft._divergence`), from a march that stopped there (its last save repeats that state)."""
+    if bad_step < 0:
+        return
+    y = np.asarray(y)
+    with np.errstate(over="ignore", invalid="ignore"):
+        loss = np.asarray(LOSS.value(y - np.asarray(delta)[-1], y))  # (B,) or ()
+    reference = float(LOSS.value(np.zeros_like(y), y))
+    check_not_diverged([np.max(loss) if np.all(np.isfinite(loss)) else np.inf],
+                       [bad_step * learning_rate], reference, what, steps=[bad_step])
+    raise SolveError(f"{what} diverged at step {bad_step}")  # non-finite below the threshold
 
 
 def _sources(key, kx, batches: int, per_batch: int, antithetic: bool, moment_matching: bool):
@@ -211,10 +259,15 @@ def _sources(key, kx, batches: int, per_batch: int, antithetic: bool, moment_mat
     return u, rho
 
 
-@eqx.filter_jit
-def _integrate_particles(activation, kx, y, gamma0, sources, times, rtol, atol, max_steps):
-    """State: per batch, the displacements (h − u, z − r) (∝ γ0, so nothing cancels as γ0 → 0)
-    and F = (1/P)∫(K_0 − K̂_0)Δ, the lazy-NTK control variate of the read-out over all Q points."""
+def _particle_system(activation, kx, y, gamma0, sources):
+    """The particle system of one solve, shared by the flow and the discrete rules.
+
+    State: per batch, the displacements (h − u, z − r) (∝ γ0, so nothing cancels as γ0 → 0) and
+    F, the lazy-NTK control variate of the read-out over all Q points. Returns ``(velocity, save,
+    losses, state0)``: ``velocity(state, weights)`` is the right-hand side of eq:two_layer_h (and
+    ∂t F = (1/P)(K_0 − K̂_0) e) for the error signal e = weights ⊙ Δ, with Δ from the read-out
+    of the state itself; ``save(state)`` the reported kernels, Δ and f_test; ``losses(state)``
+    each batch's train loss (B,)."""
     num_train = y.shape[0]
     u, r = sources
     phi, dphi = activation.phi, activation.dphi
@@ -239,19 +292,20 @@ def _integrate_particles(activation, kx, y, gamma0, sources, times, rtol, atol, 
         f = jnp.mean(readout_terms(r[:, None], dz[:, None], phi(u), act, gamma0), axis=0) + corr
         return h, z, act, LOSS.error_signal(f[:num_train], y), f
 
-    def field(t, state, args):
+    def velocity(state, weights):
         def one(u, r, dh, dz, corr, ntk_shift):
             h, z, act, delta, _ = readout(u, r, dh, dz, corr)
+            e = weights * delta
             dact = dphi(h)  # (S, Q)
-            # v_{iμ} = Σ_α Φ^0_{μα} Δ_α φ'(h_{iα}): the feature-gradient direction of particle i
-            v = (dact[:, :num_train] * delta) @ kx_train.T  # (S, Q)
+            # v_{iμ} = Σ_α Φ^0_{μα} e_α φ'(h_{iα}): the feature-gradient direction of particle i
+            v = (dact[:, :num_train] * e) @ kx_train.T  # (S, Q)
             d_dh = (gamma0 / num_train) * v * z[:, None]
-            d_dz = (gamma0 / num_train) * (act[:, :num_train] @ delta)
-            return d_dh, d_dz, ntk_shift[:, :num_train] @ delta / num_train
+            d_dz = (gamma0 / num_train) * (act[:, :num_train] @ e)
+            return d_dh, d_dz, ntk_shift[:, :num_train] @ e / num_train
 
         return jax.vmap(one)(u, r, *state, ntk_shift)
 
-    def save(t, state, args):
+    def save(state):
         def one(u, r, dh, dz, corr, phi_shift, g_shift):
             h, z, act, delta, f = readout(u, r, dh, dz, corr)
             dact = dphi(h)
@@ -263,10 +317,46 @@ def _integrate_particles(activation, kx, y, gamma0, sources, times, rtol, atol, 
 
         return jax.vmap(one)(u, r, *state, phi_shift, g_shift)
 
-    y0 = (jnp.zeros_like(u), jnp.zeros_like(r), jnp.zeros(u.shape[::2], u.dtype))
-    solution = integrate_flow(field, y0, times, rtol, atol, max_steps, save=save,
+    def losses(state):
+        def one(u, r, dh, dz, corr):
+            return LOSS.value(readout(u, r, dh, dz, corr)[4][:num_train], y)
+
+        return jax.vmap(one)(u, r, *state)
+
+    state0 = (jnp.zeros_like(u), jnp.zeros_like(r), jnp.zeros(u.shape[::2], u.dtype))
+    return velocity, save, losses, state0
+
+
+@eqx.filter_jit
+def _integrate_particles(activation, kx, y, gamma0, sources, times, rtol, atol, max_steps):
+    """Gradient flow of the particle system (`_particle_system`) with Diffrax."""
+    velocity, save, _, state0 = _particle_system(activation, kx, y, gamma0, sources)
+    ones = jnp.ones_like(y)
+    solution = integrate_flow(lambda t, state, args: velocity(state, ones), state0, times, rtol,
+                              atol, max_steps, save=lambda t, state, args: save(state),
                               progress=progress_enabled())
     return solution.ys, solution.stats, solution.result
+
+
+@eqx.filter_jit
+def _march_particles(activation, kx, y, gamma0, sources, weights, steps, learning_rate):
+    """Exact GD / SGD of the particle system (derivations/finite_step_two_layer.md): every
+    particle takes the step θ ← θ + η0·velocity(θ, ω_k) of its own parameters, with Δ from the
+    read-out of the current particles (not an Euler step of f). Returns the saves after each of
+    `steps` steps and the first step at which a batch's loss passed the divergence threshold
+    (−1 if none)."""
+    velocity, save, losses, state0 = _particle_system(activation, kx, y, gamma0, sources)
+    threshold = DIVERGENCE_FACTOR * jnp.maximum(LOSS.value(jnp.zeros_like(y), y), 1e-300)
+
+    def step(state, k):
+        return jax.tree_util.tree_map(lambda x, dx: x + learning_rate * dx, state,
+                                      velocity(state, weights[k]))
+
+    def diverged(state):
+        loss = losses(state)
+        return jnp.any(~jnp.isfinite(loss) | (loss > threshold))
+
+    return march_steps(step, state0, steps, save, diverged)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -284,11 +374,19 @@ class TwoLayerMoments:
         ∂t a = (2γ0/P) e·m,                          f = m/γ0,   K = H + a Φ^0,
 
     from H = Φ^0, m = 0, a = 1. No sampling: an independent check of the other solvers.
+
+    With ``training.optimizer = "gd"`` / ``"sgd"`` the moments take the exact discrete map of the
+    particle steps (c = η0γ0/P, v = Φ^0 e, e = ω_k ⊙ Δ_k; derivations/finite_step_two_layer.md,
+    eq:gd_moments):
+
+        H' = H + c(v mᵀ + m vᵀ) + c² a v vᵀ,   m' = m + c(a v + H e) + c² (e·m) v,
+        a' = a + 2c e·m + c² eᵀH e.
     """
 
     rtol: float = 1e-11
     atol: float = 1e-12
     max_steps: int = 100_000
+    optimizers = ("flow", "gd", "sgd")
 
     def __post_init__(self):
         check_ode_options(self)
@@ -310,12 +408,27 @@ class TwoLayerMoments:
         num_train = data.num_train
         kx = input_kernel(spec)
         times = np.asarray(spec.training.times, dtype=np.float64)
-        (big_h, m, a), stats, result = _integrate_moments(
-            jnp.asarray(kx), jnp.asarray(data.y_train), jnp.asarray(spec.architecture.gamma0),
-            jnp.asarray(times), jnp.asarray(self.rtol), jnp.asarray(self.atol), self.max_steps,
-        )
-        if not diffrax.is_successful(result):
-            raise SolveError(f"two_layer_moments: the ODE solve failed ({result})")
+        dynamics = spec.training.dynamics
+        if dynamics.name == "flow":
+            (big_h, m, a), stats, result = _integrate_moments(
+                jnp.asarray(kx), jnp.asarray(data.y_train), jnp.asarray(spec.architecture.gamma0),
+                jnp.asarray(times), jnp.asarray(self.rtol), jnp.asarray(self.atol),
+                self.max_steps,
+            )
+            if not diffrax.is_successful(result):
+                raise SolveError(f"two_layer_moments: the ODE solve failed ({result})")
+            extra = dict(ode_steps=int(stats["num_steps"]),
+                         ode_rejected_steps=int(stats["num_rejected_steps"]))
+        else:
+            steps = np.asarray(spec.training.steps, dtype=np.int64)
+            weights = dynamics.batch_weights(num_train, max(int(steps[-1]), 1))
+            (big_h, m, a), bad_step = _march_moments(
+                jnp.asarray(kx), jnp.asarray(data.y_train), jnp.asarray(spec.architecture.gamma0),
+                jnp.asarray(weights), jnp.asarray(steps), jnp.asarray(dynamics.learning_rate))
+            delta = data.y_train - np.asarray(m)[:, :num_train] / spec.architecture.gamma0
+            _check_diverged(delta, int(bad_step), data.y_train, dynamics.learning_rate,
+                            f"two_layer_moments ({dynamics.name.upper()})")
+            extra = dict(steps=int(steps[-1]), learning_rate=dynamics.learning_rate)
         big_h, m, a = np.asarray(big_h), np.asarray(m), np.asarray(a)
         bad = first_bad_time(times, big_h, m, a)
         if bad is not None:
@@ -327,8 +440,7 @@ class TwoLayerMoments:
             times, f, ntk, num_train, phi=(big_h,), g=(a,),
             diagnostics=diagnostics(
                 "two_layer_moments", self, start,
-                ode_steps=int(stats["num_steps"]),
-                ode_rejected_steps=int(stats["num_rejected_steps"]),
+                **extra,
                 saved_times=times.shape[0],
             ),
         )
@@ -361,6 +473,34 @@ def _integrate_moments(
     y0 = (kx, jnp.zeros(num_points, y.dtype), jnp.ones((), y.dtype))
     solution = integrate_flow(field, y0, times, rtol, atol, max_steps)
     return solution.ys, solution.stats, solution.result
+
+
+@jax.jit
+def _march_moments(kx, y, gamma0, weights, steps, learning_rate):
+    """The exact GD / SGD map of the moments (class docstring), saved after each of `steps`
+    steps, and the first step whose loss passed the divergence threshold (−1 if none)."""
+    num_train = y.shape[0]
+    num_points = kx.shape[0]
+    c = learning_rate * gamma0 / num_train
+    threshold = DIVERGENCE_FACTOR * jnp.maximum(LOSS.value(jnp.zeros_like(y), y), 1e-300)
+
+    def step(state, k):
+        big_h, m, a = state
+        e = jnp.zeros(num_points, y.dtype).at[:num_train].set(
+            weights[k] * LOSS.error_signal(m[:num_train] / gamma0, y))
+        v = kx @ e
+        em = e @ m
+        new_h = big_h + c * (jnp.outer(v, m) + jnp.outer(m, v)) + c**2 * a * jnp.outer(v, v)
+        new_m = m + c * (a * v + big_h @ e) + c**2 * em * v
+        new_a = a + 2 * c * em + c**2 * (e @ big_h @ e)
+        return new_h, new_m, new_a
+
+    def diverged(state):
+        loss = LOSS.value(state[1][:num_train] / gamma0, y)
+        return ~jnp.isfinite(loss) | (loss > threshold)
+
+    state0 = (kx, jnp.zeros(num_points, y.dtype), jnp.ones((), y.dtype))
+    return march_steps(step, state0, steps, lambda state: state, diverged)
 
 
 __all__ = ["TwoLayerDMFT", "TwoLayerMoments"]
