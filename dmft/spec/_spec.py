@@ -233,35 +233,127 @@ def _as_float_array(key: str, value: Any) -> np.ndarray:
 
 
 def _targets(key: str, value: Any, inputs_key: str, num_points: int) -> np.ndarray:
+    """Targets (P,) for one output per point ((P, 1) is flattened) or (P, C) for C outputs."""
     y = _as_float_array(key, value)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    _require(y.ndim == 1, f"{key} must have shape (P,) or (P, 1), got {y.shape}")
+    _require(y.ndim in (1, 2), f"{key} must have shape (P,), (P, 1) or (P, C), got {y.shape}")
     _require(
         y.shape[0] == num_points,
         f"{key} has {y.shape[0]} targets but {inputs_key} has {num_points} points",
     )
+    _require(y.ndim == 1 or y.shape[1] >= 1, f"{key} has no outputs: shape {y.shape}")
     return y
+
+
+def _num_outputs(y: np.ndarray) -> int:
+    return 1 if y.ndim == 1 else y.shape[1]
+
+
+#: One-hot targets hold P·C float64 entries; label sets whose one-hot form is larger than this
+#: (2^27 entries, 1 GiB) are refused: such a C comes from a stray label (1e9 for 9), not a task.
+_MAX_ONE_HOT_ENTRIES = 2**27
+
+
+def _class_labels(key: str, values: np.ndarray, limit: int | None, limit_text: str,
+                  context: str = "") -> np.ndarray:
+    """Integer class labels 0..limit-1 (int64) from a float array; one-line InputError naming
+    `key` and the first bad entry otherwise. `limit` None: any label >= 0."""
+    integral = values == np.round(values)
+    if not np.all(integral):
+        i = int(np.argmin(integral))
+        raise InputError(f"{key}[{i}] = {float(values[i])!r} is not an integer class "
+                         f"label{context}")
+    if values.size and values.min() < 0:
+        i = int(np.argmin(values))
+        raise InputError(f"{key}[{i}] = {float(values[i]):g} is a negative class label; "
+                         f"labels run 0..C-1{context}")
+    if limit is not None and values.size and values.max() >= limit:
+        i = int(np.argmax(values))
+        raise InputError(f"{key}[{i}] = {float(values[i]):g} is out of range: {limit_text} "
+                         f"allows the labels 0..{limit - 1}{context}")
+    if values.size and values.max() * values.size >= _MAX_ONE_HOT_ENTRIES:
+        i = int(np.argmax(values))
+        raise InputError(f"{key}[{i}] = {float(values[i]):g} is an absurd class label: its "
+                         f"one-hot targets would hold more than {_MAX_ONE_HOT_ENTRIES} entries")
+    return values.astype(np.int64)
+
+
+def _check_labels(key: str, value: Any, y: np.ndarray, y_key: str) -> np.ndarray:
+    """Explicit class labels (P,) of targets `y`: 0..C-1 with label = argmax of a row for C > 1
+    outputs; for one output (C = 1) the two classes of a ±1 target, label 1 where y > 0."""
+    labels = _as_float_array(key, value)
+    num = y.shape[0]
+    _require(labels.ndim == 1 and labels.shape[0] == num,
+             f"{key} must have shape ({num},), one label per point of {y_key}, got "
+             f"{labels.shape}")
+    outputs = _num_outputs(y)
+    classes = 2 if outputs == 1 else outputs
+    limit_text = (f"a scalar target ({y_key} of shape (P,): the classes y < 0 and y > 0)"
+                  if outputs == 1 else f"the {outputs} outputs of {y_key}")
+    labels = _class_labels(key, labels, classes, limit_text)
+    if outputs == 1:
+        agree = (y > 0) == (labels == 1)
+        agree &= y != 0
+        rule = f"label 1 where {y_key} > 0, label 0 where it is < 0"
+    else:
+        agree = y[np.arange(num), labels] == y.max(axis=1)
+        rule = f"each label is the index of its row's largest entry of {y_key}"
+    if not np.all(agree):
+        i = int(np.argmin(agree))
+        raise InputError(f"{key}[{i}] = {labels[i]} disagrees with {y_key}[{i}] ({rule})")
+    return labels
+
+
+def _frozen_settings(key: str, value: Any) -> Mapping[str, Any] | None:
+    """A read-only copy of a data set's settings (JSON-ready values) for result metadata."""
+    if value is None:
+        return None
+    _require(isinstance(value, Mapping) and all(isinstance(k, str) for k in value),
+             f"{key} must be a mapping of setting names to values, got {_show(value)}")
+    return MappingProxyType({k: (list(v) if isinstance(v, tuple) else v)
+                             for k, v in value.items()})
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Data:
-    """Training inputs ``x_train`` (P, D) and targets ``y_train`` (P,), optional test set."""
+    """Training inputs ``x_train`` (P, D) and targets ``y_train``, optional test set.
+
+    Targets are (P,) (or (P, 1), flattened) for one output per point, or (P, C) for C outputs
+    (docs/conventions.md §2b); ``y_test`` has the same C. Whether (P,) targets are class labels
+    is decided by the loss: under ``training.loss = "cross_entropy"`` a `Spec` reads them as
+    integer labels and stores them as one-hot rows plus `labels`; under "mse" they are a scalar
+    regression target.
+
+    ``labels`` (P,) and ``labels_test`` (P_test,) are optional integer class labels, used for
+    accuracy. For C > 1 a label is the index of its row's largest target; for C = 1 the two
+    classes are the signs of a ±1 target: label 1 where y > 0, label 0 where y < 0 (and a scalar
+    output predicts class 1 where f > 0). ``dataset`` records where the data came from (the
+    settings of `dmft.data.load_dataset`), for metadata.
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    labels_test: np.ndarray | None = None
+    dataset: Mapping[str, Any] | None = None
 
     def __post_init__(self):
+        set_ = object.__setattr__
         x = _as_float_array("data.x_train", self.x_train)
         _require(x.ndim == 2, f"data.x_train must have shape (P, D), got {x.shape}")
         _require(x.shape[0] >= 1 and x.shape[1] >= 1, f"data.x_train is empty: shape {x.shape}")
-        object.__setattr__(self, "x_train", x)
+        set_(self, "x_train", x)
         y = _targets("data.y_train", self.y_train, "data.x_train", x.shape[0])
-        object.__setattr__(self, "y_train", y)
+        set_(self, "y_train", y)
+        if self.labels is not None:
+            set_(self, "labels", _check_labels("data.labels", self.labels, y, "data.y_train"))
+        set_(self, "dataset", _frozen_settings("data.dataset", self.dataset))
         if self.x_test is None:
             _require(self.y_test is None, "data.y_test is given but data.x_test is not")
+            _require(self.labels_test is None, "data.labels_test is given but data.x_test is not")
             return
         x_test = _as_float_array("data.x_test", self.x_test)
         _require(
@@ -269,10 +361,17 @@ class Data:
             f"data.x_test must have shape (P_test, {x.shape[1]}) like data.x_train, "
             f"got {x_test.shape}",
         )
-        object.__setattr__(self, "x_test", x_test)
+        set_(self, "x_test", x_test)
         if self.y_test is not None:
             y_test = _targets("data.y_test", self.y_test, "data.x_test", x_test.shape[0])
-            object.__setattr__(self, "y_test", y_test)
+            _require(_num_outputs(y_test) == _num_outputs(y),
+                     f"data.y_test has {_num_outputs(y_test)} outputs per point but "
+                     f"data.y_train has {_num_outputs(y)}")
+            set_(self, "y_test", y_test)
+        if self.labels_test is not None:
+            _require(self.y_test is not None, "data.labels_test is given but data.y_test is not")
+            set_(self, "labels_test", _check_labels("data.labels_test", self.labels_test,
+                                                    self.y_test, "data.y_test"))
 
     @property
     def num_train(self) -> int:
@@ -289,7 +388,102 @@ class Data:
     @property
     def num_outputs(self) -> int:
         """C, the outputs per point (1 for targets of shape (P,))."""
-        return 1 if self.y_train.ndim == 1 else self.y_train.shape[1]
+        return _num_outputs(self.y_train)
+
+    def predicted_labels(self, f: Any) -> np.ndarray:
+        """The class each output predicts: f (..., P) for C = 1 (class 1 where f > 0), or
+        (..., P, C) (the index of the largest output)."""
+        f = np.asarray(f)
+        if self.num_outputs == 1:
+            return (f > 0).astype(np.int64)
+        _require(f.ndim >= 2 and f.shape[-1] == self.num_outputs,
+                 f"outputs of shape {f.shape} do not end in the {self.num_outputs} outputs")
+        return np.argmax(f, axis=-1)
+
+    def accuracy(self, f: Any, test: bool = False) -> np.ndarray:
+        """The fraction of points whose predicted class (`predicted_labels`) is the label;
+        f (..., P[_test]) for C = 1 or (..., P[_test], C). InputError without labels."""
+        labels = self.labels_test if test else self.labels
+        key = "data.labels_test" if test else "data.labels"
+        _require(labels is not None, f"accuracy needs class labels, and {key} is not given")
+        predicted = self.predicted_labels(f)
+        _require(predicted.shape[-1:] == labels.shape,
+                 f"outputs for {predicted.shape[-1:]} points, but {key} has {labels.shape[0]}")
+        return np.mean(predicted == labels, axis=-1)
+
+
+#: Probability rows must sum to 1 within C·2^-23: twice the worst-case rounding of a normalised
+#: row of C entries computed or stored in float32 (each entry rounded by up to 2^-24 relative,
+#: plus a float32 summation, together ≤ C·2^-24), so float32 softmax outputs and saved one-hot
+#: rows pass, while a real normalisation error (a dropped class, raw scores) is far larger.
+def _row_sum_tolerance(num_classes: int) -> float:
+    return num_classes * 2.0**-23
+
+
+def _probability_rows(key: str, y: np.ndarray) -> None:
+    """InputError unless every row of `y` (P, C) is a probability vector."""
+    if y.size and y.min() < 0:
+        i, c = np.unravel_index(int(np.argmin(y)), y.shape)
+        raise InputError(f"{key}[{i}, {c}] = {float(y[i, c])!r} is negative: training.loss = "
+                         '"cross_entropy" takes rows of class probabilities (one-hot or soft)')
+    error = np.abs(y.sum(axis=1) - 1.0)
+    tolerance = _row_sum_tolerance(y.shape[1])
+    if np.any(error > tolerance):
+        i = int(np.argmax(error))
+        raise InputError(f"{key}[{i}] sums to {float(y[i].sum())!r}, not 1 (within {tolerance:.1e}): "
+                         'training.loss = "cross_entropy" takes rows of class probabilities')
+
+
+def _one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    rows = np.zeros((labels.shape[0], num_classes))
+    rows[np.arange(labels.shape[0]), labels] = 1.0
+    return rows
+
+
+def _labels_of_rows(y: np.ndarray) -> np.ndarray | None:
+    """The labels of exactly one-hot rows, None for soft probability rows."""
+    if np.all((y == 0.0) | (y == 1.0)) and np.all(y.sum(axis=1) == 1.0):
+        return np.argmax(y, axis=1)
+    return None
+
+
+def _cross_entropy_data(data: Data, training: Training) -> Data:
+    """The data as cross-entropy reads it: integer labels (P,) become one-hot rows (P, C) plus
+    `Data.labels`; rows (P, C) must be probabilities (docs/conventions.md §2b)."""
+    given = training.num_classes
+    context = ' (training.loss = "cross_entropy" reads targets of shape (P,) as class labels)'
+    if data.y_train.ndim == 1:
+        _require(data.labels is None,
+                 "data.labels with a scalar target (the ±1 classes of one output) are for "
+                 'training.loss = "mse"; for "cross_entropy" give the labels as data.y_train')
+        limit_text = f"training.num_classes = {given}"
+        train = _class_labels("data.y_train", data.y_train, given, limit_text, context)
+        test = None if data.y_test is None else _class_labels(
+            "data.y_test", data.y_test, given, limit_text, context)
+        if given is None:
+            given = int(max(train.max(), -1 if test is None or not test.size else test.max())) + 1
+            _require(given >= 2,
+                     'training.loss = "cross_entropy" needs at least 2 classes, but data.y_train '
+                     "holds the label 0 only (set training.num_classes, or use "
+                     'training.loss = "mse" for a scalar target)')
+        _require(given * max(data.num_train, data.num_test) < _MAX_ONE_HOT_ENTRIES,
+                 f"training.num_classes = {given} is absurd: the one-hot targets would hold more "
+                 f"than {_MAX_ONE_HOT_ENTRIES} entries")
+        return dataclasses.replace(
+            data, y_train=_one_hot(train, given), labels=train,
+            y_test=None if test is None else _one_hot(test, given), labels_test=test)
+    classes = data.num_outputs
+    _require(given is None or given == classes,
+             f"training.num_classes = {given} but data.y_train has {classes} columns (one per "
+             "class)")
+    _probability_rows("data.y_train", data.y_train)
+    labels = data.labels if data.labels is not None else _labels_of_rows(data.y_train)
+    labels_test = data.labels_test
+    if data.y_test is not None:
+        _probability_rows("data.y_test", data.y_test)
+        if labels_test is None:
+            labels_test = _labels_of_rows(data.y_test)
+    return dataclasses.replace(data, labels=labels, labels_test=labels_test)
 
 
 OPTIMIZERS: tuple[str, ...] = ("flow", "gd", "sgd")
@@ -472,6 +666,17 @@ class Spec:
         batch = self.training.batch_size
         _require(batch is None or batch <= self.data.num_train,
                  f"training.batch_size = {batch} exceeds the {self.data.num_train} training points")
+        targets = (self.data.dataset or {}).get("targets")
+        loss = self.training.loss
+        _require(not (targets == "labels" and loss == "mse"),
+                 'data.targets = "labels" gives integer class labels, which training.loss = '
+                 '"mse" would regress on as numbers; use "pm1" (two classes) or "one_hot" with '
+                 '"mse", or training.loss = "cross_entropy"')
+        _require(not (targets == "pm1" and loss == "cross_entropy"),
+                 'data.targets = "pm1" is one ±1 output for training.loss = "mse"; '
+                 '"cross_entropy" takes data.targets = "labels" or "one_hot"')
+        if loss == "cross_entropy":
+            object.__setattr__(self, "data", _cross_entropy_data(self.data, self.training))
         object.__setattr__(self, "solver", _frozen_mapping("solver", self.solver))
         object.__setattr__(self, "sampler", _frozen_mapping("sampler", self.sampler))
         source = self.source
@@ -496,6 +701,10 @@ class Spec:
             shapes["x_test"] = list(data.x_test.shape)
         if data.y_test is not None:
             shapes["y_test"] = list(data.y_test.shape)
+        shapes["num_outputs"] = data.num_outputs
+        shapes["labels"] = data.labels is not None
+        if data.dataset is not None:
+            shapes["dataset"] = dict(data.dataset)
         return {
             "architecture": dataclasses.asdict(self.architecture),
             "data": shapes,
