@@ -99,7 +99,8 @@ from .._options import (
 from .._precision import require_float64
 from .._progress import StepTicker
 from .._resources import available_memory_bytes
-from ..network import MuP
+from .._divergence import check_not_diverged
+from ..network import MuP, Residual
 from ..spec import Spec
 from ._common import (
     LOSS,
@@ -162,6 +163,10 @@ class MonteCarloDMFT:
             the replicas over √replicas: honest errors including the self-consistency feedback,
             at replicas × the cost, with each solve's O(1/S) bias (not O(B/S)).
     """
+
+    #: training rules and architectures this method honours (read by `check_mup`)
+    optimizers = ("flow", "gd", "sgd")
+    residual = True
 
     num_samples: int = 4096
     num_batches: int = 8
@@ -242,77 +247,92 @@ class MonteCarloDMFT:
         check_mup(spec, self)
         if self.replicas > 1:
             return self._replicated(spec)
-        from ..activations import get_activation
-
         start = time.perf_counter()
-        arch, data = spec.architecture, spec.data
-        activation = get_activation(arch.activation)
-        num_layers = arch.hidden_layers
-        num_train = data.num_train
-        num_points = num_train + data.num_test
-        times = np.asarray(spec.training.times, dtype=np.float64)
-        dt, steps = self.time_grid(times)
-        num_grid = steps + 1
-        dtype = jnp.result_type(float)
-        self._check_cost(spec, dt, num_grid, num_points)
-
+        grid = self._grid(spec)
+        num_points = spec.data.num_train + spec.data.num_test
+        self._check_cost(spec, grid.dt, grid.steps + 1, num_points)
         n_dev, mesh = self._mesh()
-        independent = self.independent_batches
-        phases = self.phases
-        if phases is None:
-            phases = 1 if num_grid * num_points <= 1024 else 4
-
-        kx = jnp.asarray(input_kernel(spec), dtype)
-        y = jnp.asarray(data.y_train, dtype)
-        draws = _draw(jax.random.PRNGKey(self.seed), kx, self.num_samples, num_grid, num_layers,
-                      self.num_batches, self.antithetic)
+        inputs = _inputs(spec, grid)
+        draws = _draw(jax.random.PRNGKey(self.seed), inputs.kx, self.num_samples, grid.steps + 1,
+                      spec.architecture.hidden_layers, self.num_batches, self.antithetic)
         if mesh is not None:
             draws = jax.tree_util.tree_map(lambda x: shard_samples(x, mesh), draws)
-
-        config = _Config(
-            num_layers=num_layers, num_train=num_train, num_points=num_points,
-            num_grid=num_grid,
-            num_samples=self.num_samples // self.num_batches if independent else self.num_samples,
-            num_batches=1 if independent else self.num_batches,
-            rcond=self.rcond, control_variates=self.control_variates, activation=activation,
-            mesh=mesh, phase_ends=_phase_ends(num_grid, phases),
-            keep_rows=self.check_sweeps > 0 or self.schedule == "picard",
-            kernel_control_variates=self.kernel_control_variates,
-            network=_march_network(spec), ticker=None,
-        )
-        scalars = (jnp.asarray(dt, dtype), jnp.asarray(arch.gamma0, dtype))
-        picard = self.schedule == "picard"
-        sweeps = self.max_iter if picard else self.check_sweeps
-        bar = new_bar(num_grid * (1 + sweeps), f"DMFT monte carlo ({self.schedule})")
-        bar.set_postfix(S=self.num_samples, L=num_layers)
-        config = dataclasses.replace(config, ticker=StepTicker.for_solve(bar))
-        if picard:
-            # initial guess: the lazy (γ0 → 0) kernels of the same draws, zero-drift fields
-            lazy = (scalars[0], scalars[1] * 1e-30)
-            out = _march(config, *lazy, kx, y, draws)
-        elif independent:
-            per_batch = jax.tree_util.tree_map(
-                lambda x: x.reshape(self.num_batches, -1, *x.shape[1:]), draws)
-            out = _march_independent(config, *scalars, kx, y, per_batch)
-        else:
-            out = _march(config, *scalars, kx, y, draws)
-        out = jax.tree_util.tree_map(np.asarray, jax.block_until_ready(out))
-        if independent:
-            out = _combine_independent(out)
-        if not picard:
-            _check_finite(out, dt)
-        try:
-            out, residuals = self._picard_sweeps(sweeps, config, scalars, kx, y, draws, out, bar)
-        finally:
-            bar.close()
+        config = self._config(spec, grid, mesh)
+        out, residuals = self._run_schedule(config, grid, inputs, draws, spec.data.y_train)
         if residuals and residuals[-1] >= self.tol:
             message = (f"DMFT did not converge: residual {residuals[-1]:.3g} > tol {self.tol:g} "
                        f"after {len(residuals)} iterations")
             if not self.allow_unconverged:
                 raise SolveError(message)
             warnings.warn(message + " (kept: solver.allow_unconverged = true)", stacklevel=2)
+        return self._solution(spec, grid, inputs.kx, out, residuals, n_dev, start)
 
-        return self._solution(spec, times, dt, steps, kx, out, residuals, n_dev, start)
+    def _grid(self, spec: Spec) -> _Grid:
+        """The march grid of the spec's training rule: t_k = k·dt for gradient flow (`time_grid`),
+        t_k = k·η0 for GD and SGD (one grid point per step, with the steps' batch weights ω)."""
+        training = spec.training
+        times = np.asarray(training.times, dtype=np.float64)
+        num_train = spec.data.num_train
+        if training.optimizer == "flow":
+            dt, steps = self.time_grid(times)
+            return _Grid(times, dt, steps, "flow", np.ones((steps + 1, num_train)))
+        if self.dt is not None:
+            raise InputError(f"solver.dt = {self.dt!r} applies to training.optimizer = \"flow\" "
+                             f"only; \"{training.optimizer}\" steps by training.learning_rate")
+        steps = max(training.steps)
+        omega = np.ones((steps + 1, num_train))
+        omega[:steps] = training.dynamics.batch_weights(num_train, steps)
+        return _Grid(times, float(training.learning_rate), steps, "gd", omega)
+
+    def _config(self, spec: Spec, grid: _Grid, mesh) -> _Config:
+        """The static settings of the march (a jit static argument)."""
+        from ..activations import get_activation
+
+        num_grid = grid.steps + 1
+        num_points = spec.data.num_train + spec.data.num_test
+        phases = self.phases
+        if phases is None:
+            phases = 1 if num_grid * num_points <= 1024 else 4
+        independent = self.independent_batches
+        network = _march_network(spec)
+        return _Config(
+            num_layers=spec.architecture.hidden_layers, num_train=spec.data.num_train,
+            num_points=num_points, num_grid=num_grid,
+            num_samples=self.num_samples // self.num_batches if independent else self.num_samples,
+            num_batches=1 if independent else self.num_batches,
+            rcond=self.rcond, control_variates=self.control_variates,
+            activation=get_activation(spec.architecture.activation),
+            mesh=mesh, phase_ends=_phase_ends(num_grid, phases),
+            keep_rows=self.check_sweeps > 0 or self.schedule == "picard",
+            kernel_control_variates=self.kernel_control_variates,
+            network=network, ticker=None, rule=grid.rule, branch=_branch_scale(network),
+        )
+
+    def _run_schedule(self, config: _Config, grid: _Grid, inputs: _Inputs, draws, y):
+        """The march (or the Picard iteration), then any check sweeps: (outputs, residuals)."""
+        picard = self.schedule == "picard"
+        sweeps = self.max_iter if picard else self.check_sweeps
+        bar = new_bar(config.num_grid * (1 + sweeps), f"DMFT monte carlo ({self.schedule})")
+        bar.set_postfix(S=self.num_samples, L=config.num_layers)
+        config = dataclasses.replace(config, ticker=StepTicker.for_solve(bar))
+        try:
+            if picard:
+                # initial guess: the lazy (γ0 → 0) kernels of the same draws, zero-drift fields
+                out = _march(config, inputs._replace(gamma0=inputs.gamma0 * 1e-30), draws)
+            elif self.independent_batches:
+                per_batch = jax.tree_util.tree_map(
+                    lambda x: x.reshape(self.num_batches, -1, *x.shape[1:]), draws)
+                out = _march_independent(config, inputs, per_batch)
+            else:
+                out = _march(config, inputs, draws)
+            out = jax.tree_util.tree_map(np.asarray, jax.block_until_ready(out))
+            if self.independent_batches:
+                out = _combine_independent(out)
+            if not picard:
+                _check_diverged(out, grid, y)
+            return self._picard_sweeps(sweeps, config, grid, inputs, draws, out, bar, y)
+        finally:
+            bar.close()
 
     def _mesh(self):
         """(number of devices, mesh or None): all devices that divide S, or `devices`; one with
@@ -326,18 +346,17 @@ class MonteCarloDMFT:
             n_dev = 1  # the batches are vmapped on one device
         return n_dev, (sample_mesh(n_dev) if n_dev > 1 else None)
 
-    def _picard_sweeps(self, sweeps, config, scalars, kx, y, draws, out, bar):
+    def _picard_sweeps(self, sweeps, config, grid, inputs, draws, out, bar, y):
         """Up to `sweeps` Jacobi sweeps with every row frozen at the last pass (damped), until the
         residual < tol; returns the last pass and the residuals."""
         residuals: list[float] = []
         if not sweeps:
             return out, residuals
-        dt = float(scalars[0])
         frozen = out.pop("frozen")
         for _ in range(sweeps):
-            new = _sweep(config, *scalars, kx, y, draws, frozen)
+            new = _sweep(config, inputs, draws, frozen)
             new = jax.tree_util.tree_map(np.asarray, jax.block_until_ready(new))
-            _check_finite(new, dt)
+            _check_diverged(new, grid, y)
             new_frozen = new.pop("frozen")
             residual = _residual(new_frozen, frozen)
             residuals.append(residual)
@@ -395,66 +414,29 @@ class MonteCarloDMFT:
             diagnostics=diagnostics,
         )
 
-    def _solution(self, spec, times, dt, steps, kx, out, residuals, n_dev, start) -> Solution:
+    def _solution(self, spec, grid: _Grid, kx, out, residuals, n_dev, start) -> Solution:
+        """The marched grid values at the spec times, with standard errors and diagnostics."""
         data = spec.data
         num_train = data.num_train
         num_layers = spec.architecture.hidden_layers
-        grid = dt * np.arange(steps + 1)
-        interp = lagrange_matrix(grid.shape[0], dt, times)  # (T, T_grid)
+        interp = lagrange_matrix(grid.steps + 1, grid.dt, grid.times)  # (T, T_grid)
 
         def at_times(x):
             return np.tensordot(interp, x, axes=(1, 0))
 
-        delta = out["delta"]  # (Tg, P)
-        ntk = out["ntk"]  # (Tg, Q, Q)
+        delta, ntk = out["delta"], out["ntk"]  # (Tg, P), (Tg, Q, Q)
         phi_kk, g_kk = out["phi"], out["g"]  # (Tg, L, Q, Q)
         f_train = data.y_train - delta
         has_test = data.num_test > 0
-
         f_all = np.concatenate([f_train, out["f_test"]], axis=-1)
-        flow = _ntk_flow(ntk[..., :num_train], delta, dt)  # (1/P)∫KΔ, (Tg, Q)
-
-        # per-batch estimates for the standard errors
-        phi_b, g_b = out["phi_batches"], out["g_batches"]  # (Tg, L, B, Q, Q)
-        if "ntk_batches" in out:  # independent fixed points
-            ntk_b, delta_b, ftest_b = out["ntk_batches"], out["delta_batches"], out["f_test_batches"]
-        else:  # batch means of one fixed point; f per batch from its own read-out (eq:mc_stderr)
-            kx_np = np.asarray(kx)
-            network = _march_network(spec)
-
-            def batch_ntk(phi, g):  # per-layer (Tg, L, B, Q, Q) → (Tg, B, Q, Q)
-                return layer_ntk(network, kx_np, list(np.moveaxis(phi, 1, 0)),
-                                 list(np.moveaxis(g, 1, 0)))
-
-            ntk_b = batch_ntk(phi_b, g_b)
-            ntk_raw_b = batch_ntk(out["phi_raw_batches"], out["g_raw_batches"])
-            # f_b = f_id,b + (1/P)∫(K_b − K̂_b)Δ_b + (1/P)∫K(Δ_b − Δ): the last term is the linear
-            # response of the batch's read-out had it been driven by its own Δ_b
-            delta_b, ftest_b = (np.asarray(x) for x in _readout_error(
-                out["f_identity_batches"] - flow[:, None], ntk_b - ntk_raw_b + ntk[:, None],
-                data.y_train, dt))
-        f_train_b = data.y_train - delta_b
-        per_batch = {
-            "f_train": f_train_b,
-            "ntk": ntk_b[..., :num_train, :num_train],
-            "loss_train": LOSS.value(f_train_b, data.y_train),
-        }
-        for layer in range(num_layers):
-            per_batch[f"phi_L{layer + 1}"] = phi_b[:, layer, :, :num_train, :num_train]
-            per_batch[f"g_L{layer + 1}"] = g_b[:, layer, :, :num_train, :num_train]
-        if has_test:
-            per_batch["f_test"] = ftest_b
-            per_batch["ntk_test_train"] = ntk_b[..., num_train:, :num_train]
-            if data.y_test is not None:
-                per_batch["loss_test"] = LOSS.value(ftest_b, data.y_test)
+        flow = _ntk_flow(ntk[..., :num_train], delta, grid)  # (1/P)∫KΔ or its GD sum, (Tg, Q)
         stderr = {}
         if self.num_batches > 1:
-            b = self.num_batches
-            stderr = {key: at_times(np.std(value, axis=1, ddof=1) / np.sqrt(b))
+            per_batch = _per_batch(spec, grid, kx, out, flow)
+            stderr = {key: at_times(np.std(value, axis=1, ddof=1) / np.sqrt(self.num_batches))
                       for key, value in per_batch.items()}
-
         return Solution(
-            t=times,
+            t=grid.times,
             f_train=at_times(f_train),
             ntk=at_times(ntk[:, :num_train, :num_train]),
             f_test=at_times(out["f_test"]) if has_test else None,
@@ -466,14 +448,61 @@ class MonteCarloDMFT:
                 "monte_carlo", self, start, iterations=1 + len(residuals), residuals=residuals,
                 algorithm="causal march, common random numbers, Stein responses",
                 num_samples=self.num_samples,
-                dt=dt,
-                steps=steps,
+                dt=grid.dt,
+                steps=grid.steps,
+                training_rule=grid.rule if spec.training.optimizer != "sgd" else "sgd",
+                residual_branch_scale=_branch_scale(_march_network(spec)),
                 min_source_rank=int(np.min(out["rank"])) if out["rank"].size else None,
-                # f − (1/P)∫KΔ: O(dt²) + MC for smooth φ; the sliding-mode term for kinked φ
+                # f − (1/P)∫KΔ (flow) or f − (η0/P)Σ_{s<k} K_s ω_s⊙Δ_s (GD): O(dt²) + MC for
+                # smooth φ under flow; the sliding-mode term for kinked φ; for GD the O(η0²)
+                # curvature of one step
                 ntk_flow_gap=float(np.max(np.abs(f_all - flow))),
                 devices=n_dev,
             ),
         )
+
+
+def _per_batch(spec: Spec, grid: _Grid, kx, out, flow) -> dict[str, np.ndarray]:
+    """Per-batch estimates (Tg, B, ...) of every reported array, for the standard errors
+    (eq:mc_stderr): independent fixed points, or batch means of one fixed point whose read-out
+    per batch includes its linear response to its own error signal."""
+    data = spec.data
+    num_train = data.num_train
+    phi_b, g_b = out["phi_batches"], out["g_batches"]  # (Tg, L, B, Q, Q)
+    if "ntk_batches" in out:  # independent fixed points
+        ntk_b, delta_b, ftest_b = out["ntk_batches"], out["delta_batches"], out["f_test_batches"]
+    else:  # batch means of one fixed point; f per batch from its own read-out (eq:mc_stderr)
+        kx_np = np.asarray(kx)
+        network = _march_network(spec)
+
+        def batch_ntk(phi, g):  # per-layer (Tg, L, B, Q, Q) → (Tg, B, Q, Q)
+            return layer_ntk(network, kx_np, list(np.moveaxis(phi, 1, 0)),
+                             list(np.moveaxis(g, 1, 0)))
+
+        ntk_b = batch_ntk(phi_b, g_b)
+        ntk_raw_b = batch_ntk(out["phi_raw_batches"], out["g_raw_batches"])
+        # f_b = f_id,b + (1/P)∫(K_b − K̂_b)Δ_b + (1/P)∫K(Δ_b − Δ): the last term is the linear
+        # response of the batch's read-out had it been driven by its own Δ_b
+        delta_b, ftest_b = (np.asarray(x) for x in _readout_error(
+            out["f_identity_batches"] - flow[:, None], ntk_b - ntk_raw_b + out["ntk"][:, None],
+            data.y_train, grid.dt, grid.omega, grid.rule))
+    f_train_b = data.y_train - delta_b
+    ntk_train_b = ntk_b[..., :num_train, :num_train]
+    per_batch = {
+        "f_train": f_train_b,
+        "ntk": ntk_train_b,
+        "loss_train": LOSS.value(f_train_b, data.y_train),
+        "sharpness": np.linalg.eigvalsh(ntk_train_b)[..., -1] / num_train,
+    }
+    for layer in range(spec.architecture.hidden_layers):
+        per_batch[f"phi_L{layer + 1}"] = phi_b[:, layer, :, :num_train, :num_train]
+        per_batch[f"g_L{layer + 1}"] = g_b[:, layer, :, :num_train, :num_train]
+    if data.num_test > 0:
+        per_batch["f_test"] = ftest_b
+        per_batch["ntk_test_train"] = ntk_b[..., num_train:, :num_train]
+        if data.y_test is not None:
+            per_batch["loss_test"] = LOSS.value(ftest_b, data.y_test)
+    return per_batch
 
 
 # ----------------------------------------------------------------------------------------------
@@ -499,6 +528,45 @@ class _Config:
     kernel_control_variates: bool = True
     network: Any = None  # the NTK sum (`_march_network`)
     ticker: StepTicker | None = None  # the solve's progress bar; None when bars are off
+    rule: str = "flow"  # "flow" (trapezoid march of gradient flow) or "gd" (exact GD / SGD)
+    branch: float | None = None  # residual branch scale α/L^β of layers 2..L (None: plain)
+
+
+class _Grid(NamedTuple):
+    """The march grid: saved times, step dt (η0 for GD), number of steps, the rule ("flow" or
+    "gd", SGD being "gd" with batch weights) and ω (steps + 1, P): ω_kμ = P/B on step k's batch
+    (ones for full-batch GD and for flow; the last row is never used)."""
+
+    times: np.ndarray
+    dt: float
+    steps: int
+    rule: str
+    omega: np.ndarray
+
+
+class _Inputs(NamedTuple):
+    """The traced inputs of a march: dt (η0 for GD), γ0, Φ^0 (Q, Q), y (P,), ω (T, P)."""
+
+    dt: Any
+    gamma0: Any
+    kx: Any
+    y: Any
+    omega: Any
+
+
+def _inputs(spec: Spec, grid: _Grid) -> _Inputs:
+    dtype = jnp.result_type(float)
+    return _Inputs(jnp.asarray(grid.dt, dtype), jnp.asarray(spec.architecture.gamma0, dtype),
+                   jnp.asarray(input_kernel(spec), dtype), jnp.asarray(spec.data.y_train, dtype),
+                   jnp.asarray(grid.omega, dtype))
+
+
+def _branch_scale(network) -> float | None:
+    """β = α/L^{exponent} of the network's residual blocks (docs/conventions.md §2c), or None."""
+    scales = {layer.scale for layer in network.layers if isinstance(layer, Residual)}
+    if len(scales) > 1:
+        raise InputError("the monte_carlo DMFT needs one residual branch scale for all blocks")
+    return float(scales.pop()) if scales else None
 
 
 def _march_network(spec: Spec):
@@ -615,46 +683,78 @@ def _readout_step(f_identity, shift_prev, shift, delta_prev, corr_prev, y, c):
     return delta, corr
 
 
-@jax.jit
-def _readout_error(f_identity, shift, y, dt):
-    """Δ(t_k), f_*(t_k) on the whole grid from the read-out (`_readout_step`); f_identity
-    (Tg, …, Q), shift (Tg, …, Q, Q). Used for the per-batch estimates of one fixed point."""
+def _readout_step_gd(f_identity, shift_prev, signal_prev, corr_prev, y, c):
+    """One gradient-descent step of the read-out error signal (eq:gd_readout): f_k = f_id,k + F_k
+    with F_k = F_{k−1} + c·D_{k−1}(ω_{k−1}⊙Δ_{k−1}), c = η0/P, D the control-variate shift of
+    the NTK; explicit, like gradient descent itself. `signal_prev` = ω_{k−1}⊙Δ_{k−1}. Leading
+    batch axes are allowed. Returns (Δ_k (…, P), F_k (…, Q))."""
     num_train = y.shape[-1]
-    c = dt / (2 * num_train)
+    corr = corr_prev + c * jnp.einsum("...ij,...j->...i", shift_prev[..., :num_train],
+                                      signal_prev)
+    return LOSS.error_signal(f_identity[..., :num_train] + corr[..., :num_train], y), corr
+
+
+@partial(jax.jit, static_argnums=5)
+def _readout_error(f_identity, shift, y, dt, omega, rule):
+    """Δ(t_k), f_*(t_k) on the whole grid from the read-out (`_readout_step`, or
+    `_readout_step_gd` for rule "gd"); f_identity (Tg, …, Q), shift (Tg, …, Q, Q), ω (Tg, P).
+    Used for the per-batch estimates of one fixed point."""
+    num_train = y.shape[-1]
     delta0 = jnp.broadcast_to(LOSS.error_signal(jnp.zeros_like(y), y),  # f(0) = 0
                               f_identity.shape[1:-1] + (num_train,))
     corr0 = jnp.zeros(f_identity.shape[1:], f_identity.dtype)
 
     def step(carry, inputs):
-        delta_prev, corr_prev, shift_prev = carry
-        f_id, shift_k = inputs
-        delta, corr = _readout_step(f_id, shift_prev, shift_k, delta_prev, corr_prev, y, c)
-        return (delta, corr, shift_k), (delta, f_id[..., num_train:] + corr[..., num_train:])
+        delta_prev, corr_prev, shift_prev, w_prev = carry
+        f_id, shift_k, w_k = inputs
+        if rule == "gd":
+            delta, corr = _readout_step_gd(f_id, shift_prev, w_prev * delta_prev, corr_prev, y,
+                                           dt / num_train)
+        else:
+            delta, corr = _readout_step(f_id, shift_prev, shift_k, delta_prev, corr_prev, y,
+                                        dt / (2 * num_train))
+        return (delta, corr, shift_k, w_k), (delta, f_id[..., num_train:] + corr[..., num_train:])
 
-    _, (delta, f_test) = jax.lax.scan(step, (delta0, corr0, shift[0]), (f_identity[1:], shift[1:]))
+    _, (delta, f_test) = jax.lax.scan(step, (delta0, corr0, shift[0], omega[0]),
+                                      (f_identity[1:], shift[1:], omega[1:]))
     f_test0 = f_identity[:1, ..., num_train:] * 0.0
     return jnp.concatenate([delta0[None], delta]), jnp.concatenate([f_test0, f_test])
 
 
-def _ntk_flow(ntk, delta, dt):
-    """(1/P)∫_0^{t_k} K Δ ds on the grid (trapezoid); ntk (Tg, Q, P), delta (Tg, P) → (Tg, Q).
+def _ntk_flow(ntk, delta, grid: _Grid):
+    """(1/P)∫_0^{t_k} K Δ ds on the grid (trapezoid) for flow, (η0/P) Σ_{s<k} K_s (ω_s⊙Δ_s) for
+    GD; ntk (Tg, Q, P), delta (Tg, P) → (Tg, Q).
 
-    The read-out f equals it up to O(dt²) and Monte Carlo noise for smooth φ; for kinked φ (ReLU)
-    f − flow also holds the term of the sliding neurons (eq:sliding), which the NTK over-counts.
+    For flow the read-out f equals it up to O(dt²) and Monte Carlo noise for smooth φ; for kinked
+    φ (ReLU) f − flow also holds the term of the sliding neurons (eq:sliding), which the NTK
+    over-counts. For GD f − flow is the O(η0²γ0²) curvature of the steps (eq:gd_linear_gap).
     """
+    dt = grid.dt
+    if grid.rule == "gd":
+        rate = np.einsum("kij,kj->ki", ntk, grid.omega * delta) / delta.shape[-1]
+        return np.concatenate([np.zeros_like(rate[:1]), np.cumsum(dt * rate[:-1], axis=0)])
     rate = np.einsum("kij,kj->ki", ntk, delta) / delta.shape[-1]
     return np.concatenate([np.zeros_like(rate[:1]),
                            np.cumsum(0.5 * dt * (rate[1:] + rate[:-1]), axis=0)])
 
 
-def _check_finite(out, dt):
+def _check_diverged(out, grid: _Grid, y):
+    """SolveError for a march that diverged: for GD the shared criterion of `dmft._divergence`
+    on the loss at every step (naming the step and the loss), then any non-finite kernel."""
+    if grid.rule == "gd":
+        losses = LOSS.value(y - out["delta"], y)
+        check_not_diverged(losses, grid.dt * np.arange(losses.shape[0]),
+                           float(LOSS.value(np.zeros_like(y), y)),
+                           "the monte_carlo DMFT (gradient descent)",
+                           steps=np.arange(losses.shape[0]))
+    hint = "try a smaller solver.dt" if grid.rule == "flow" else "lower training.learning_rate"
     for name in ("delta", "ntk", "phi", "g"):
         value = out[name]
         bad = ~np.all(np.isfinite(value.reshape(value.shape[0], -1)), axis=1)
         if bad.any():
             k = int(np.argmax(bad))
-            raise SolveError(f"DMFT diverged: non-finite {name} at t = {k * dt:g} (step {k}); "
-                             "try a smaller solver.dt")
+            raise SolveError(f"DMFT diverged: non-finite {name} at t = {k * grid.dt:g} (step {k}); "
+                             + hint)
 
 
 def _residual(new, old) -> float:
@@ -664,14 +764,14 @@ def _residual(new, old) -> float:
 
 
 @partial(jax.jit, static_argnums=0)
-def _march(config: _Config, dt, gamma0, kx, y, draws):
-    return _run(config, dt, gamma0, kx, y, draws, frozen=None)
+def _march(config: _Config, inputs: _Inputs, draws):
+    return _run(config, inputs, draws, frozen=None)
 
 
 @partial(jax.jit, static_argnums=0)
-def _march_independent(config: _Config, dt, gamma0, kx, y, draws):
+def _march_independent(config: _Config, inputs: _Inputs, draws):
     """One march per batch of draws (leading axis), each its own fixed point."""
-    return jax.vmap(lambda d: _run(config, dt, gamma0, kx, y, d, frozen=None))(draws)
+    return jax.vmap(lambda d: _run(config, inputs, d, frozen=None))(draws)
 
 
 def _combine_independent(out):
@@ -688,11 +788,11 @@ def _combine_independent(out):
 
 
 @partial(jax.jit, static_argnums=0)
-def _sweep(config: _Config, dt, gamma0, kx, y, draws, frozen):
-    return _run(config, dt, gamma0, kx, y, draws, frozen=frozen)
+def _sweep(config: _Config, inputs: _Inputs, draws, frozen):
+    return _run(config, inputs, draws, frozen=frozen)
 
 
-def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
+def _run(config: _Config, inputs: _Inputs, draws, frozen):
     """One causal pass over the grid. With `frozen` (a previous pass's rows) it is a Jacobi
     (Picard) sweep that uses those rows instead of the ones it computes; otherwise the
     Gauss–Seidel march, whose result is the fixed point.
@@ -701,8 +801,8 @@ def _run(config: _Config, dt, gamma0, kx, y, draws, frozen):
     arrays of that width (causality makes the rest zero); widths grow phase by phase."""
     carry, outs_all, start = None, [], 0
     for end in config.phase_ends:
-        carry = _phase_carry(config, carry, end, kx.dtype)
-        step = _make_step(config, end, dt, gamma0, kx, y, draws, frozen)
+        carry = _phase_carry(config, carry, end, inputs.kx.dtype)
+        step = _make_step(config, end, inputs, draws, frozen)
         carry, outs = jax.lax.scan(step, carry, jnp.arange(start, end))
         width = config.num_grid * config.num_points
         outs["rows"] = {key: _pad_to(x, width, (2,)) for key, x in outs["rows"].items()}
@@ -787,8 +887,14 @@ class _StepState:
     h: dict = dataclasses.field(default_factory=dict)
     act: dict = dataclasses.field(default_factory=dict)  # φ(h^ℓ)
     grad: dict = dataclasses.field(default_factory=dict)  # g^ℓ
-    phi_u: dict = dataclasses.field(default_factory=dict)  # lazy values φ(u^ℓ)
-    g_lazy: dict = dataclasses.field(default_factory=dict)  # lazy values φ'(u^ℓ) r^ℓ
+    h_lazy: dict = dataclasses.field(default_factory=dict)  # lazy values of h^ℓ (u^ℓ; residual:
+    # u^1 + β Σ_{m<=ℓ} u^m)
+    phi_u: dict = dataclasses.field(default_factory=dict)  # lazy values φ(h_lazy^ℓ)
+    g_lazy: dict = dataclasses.field(default_factory=dict)  # lazy values of g^ℓ
+    cov_lazy: dict = dataclasses.field(default_factory=dict)  # covariance of h_lazy^ℓ
+    cov_lazy_b: dict = dataclasses.field(default_factory=dict)
+    g_exact: dict = dataclasses.field(default_factory=dict)  # E[g_lazy g_lazyᵀ]
+    g_exact_b: dict = dataclasses.field(default_factory=dict)
     phi_raw: dict = dataclasses.field(default_factory=dict)
     phi_raw_b: dict = dataclasses.field(default_factory=dict)
     phi_cv: dict = dataclasses.field(default_factory=dict)
@@ -804,13 +910,13 @@ class _StepState:
     z_memory: Any = None
 
 
-def _make_step(config: _Config, T: int, dt, gamma0, kx, y, draws, frozen):
+def _make_step(config: _Config, T: int, inputs: _Inputs, draws, frozen):
     """The step of a phase whose histories span the first T grid points: the memory weights,
     the forward pass ℓ = 1..L, the backward pass ℓ = L..1, then the read-out."""
     TQ = T * config.num_points
     phase = _Phase(T, jnp.arange(T), draws["u1"], draws["r_last"],
                    tuple(e[:, :TQ] for e in draws["eps_u"]), tuple(e[:, :TQ] for e in draws["eps_r"]))
-    L = config.num_layers
+    L, kx = config.num_layers, inputs.kx
 
     def step(carry: _Carry, k):
         fz = None if frozen is None else jax.tree_util.tree_map(lambda x: x[k][:, :TQ],
@@ -819,30 +925,36 @@ def _make_step(config: _Config, T: int, dt, gamma0, kx, y, draws, frozen):
                         list(carry.linv_r))
         st.phi_cv[0], st.phi_cv_b[0] = kx, kx[None]  # Φ^0, exact and the same in every batch
         st.g_cv[L + 1], st.g_cv_b[L + 1] = 1.0, 1.0  # G^{L+1} = 1
-        weights = _memory_weights(config, phase, carry, frozen, k, dt, gamma0)
+        weights = _memory_weights(config, phase, carry, frozen, k, inputs)
         for layer in range(1, L + 1):
             _forward_layer(config, phase, st, weights, fz, layer, k, kx)
         for layer in range(L, 0, -1):
             _backward_layer(config, phase, st, weights, fz, layer, k)
-        return _read_out(config, st, carry, k, dt, gamma0, kx, y)
+        return _read_out(config, st, carry, k, inputs)
 
     return step
 
 
-def _memory_weights(config: _Config, phase: _Phase, carry: _Carry, frozen, k, dt, gamma0):
-    """(γ0/P)·w_s·Δ_α(s): trapezoid on s < k; the endpoint s = k separately, with Δ(t_k)
-    predicted by the trapezoid step of the sampled NTK of t_{k-1} (eq:mc_predictor): this keeps
-    the lazy part of the march A-stable."""
+def _memory_weights(config: _Config, phase: _Phase, carry: _Carry, frozen, k, inputs: _Inputs):
+    """(γ0/P)·w_s·Δ_α(s). Gradient descent (eq:gd_process): w_s = η0 on the past steps s < k and
+    the step's batch weights, Δ_s → ω_s⊙Δ_s; no endpoint. Flow: trapezoid on s < k, the
+    endpoint s = k separately, with Δ(t_k) predicted by the trapezoid step of the sampled NTK of
+    t_{k-1} (eq:mc_predictor): this keeps the lazy part of the march A-stable."""
     P, Q, T = config.num_train, config.num_points, phase.T
-    dtype = carry.delta_h.dtype
-    scale = gamma0 / P
-    w = jnp.where(phase.time_index < k, dt, 0.0).at[0].multiply(0.5)
+    dt, dtype = inputs.dt, carry.delta_h.dtype
+    scale = inputs.gamma0 / P
     delta_src = carry.delta_h if frozen is None else frozen["delta"]
+    pad = jnp.zeros((T, Q - P), dtype)
+    if config.rule == "gd":
+        w = jnp.where(phase.time_index < k, dt, 0.0)
+        signal = delta_src[:T] * inputs.omega[:T]
+        dw = scale * w[:, None] * jnp.concatenate([signal, pad], axis=1)  # (T, Q)
+        return _Weights(dw, jnp.zeros((Q,), dtype), dw)
+    w = jnp.where(phase.time_index < k, dt, 0.0).at[0].multiply(0.5)
     d1 = delta_src[jnp.maximum(k - 1, 0)]
     k_pred = carry.ntk_prev if frozen is None else frozen["ntk_raw"][jnp.maximum(k - 1, 0)]
     delta_end = _trapezoid_step(k_pred[:P, :P], d1, dt / (2 * P))
     w_end = jnp.where(k >= 1, 0.5 * dt, 0.0)
-    pad = jnp.zeros((T, Q - P), dtype)
     dw = scale * w[:, None] * jnp.concatenate([delta_src[:T], pad], axis=1)  # (T, Q)
     dend = jnp.concatenate([delta_end, jnp.zeros(Q - P, dtype)]) * (scale * w_end)  # (Q,)
     return _Weights(dw, dend, dw.at[k].set(dend))
@@ -888,99 +1000,136 @@ def _kernel_estimates(config: _Config, x, lazy, exact, exact_b):
             raw_b - _batch_means(lazy, config.num_batches) + exact_b())
 
 
+def _forward_coefficients(config: _Config, phase: _Phase, st: _StepState, weights: _Weights,
+                          fz, l, k, kx):
+    """The source u^ℓ(t_k) and the memory coefficients of layer ℓ's (branch) field: returns
+    (u, coef (Q, T, Q) or None for ℓ = 1, Φ^{ℓ-1}(t_k, t_k) for the flow endpoint). coef holds
+    𝒜^{ℓ-1}(t_k, s) + (γ0/P) w_s Δ_s Φ^{ℓ-1}(t_k, s), the second term × β in a residual block."""
+    Q, T = config.num_points, phase.T
+    if l == 1:  # u^1 ~ N(0, Φ^0) is static and there is no r^0: no response
+        return phase.u1, None, kx
+    src_row = st.phi_rows[l - 1] if fz is None else fz[f"phi{l - 1}"]
+    u = _conditional_source(config, st, st.linv_u, l - 2, phase.eps_u[l - 2], src_row, k)
+    coef = src_row.reshape(Q, T, Q) * (_branch(config) * weights.dw)[None]
+    # 𝒜^{l-1}(t_k, s<k): response of φ(h^{l-1}(t_k)) to r^{l-1}, by Stein
+    a_row = _stein_response(config, st.act[l - 1], st.phi_u[l - 1], phase.eps_r[l - 2],
+                            st.linv_r[l - 2]).reshape(Q, T, Q)
+    st.rows_out[f"A{l - 1}"] = a_row.reshape(Q, T * Q)
+    if fz is not None:
+        a_row = fz[f"A{l - 1}"].reshape(Q, T, Q)
+    return u, coef + a_row, _block(src_row, k, Q)
+
+
+def _branch(config: _Config) -> float:
+    """The factor β of a residual branch's weight updates in its memory terms (1 without
+    residual blocks); callers apply it to the branch weights W^1..W^{L−1} only."""
+    return 1.0 if config.branch is None else config.branch
+
+
 def _forward_layer(config: _Config, phase: _Phase, st: _StepState, weights: _Weights, fz, l, k,
                    kx):
     """h^ℓ(t_k) = u^ℓ + [𝒜^{ℓ-1} g^ℓ] + (γ0/P) Σ_s w_s Σ_α Δ_α Φ^{ℓ-1}_{μα}(t_k, s) g^ℓ_α(s),
+    or for a residual block (ℓ >= 2) h^ℓ = h^{ℓ-1} + β·(the same with (γ0β/P)) (eq:res_process);
     then φ(h^ℓ), its history and the Φ^ℓ estimates."""
     Q, T, L, mesh = config.num_points, phase.T, config.num_layers, config.mesh
     act = config.activation
-    if l == 1:  # u^1 ~ N(0, Φ^0) is static and there is no r^0: no response
-        u = phase.u1
-        coef = None
-        prev_kk = kx
-    else:
-        src_row = st.phi_rows[l - 1] if fz is None else fz[f"phi{l - 1}"]
-        u = _conditional_source(config, st, st.linv_u, l - 2, phase.eps_u[l - 2], src_row, k)
-        coef = src_row.reshape(Q, T, Q) * weights.dw[None]
-        # 𝒜^{l-1}(t_k, s<k): response of φ(h^{l-1}(t_k)) to r^{l-1}, by Stein
-        a_row = _stein_response(config, st.act[l - 1], st.phi_u[l - 1], phase.eps_r[l - 2],
-                                st.linv_r[l - 2]).reshape(Q, T, Q)
-        st.rows_out[f"A{l - 1}"] = a_row.reshape(Q, T * Q)
-        if fz is not None:
-            a_row = fz[f"A{l - 1}"].reshape(Q, T, Q)
-        coef = coef + a_row
-        prev_kk = _block(src_row, k, Q)
+    u, coef, prev_kk = _forward_coefficients(config, phase, st, weights, fz, l, k, kx)
     u = constrain_samples(u, mesh)
     g_h = st.g_h[l - 1]
-    g_prev1 = _block(g_h, jnp.maximum(k - 1, 0), Q)
-    g_prev2 = _block(g_h, jnp.maximum(k - 2, 0), Q)
-    g_end = jnp.where(k >= 2, 2 * g_prev1 - g_prev2, g_prev1)  # g^ℓ(t_k), extrapolated
     if coef is None:  # Σ_{s,α} Φ^0_{μα} w_s Δ_α(s) g_α(s) = [Φ^0 (Σ_s w_s Δ(s) g(s))]_μ
         weighted = jnp.sum(g_h.reshape(g_h.shape[0], T, Q) * weights.dw[None], axis=1)
         memory = weighted @ kx.T
     else:
         memory = g_h @ coef.reshape(Q, T * Q).T
-    h = u + memory + g_end @ (prev_kk * weights.dend[None, :]).T
+    if config.rule == "flow":  # the endpoint s = k, with g^ℓ(t_k) extrapolated
+        g_prev1 = _block(g_h, jnp.maximum(k - 1, 0), Q)
+        g_prev2 = _block(g_h, jnp.maximum(k - 2, 0), Q)
+        g_end = jnp.where(k >= 2, 2 * g_prev1 - g_prev2, g_prev1)
+        scale = _branch(config) if l > 1 else 1.0
+        memory = memory + g_end @ (prev_kk * (scale * weights.dend)[None, :]).T
+    residual = config.branch is not None and l > 1
+    if residual:
+        h = st.h[l - 1] + config.branch * (u + memory)
+        st.h_lazy[l] = st.h_lazy[l - 1] + config.branch * u
+        st.cov_lazy[l] = st.cov_lazy[l - 1] + config.branch**2 * st.phi_cv[l - 1]
+        st.cov_lazy_b[l] = st.cov_lazy_b[l - 1] + config.branch**2 * st.phi_cv_b[l - 1]
+    else:
+        h = u + memory
+        st.h_lazy[l], st.cov_lazy[l], st.cov_lazy_b[l] = u, st.phi_cv[l - 1], st.phi_cv_b[l - 1]
     h = constrain_samples(h, mesh)
     act_h = act.phi(h)
     st.phi_h[l - 1] = _set_block(st.phi_h[l - 1], act_h, k, Q)
     if l < L:  # the row of Φ^ℓ: covariance of the source u^{ℓ+1}
         st.phi_rows[l] = st.rows_out[f"phi{l}"] = _mean_outer(act_h, st.phi_h[l - 1])
     st.u[l], st.h[l], st.act[l] = u, h, act_h
-    # Reported Φ^ℓ(t_k,t_k): Gram average with the lazy control variate φ(u^ℓ), whose exact mean
-    # is the dual kernel of the (control-variate) Φ^{ℓ-1}: exact at t = 0.
-    lazy = st.phi_u[l] = act.phi(u)
+    # Reported Φ^ℓ(t_k,t_k): Gram average with the lazy control variate φ(h_lazy^ℓ), whose exact
+    # mean is the dual kernel of its covariance (eq:mc_kernel_cv, eq:res_kernel_cv): exact at t = 0.
+    lazy = st.phi_u[l] = act.phi(st.h_lazy[l])
     st.phi_raw[l], st.phi_raw_b[l], st.phi_cv[l], st.phi_cv_b[l] = _kernel_estimates(
-        config, act_h, lazy, lambda: _dual(act, st.phi_cv[l - 1]),
-        lambda: _dual(act, st.phi_cv_b[l - 1]))
+        config, act_h, lazy, lambda: _dual(act, st.cov_lazy[l]),
+        lambda: _dual(act, st.cov_lazy_b[l]))
 
 
 def _backward_layer(config: _Config, phase: _Phase, st: _StepState, weights: _Weights, fz, l, k):
     """z^ℓ(t_k) = r^ℓ + [ℬ^ℓ φ^ℓ] + (γ0/P) Σ_s w_s Σ_α Δ_α G^{ℓ+1}_{μα}(t_k, s) φ^ℓ_α(s) (the
-    endpoint s = k included), then g^ℓ = φ'(h^ℓ) z^ℓ, its history and the G^ℓ estimates."""
+    endpoint s = k included for flow), then g^ℓ = φ'(h^ℓ) z^ℓ, or for a residual block (ℓ < L)
+    g^ℓ = g^{ℓ+1} + β φ'(h^ℓ) z^ℓ with (γ0β/P) in the memory; its history and the G^ℓ estimates."""
     Q, T, L, S, mesh = (config.num_points, phase.T, config.num_layers, config.num_samples,
                         config.mesh)
     act = config.activation
+    residual = config.branch is not None and l < L
     if l == L:  # G^{L+1} = 1: one scalar r^L per sample and the same memory sum for every μ
         r = jnp.broadcast_to(phase.r_last[:, None], (S, Q))
-        coef = None
+        z_memory = (st.phi_h[l - 1] @ weights.dw_z.reshape(T * Q))[:, None]
+        r = constrain_samples(r, mesh)
+        z = r + z_memory
+        st.r_top, st.z_memory = r, z_memory
     else:
         src_row = st.g_rows[l + 1] if fz is None else fz[f"g{l + 1}"]
         r = _conditional_source(config, st, st.linv_r, l - 1, phase.eps_r[l - 1], src_row, k)
-        coef = src_row.reshape(Q, T, Q) * weights.dw_z[None]
+        coef = src_row.reshape(Q, T, Q) * (_branch(config) * weights.dw_z)[None]
         # ℬ^l(t_k, s<=k): response of g^{l+1}(t_k) to u^{l+1}, by Stein
         b_row = _stein_response(config, st.grad[l + 1], st.g_lazy[l + 1], phase.eps_u[l - 1],
                                 st.linv_u[l - 1]).reshape(Q, T, Q)
         st.rows_out[f"B{l}"] = b_row.reshape(Q, T * Q)
         if fz is not None:
             b_row = fz[f"B{l}"].reshape(Q, T, Q)
-        coef = coef + b_row
-    r = constrain_samples(r, mesh)
-    if coef is None:
-        z_memory = (st.phi_h[l - 1] @ weights.dw_z.reshape(T * Q))[:, None]
-        z = r + z_memory
-        st.r_top, st.z_memory = r, z_memory
+        r = constrain_samples(r, mesh)
+        z = r + st.phi_h[l - 1] @ (coef + b_row).reshape(Q, T * Q).T
+    dphi, dphi_lazy = act.dphi(st.h[l]), act.dphi(st.h_lazy[l])
+    kdot, kdot_b = (lambda: _dual_derivative(act, st.cov_lazy[l]),
+                    lambda: _dual_derivative(act, st.cov_lazy_b[l]))
+    if residual:
+        beta = config.branch
+        grad = st.grad[l + 1] + beta * dphi * z
+        lazy = st.g_lazy[l + 1] + beta * dphi_lazy * r
+        # E[g_lazy g_lazyᵀ]: the layer above's plus β² G^{ℓ+1} ⊙ K̇ (r^ℓ ⟂ the rest, zero mean)
+        exact = lambda: st.g_exact[l + 1] + beta**2 * st.g_cv[l + 1] * kdot()  # noqa: E731
+        exact_b = lambda: st.g_exact_b[l + 1] + beta**2 * st.g_cv_b[l + 1] * kdot_b()  # noqa: E731
     else:
-        z = r + st.phi_h[l - 1] @ coef.reshape(Q, T * Q).T
-    grad = constrain_samples(act.dphi(st.h[l]) * z, mesh)
+        grad, lazy = dphi * z, dphi_lazy * r
+        exact = lambda: st.g_cv[l + 1] * kdot()  # noqa: E731  (mean G^{ℓ+1} ⊙ K̇(Φ^{ℓ-1}))
+        exact_b = lambda: st.g_cv_b[l + 1] * kdot_b()  # noqa: E731
+    grad = constrain_samples(grad, mesh)
     st.g_h[l - 1] = _set_block(st.g_h[l - 1], grad, k, Q)
     if l > 1:  # the row of G^ℓ: covariance of the source r^{ℓ-1}
         st.g_rows[l] = st.rows_out[f"g{l}"] = _mean_outer(grad, st.g_h[l - 1])
-    st.grad[l] = grad
-    # Reported G^ℓ(t_k,t_k) with the control variate φ'(u^ℓ) r^ℓ: mean G^{ℓ+1} ⊙ K̇(Φ^{ℓ-1})
-    lazy = st.g_lazy[l] = act.dphi(st.u[l]) * r
+    st.grad[l], st.g_lazy[l] = grad, lazy
+    if config.kernel_control_variates:
+        st.g_exact[l], st.g_exact_b[l] = exact(), exact_b()
+    # Reported G^ℓ(t_k,t_k) with the control variate g_lazy^ℓ (eq:mc_kernel_cv, eq:res_kernel_cv)
     st.g_raw[l], st.g_raw_b[l], st.g_cv[l], st.g_cv_b[l] = _kernel_estimates(
-        config, grad, lazy,
-        lambda: st.g_cv[l + 1] * _dual_derivative(act, st.phi_cv[l - 1]),
-        lambda: st.g_cv_b[l + 1] * _dual_derivative(act, st.phi_cv_b[l - 1]))
+        config, grad, lazy, lambda: st.g_exact[l], lambda: st.g_exact_b[l])
 
 
-def _read_out(config: _Config, st: _StepState, carry: _Carry, k, dt, gamma0, kx, y):
+def _read_out(config: _Config, st: _StepState, carry: _Carry, k, inputs: _Inputs):
     """The NTK of t_k (raw and control-variate) and the error signal Δ(t_k) from the read-out
-    f = γ0⁻¹⟨z^L φ(h^L)⟩ + F (eq:mc_readout); the step's outputs and the next carry."""
+    f = γ0⁻¹⟨z^L φ(h^L)⟩ + F (eq:mc_readout; eq:gd_readout for GD); the step's outputs and the
+    next carry."""
     L, P, B = config.num_layers, config.num_train, config.num_batches
+    kx, y, dt = inputs.kx, inputs.y, inputs.dt
     layers = range(1, L + 1)
-    readout = readout_terms(st.r_top, st.z_memory, st.phi_u[L], st.act[L], gamma0)
+    readout = readout_terms(st.r_top, st.z_memory, st.phi_u[L], st.act[L], inputs.gamma0)
     f_identity = jnp.mean(readout, axis=0)
     f_identity_b = jnp.mean(readout.reshape(B, readout.shape[0] // B, -1), axis=1)
     ntk_raw = layer_ntk(config.network, kx, [st.phi_raw[l] for l in layers],
@@ -989,8 +1138,13 @@ def _read_out(config: _Config, st: _StepState, carry: _Carry, k, dt, gamma0, kx,
                     [st.g_cv[l] for l in layers])
     shift = ntk - ntk_raw  # the lazy control variate of the read-out (0 without it)
     d_prev = carry.delta_h[jnp.maximum(k - 1, 0)]
-    d_new, corr = _readout_step(f_identity, carry.shift_prev, shift, d_prev, carry.corr_prev, y,
-                                dt / (2 * P))
+    if config.rule == "gd":
+        signal = inputs.omega[jnp.maximum(k - 1, 0)] * d_prev
+        d_new, corr = _readout_step_gd(f_identity, carry.shift_prev, signal, carry.corr_prev, y,
+                                       dt / P)
+    else:
+        d_new, corr = _readout_step(f_identity, carry.shift_prev, shift, d_prev, carry.corr_prev,
+                                    y, dt / (2 * P))
     d_new = jnp.where(k == 0, LOSS.error_signal(jnp.zeros_like(y), y), d_new)  # f(0) = 0
     corr = jnp.where(k == 0, jnp.zeros_like(corr), corr)
     out = {
