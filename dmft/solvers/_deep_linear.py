@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .._divergence import check_not_diverged
 from .._errors import InputError, SolveError
 from .._options import check_bool, check_positive, options_from_table
 from .._precision import require_float64
@@ -69,22 +70,29 @@ class DeepLinearDMFT:
     """Exact DMFT of a deep linear μP network by causal time-marching of the Gaussian closure.
 
     Attributes:
-        dt: grid step (the horizon is split into ceil(t_max/dt) equal steps). If the grid would
-            need more than ``max_memory_gb`` the step is enlarged to fit, with a warning, as long
-            as it stays below half the time scale P/λ_max(K0) of the dynamics (else InputError).
-        extrapolate: Richardson-extrapolate dt and dt/2 (second order) instead of a single
-            first-order march.
-        max_memory_gb: memory budget of the (TQ)² propagators and kernels.
+        dt: grid step of gradient flow (the horizon is split into ceil(t_max/dt) equal steps).
+            If the grid would need more than ``max_memory_gb`` the step is enlarged to fit, with
+            a warning, as long as it stays below half the time scale P/λ_max(K0) of the dynamics
+            (else InputError). Unused for ``training.optimizer = "gd"`` / ``"sgd"``, whose grid
+            is the steps of the learning rate η0.
+        extrapolate: the flow scheme. None (default): the two-step Adams–Bashforth march, second
+            order, one march. True: the first-order (gradient-descent) march at dt and dt/2,
+            Richardson-combined (second order, about 9× the work). False: the first-order march
+            alone, which is exact infinite-width gradient descent with step dt.
+        max_memory_gb: memory budget of the (TQ)² kernels.
     """
 
     dt: float = 0.05
-    extrapolate: bool = True
+    extrapolate: bool | None = None
     max_memory_gb: float = 2.0
+
+    optimizers = ("flow", "gd", "sgd")
 
     def __post_init__(self):
         object.__setattr__(self, "dt", check_positive("dt", self.dt))
         object.__setattr__(self, "max_memory_gb", check_positive("max_memory_gb", self.max_memory_gb))
-        check_bool("extrapolate", self.extrapolate)
+        if self.extrapolate is not None:
+            check_bool("extrapolate", self.extrapolate)
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> DeepLinearDMFT:
@@ -93,11 +101,17 @@ class DeepLinearDMFT:
 
     @property
     def order(self) -> int:
-        """Convergence order in dt of the result at fixed t."""
-        return 2 if self.extrapolate else 1
+        """Convergence order in dt of the flow result at fixed t."""
+        return 1 if self.extrapolate is False else 2
+
+    @property
+    def scheme(self) -> str:
+        """"adams" (two-step Adams–Bashforth), "richardson" or "euler"."""
+        return {None: "adams", True: "richardson", False: "euler"}[self.extrapolate]
 
     def solve(self, spec: Spec) -> Solution:
-        """March the closure to the last spec time; interpolate to the spec times."""
+        """March the closure to the last spec time; interpolate to the spec times (flow) or read
+        the saved steps (gd, sgd)."""
         require_float64("the deep_linear DMFT")
         check_mup(spec, self)
         if not is_identity_activation(spec.architecture.activation):
@@ -106,6 +120,8 @@ class DeepLinearDMFT:
                 f"(φ = identity), got {spec.architecture.activation!r}; use 'two_layer' (L = 1) or "
                 "'monte_carlo'"
             )
+        if spec.training.optimizer != "flow":
+            return self._solve_discrete(spec)
         start = time.perf_counter()
         arch, data = spec.architecture, spec.data
         num_layers, num_train = arch.hidden_layers, data.num_train
@@ -115,24 +131,16 @@ class DeepLinearDMFT:
         kx_np = input_kernel(spec)
         steps = self._steps(t_max, num_points, num_layers, spec, kx_np[:num_train, :num_train])
         dt = t_max / steps if steps else 0.0
-        kx = jnp.asarray(kx_np)
-        y = jnp.asarray(data.y_train)
-        gamma0 = jnp.asarray(arch.gamma0, kx.dtype)
-        network = network_of(spec)
 
         grids = [steps] + ([2 * steps] if self.extrapolate and steps else [])
+        make_weights = adams_weights if self.extrapolate is None else euler_weights
         runs = []
         bar = new_bar(sum(n + 1 for n in grids), "deep_linear DMFT (time steps)")
         ticker = StepTicker.for_solve(bar)
         try:
             for n in grids:
-                f, phis, gs = jax.tree_util.tree_map(np.asarray, _march(
-                    kx, y, gamma0, jnp.asarray(t_max / n if n else 0.0, kx.dtype), n + 1,
-                    num_layers, _stages(n + 1, num_points), ticker))
-                # K = Σ_{ℓ=0}^{L} G^{ℓ+1} Φ^ℓ on this grid (before Richardson: K is bilinear)
-                ntk = layer_ntk(network, kx_np[None], [phis[:, layer] for layer in range(num_layers)],
-                                [gs[:, layer, None, None] for layer in range(num_layers)])
-                runs.append((f, ntk, phis, gs))
+                runs.append(_run(spec, kx_np, make_weights(n + 1, t_max / n if n else 0.0),
+                                 _omega(n + 1, num_train, num_points), ticker))
         finally:
             bar.close()
         for n, run in zip(grids, runs):
@@ -161,22 +169,73 @@ class DeepLinearDMFT:
             g=tuple(gs[:, layer] for layer in range(num_layers)),
             diagnostics=diagnostics(
                 "deep_linear", self, start,
-                dt=dt, steps=steps, grids=grids, order=self.order,
+                dt=dt, steps=steps, grids=grids, order=self.order, scheme=self.scheme,
                 richardson_difference=richardson_difference,
                 interpolation="4-point Lagrange on the uniform grid",
             ),
         )
+
+    def _solve_discrete(self, spec: Spec) -> Solution:
+        """Exact infinite-width GD / SGD: the march with w_{ks} = η0 (s < k) on the steps and
+        the step-k error signal ω_k ⊙ Δ_k (batch weights of `dmft.network`'s dynamics)."""
+        start = time.perf_counter()
+        data, training = spec.data, spec.training
+        num_layers, num_train = spec.architecture.hidden_layers, data.num_train
+        num_points = num_train + data.num_test
+        eta = float(training.learning_rate)
+        saved = np.asarray(training.steps, dtype=np.int64)
+        num_grid = int(saved[-1]) + 1
+        self._check_cost(num_grid, num_points, num_layers)
+        omega = np.zeros((num_grid, num_points))
+        omega[:, :num_train] = training.dynamics.batch_weights(num_train, num_grid)
+        kx_np = input_kernel(spec)
+        bar = new_bar(num_grid, f"deep_linear DMFT ({training.optimizer} steps)")
+        ticker = StepTicker.for_solve(bar)
+        try:
+            f, ntk, phis, gs = _run(spec, kx_np, euler_weights(num_grid, eta), omega, ticker)
+        finally:
+            bar.close()
+        y = np.asarray(data.y_train, dtype=np.float64)
+        losses = np.array([float(LOSS.value(f_k[:num_train], y)) for f_k in f])
+        with np.errstate(invalid="ignore", over="ignore"):
+            check_not_diverged(losses, eta * np.arange(num_grid),
+                               float(LOSS.value(np.zeros_like(y), y)),
+                               "the deep_linear DMFT", steps=np.arange(num_grid))
+        bad = first_bad_time(eta * np.arange(num_grid), f, ntk, phis, gs)
+        if bad is not None:  # finite losses but overflowing kernels
+            raise SolveError(f"the deep_linear DMFT diverged at step {round(bad / eta)} "
+                             f"(t = {bad:g}); lower training.learning_rate")
+        return Solution.from_augmented(
+            np.asarray(training.times, dtype=np.float64), f[saved], ntk[saved], num_train,
+            phi=tuple(phis[saved, layer] for layer in range(num_layers)),
+            g=tuple(gs[saved, layer] for layer in range(num_layers)),
+            diagnostics=diagnostics("deep_linear", self, start, dt=eta, steps=num_grid - 1,
+                                    grids=[num_grid - 1], order=None, scheme=training.optimizer,
+                                    interpolation="none: the saved times are steps"),
+        )
+
+    def _check_cost(self, num_grid: int, num_points: int, num_layers: int) -> None:
+        """InputError when the (TQ)² kernels of `num_grid` points exceed the memory budget."""
+        need = 8.0 * num_layers * (num_grid * num_points) ** 2
+        check_layers("deep_linear", num_layers,
+                     f"≈ {gib(need)} for {num_grid} grid points × Q = {num_points} points")
+        if need > self.max_memory_gb * 2**30:
+            raise InputError(
+                f"training.times: {num_grid - 1} steps of training.learning_rate need ≈ {gib(need)} "
+                f"for the deep_linear closure, more than solver.max_memory_gb = "
+                f"{self.max_memory_gb:g}; save fewer steps or raise solver.max_memory_gb")
 
     def _steps(self, t_max: float, num_points: int, num_layers: int, spec: Spec,
                kx_train: np.ndarray) -> int:
         """Number of coarse steps: ceil(t_max/dt), reduced to fit the memory budget as long as
         the step stays a sane fraction of the time scale of the dynamics (else InputError)."""
         finest = 2 if self.extrapolate else 1
-        arrays = 2 * num_layers - 1  # Φ^1..Φ^L and the propagators Hu of layers 2..L, each (TQ)²
+        arrays = num_layers  # Φ^1..Φ^L, each (TQ)²
         steps = max(1, math.ceil(t_max / self.dt - 1e-9)) if t_max else 0
         grid_points = (finest * steps + 1) * num_points
         check_layers("deep_linear", num_layers,
-                     f"≈ {gib(8.0 * arrays * grid_points**2)} and ≈ {num_layers * grid_points**3:.2g} "
+                     f"≈ {gib(8.0 * arrays * grid_points**2)} and ≈ "
+                     f"{5 * num_layers * grid_points**3 / num_points:.2g} "
                      f"flops for {finest * steps + 1} grid points × Q = {num_points} points")
         if t_max == 0:
             return 0
@@ -210,20 +269,66 @@ class DeepLinearDMFT:
         return steps
 
 
+def _omega(num_grid: int, num_train: int, num_points: int) -> np.ndarray:
+    """Error weights of gradient flow: 1 on the training points, 0 on test points."""
+    omega = np.zeros((num_grid, num_points))
+    omega[:, :num_train] = 1.0
+    return omega
+
+
+def _run(spec: Spec, kx_np: np.ndarray, weights: np.ndarray, omega: np.ndarray, ticker):
+    """One march of the plain (non-residual) closure: f (T, Q), K (T, Q, Q), Φ (T, L, Q, Q),
+    G (T, L) as NumPy arrays."""
+    num_layers = spec.architecture.hidden_layers
+    kx = jnp.asarray(kx_np)
+    f, phis, gs = jax.tree_util.tree_map(np.asarray, _march(
+        kx, jnp.asarray(spec.data.y_train), jnp.asarray(spec.architecture.gamma0, kx.dtype),
+        jnp.asarray(weights), jnp.asarray(omega), num_layers,
+        _stages(weights.shape[0], kx_np.shape[0]), ticker))
+    # K = Σ_{ℓ=0}^{L} G^{ℓ+1} Φ^ℓ on this grid (before Richardson: K is bilinear)
+    ntk = layer_ntk(network_of(spec), kx_np[None], [phis[:, layer] for layer in range(num_layers)],
+                    [gs[:, layer, None, None] for layer in range(num_layers)])
+    return f, ntk, phis, gs
+
+
 def _stages(num_grid: int, num_points: int) -> int:
     """Stages of the march: one for small grids (compile time dominates), four for large ones."""
     return 1 if num_grid * num_points <= 600 else 4
 
 
 # ----------------------------------------------------------------------------------------------
-# The march. Layouts: kernels/propagators indexed [k, μ, (source)] with row time k and row point
-# μ; one array per layer ℓ = 1..L (Python lists, index i = ℓ − 1, unrolled over the layers).
-# A layer's source u^ℓ has `src` entries: layer 1's u^1 ~ N(0, Φ^0) is static (src = Q, its
-# covariance Φ^0 never tiled over time), layer ℓ >= 2's u^ℓ ~ GP(0, Φ^{ℓ-1}) is dynamic
-# (src = T·Q, covariance Φ^{ℓ-1} (T, Q, T, Q) flattened). Everything else is the same per layer:
-#   hu[i] (T, Q, src) ∂h^ℓ_{kμ}/∂u^ℓ,  zu[i] (T, src) ∂z^ℓ_k/∂u^ℓ,
-#   hr[i] (T, Q, T)   ∂h^ℓ_{kμ}/∂r^ℓ_j, zr[i] (T, T)   ∂z^ℓ_k/∂r^ℓ_j,
-#   phi[i] (T, Q, T, Q) Φ^ℓ,            g[i] (T, T)     G^ℓ (data-independent for φ = id).
+# Quadrature weights. Every scheme is a strictly causal weight matrix w (T, T): the weights at
+# step k are W^ℓ_k = W^ℓ_0 + Σ_{s<k} w_{ks} U^ℓ_s (U_s the step-s gradient-flow velocity), so the
+# march is the exact N → ∞ limit of that discrete rule (derivations/deep_linear_gd_residual.md §1).
+
+
+def euler_weights(num_grid: int, dt: float) -> np.ndarray:
+    """w_{ks} = dt for s < k: gradient descent with step dt (first order against the flow)."""
+    return dt * np.tril(np.ones((num_grid, num_grid)), -1)
+
+
+def adams_weights(num_grid: int, dt: float) -> np.ndarray:
+    """Two-step Adams–Bashforth in Volterra form, second order against the flow:
+    W_k = W_{k−1} + dt(3/2 U_{k−1} − 1/2 U_{k−2}) (one Euler step first), i.e.
+    w_{k,k−1} = 3/2 dt, w_{k,s} = dt for 0 < s < k − 1, w_{k,0} = dt/2 (k >= 2)."""
+    w = euler_weights(num_grid, dt)
+    k = np.arange(2, num_grid)
+    w[k, k - 1] = 1.5 * dt
+    w[k, 0] -= 0.5 * dt
+    return w
+
+
+# ----------------------------------------------------------------------------------------------
+# The march. Layouts: arrays indexed [k, μ, ...] with row time k and row point μ; one array per
+# layer ℓ = 1..L (Python lists, index i = ℓ − 1, unrolled over the layers). A layer's source u^ℓ
+# has `src` entries: layer 1's u^1 ~ N(0, Φ^0) is static (src = Q), layer ℓ >= 2's
+# u^ℓ ~ GP(0, Φ^{ℓ-1}) is dynamic (src = T·Q, covariance Ψ = Φ^{ℓ-1} flattened). Per layer:
+#   cf[i] (T, Q, T)  C_{k,μ,s}: the coupling of h^ℓ_k to z^ℓ_s (eq:deep_linear_fields),
+#   hr[i] (T, Q, T)  ∂h^ℓ_{kμ}/∂r^ℓ_j,   zr[i] (T, T)  ∂z^ℓ_k/∂r^ℓ_j,
+#   zu[i] (T, src)   ∂z^ℓ_k/∂u^ℓ,        vz[i] (T, src) Zu Ψ (the source covariance seen by z),
+#   phi[i] (T, Q, T, Q) Φ^ℓ,             g[i] (T, T)    G^ℓ (data-independent for φ = id).
+# The propagator ∂h/∂u = 1 + C Zu is never formed: every product with it is rewritten through
+# C, Zu and Zu Ψ, which makes a step O(T²Q²) instead of O(T²Q³) (derivations §2).
 
 
 def _row(array, k):
@@ -245,73 +350,64 @@ def _set_symmetric(array, k, row):
         array, jnp.transpose(row, (1, 2, 0))[:, :, None, :], (zero, zero, k, zero))
 
 
-def _flat(array):
-    """Merge the trailing (time, point) source axes of a dynamic-source array."""
-    return array.reshape(*array.shape[:-2], -1)
-
-
-def _source_cov(c, kx, i):
-    """The covariance of layer i's source: Φ^0 (Q, Q) for layer 1, else Φ^{ℓ-1} (TQ, TQ)."""
-    if i == 0:
-        return kx
-    phi = c["phi"][i - 1]
-    return phi.reshape(phi.shape[0] * phi.shape[1], -1)
-
-
-def _source_identity(i, k, T, Q, dtype):
-    """∂u^ℓ_{kμ}/∂u^ℓ: δ_{μν} for the static u^1, δ_{(k,μ),(j,ν)} for a dynamic source."""
-    eye_q = jnp.eye(Q, dtype=dtype)
-    if i == 0:
-        return eye_q
-    onehot = jax.nn.one_hot(k, T, dtype=dtype)
-    return _flat(onehot[None, :, None] * eye_q[:, None, :])
-
-
-def _forward_layer(c, i, k, kx, delta, past, scale, g_above):
-    """Row k of h^ℓ's propagators and of Φ^ℓ (eq:deep_linear_fields):
-    h^ℓ_k = u^ℓ_k + Σ_{s<k} C_{ks} z^ℓ_s with C_{ks} = ∂h^{ℓ-1}_k/∂r^{ℓ-1}_s + (γ0 dt/P) Φ^{ℓ-1}_{ks} Δ_s."""
-    T, Q = delta.shape
-    if i == 0:  # Φ^0 is static and there is no r^0: C^1_{ksμ} = (γ0 dt/P) Σ_α Φ^0_{μα} Δ_{sα}
-        coupling = scale * (kx @ delta.T)
+def _forward_layer(c, i, k, kx, dw, past, g_above):
+    """Row k of h^ℓ's coupling, response and of Φ^ℓ (eq:deep_linear_fields):
+    h^ℓ_k = u^ℓ_k + Σ_{s<k} C_{ks} z^ℓ_s, C_{ks} = ∂h^{ℓ-1}_k/∂r^{ℓ-1}_s + (γ0/P) w_{ks} Φ^{ℓ-1}_{ks} Δ̃_s
+    (`dw` = (γ0/P) w_{k·} Δ̃). Returns Y = ∂h^ℓ_k/∂u · Ψ, (Q, src), for the read-out."""
+    T, Q = dw.shape
+    if i == 0:  # Φ^0 is static and there is no r^0
+        coupling = kx @ dw.T  # (Q, T)
+        psi_row = kx  # Ψ_{k·} = Φ^0 for the static source
     else:
-        coupling = (scale * jnp.einsum("msa,sa->ms", _row(c["phi"][i - 1], k), delta)
-                    + _row(c["hr"][i - 1], k) * past)
-    hu_row = _source_identity(i, k, T, Q, kx.dtype) + coupling @ c["zu"][i]  # (Q, src)
+        phi_row = _row(c["phi"][i - 1], k)  # (Q, T, Q)
+        coupling = jnp.einsum("msa,sa->ms", phi_row, dw) + _row(c["hr"][i - 1], k) * past
+        psi_row = phi_row.reshape(Q, T * Q)
+        # the new column block k of Zu Ψ (rows s < k; Ψ is now known up to time k)
+        c["vz"][i] = jax.lax.dynamic_update_slice(
+            c["vz"][i], c["zu"][i] @ psi_row.T, (jnp.zeros((), k.dtype), k * Q))
+    c["cf"][i] = _set_row(c["cf"][i], k, coupling)
     hr_row = coupling @ c["zr"][i]  # (Q, T)
-    c["hu"][i] = _set_row(c["hu"][i], k, hu_row)
     c["hr"][i] = _set_row(c["hr"][i], k, hr_row)
-    # Φ^ℓ = Hu Φ^{ℓ-1} Huᵀ + Hr G^{ℓ+1} Hrᵀ, row k
-    row = (jnp.einsum("mB,jnB->mjn", hu_row @ _source_cov(c, kx, i), c["hu"][i])
+    y = psi_row + coupling @ c["vz"][i]  # ∂h_k/∂u · Ψ = Ψ_{k·} + C_k Zu Ψ, (Q, src)
+    yz = y @ c["zu"][i].T  # (Q, T)
+    if i == 0:  # ∂h_{k'}/∂u = 1 + C_{k'} Zu for every k' <= k
+        direct = jnp.broadcast_to(y[:, None, :], (Q, T, Q)) * (jnp.arange(T) <= k)[None, :, None]
+    else:
+        direct = y.reshape(Q, T, Q)
+    # Φ^ℓ_{k,k'} = Y (∂h_{k'}/∂u)ᵀ + Hr_k G^{ℓ+1} Hr_{k'}ᵀ
+    row = (direct + jnp.einsum("ms,jns->mjn", yz, c["cf"][i])
            + jnp.einsum("mb,jnb->mjn", hr_row @ g_above, c["hr"][i]))
     c["phi"][i] = _set_symmetric(c["phi"][i], k, row)
+    return y
 
 
-def _backward_layer(c, i, k, kx, delta, past, scale, g_above, num_layers):
-    """Row k of z^ℓ's propagators and of G^ℓ:
-    z^ℓ_k = r^ℓ_k + Σ_{s<k} D_{ks}·h^ℓ_s with D_{ks} = ∂z^{ℓ+1}_k/∂u^{ℓ+1}_s + (γ0 dt/P) G^{ℓ+1}_{ks} Δ_s."""
-    T, Q = delta.shape
-    coupling = scale * _row(g_above, k)[:, None] * delta  # (T, Q)
+def _backward_layer(c, i, k, kx, dw, past, g_above, num_layers):
+    """Row k of z^ℓ's responses and of G^ℓ:
+    z^ℓ_k = r^ℓ_k + Σ_{s<k} D_{ks}·h^ℓ_s, D_{ks} = ∂z^{ℓ+1}_k/∂u^{ℓ+1}_s + (γ0/P) w_{ks} G^{ℓ+1}_{ks} Δ̃_s."""
+    T, Q = dw.shape
+    coupling = _row(g_above, k)[:, None] * dw  # (T, Q)
     if i < num_layers - 1:  # the read-out weights have no source: no response above layer L
         coupling = coupling + _row(c["zu"][i + 1], k).reshape(T, Q) * past[:, None]
     zr_row = jax.nn.one_hot(k, T, dtype=kx.dtype) + jnp.einsum("sa,saj->j", coupling, c["hr"][i])
-    zu_row = jnp.einsum("sa,san->n", coupling, c["hu"][i])
+    # Zu_k = Σ_s D_ks·∂h_s/∂u = D̂_k + (Σ_s D_ks·C_s) Zu
+    through = jnp.einsum("sa,sab->b", coupling, c["cf"][i])  # (T,)
+    direct = coupling.sum(axis=0) if i == 0 else coupling.reshape(T * Q)
+    zu_row = direct + through @ c["zu"][i]
     c["zr"][i] = _set_row(c["zr"][i], k, zr_row)
     c["zu"][i] = _set_row(c["zu"][i], k, zu_row)
-    # G^ℓ = Zu Φ^{ℓ-1} Zuᵀ + Zr G^{ℓ+1} Zrᵀ, row k
-    row = c["zu"][i] @ (_source_cov(c, kx, i) @ zu_row) + c["zr"][i] @ (zr_row @ g_above)
+    if i == 0:
+        v_row = kx @ zu_row
+    else:
+        v_row = c["phi"][i - 1].reshape(T * Q, T * Q) @ zu_row
+    c["vz"][i] = _set_row(c["vz"][i], k, v_row)
+    # G^ℓ = Zu Ψ Zuᵀ + Zr G^{ℓ+1} Zrᵀ, row k
+    row = c["zu"][i] @ v_row + c["zr"][i] @ (zr_row @ g_above)
     c["g"][i] = _set_symmetric(c["g"][i], k, row)
 
 
-def _readout(c, k, kx, gamma0, g_top):
-    """f_k = γ0⁻¹ Cov(z^L_k, h^L_k) over all Q points."""
-    i = len(c["hu"]) - 1
-    cov = _row(c["hu"][i], k) @ (_source_cov(c, kx, i) @ _row(c["zu"][i], k))
-    return (cov + _row(c["hr"][i], k) @ (g_top @ _row(c["zr"][i], k))) / gamma0
-
-
-def _make_step(T, kx, y_pad, train, gamma0, scale, num_layers, ticker):
+def _make_step(T, kx, y_pad, omega, weights, gamma0, scale, num_layers, ticker):
     """The march step of a stage whose arrays span T grid points: forward sweep ℓ = 1..L,
-    backward sweep ℓ = L..1, then the read-out and Δ_k."""
+    backward sweep ℓ = L..1, then the read-out and Δ̃_k = ω_k ⊙ Δ_k."""
     g_top = jnp.ones((T, T), kx.dtype)  # G^{L+1} = 1
 
     def g_of(c, i):  # G^{ℓ} for layer index i = ℓ − 1 (i = L: the read-out's G^{L+1})
@@ -322,13 +418,17 @@ def _make_step(T, kx, y_pad, train, gamma0, scale, num_layers, ticker):
             ticker.tick(k)
         c = {key: list(value) if isinstance(value, list) else value for key, value in carry.items()}
         past = (jnp.arange(T) < k).astype(kx.dtype)
-        delta = c["delta"] * past[:, None]  # Δ_s for s < k (zero on test points)
+        # (γ0/P) w_{ks} Δ̃_s: zero for s >= k (strict causality) and on test points
+        dw = scale * _row(weights, k)[:, None] * c["delta"]
+        ys = [None] * num_layers
         for i in range(num_layers):
-            _forward_layer(c, i, k, kx, delta, past, scale, g_of(c, i + 1))
+            ys[i] = _forward_layer(c, i, k, kx, dw, past, g_of(c, i + 1))
         for i in reversed(range(num_layers)):
-            _backward_layer(c, i, k, kx, delta, past, scale, g_of(c, i + 1), num_layers)
-        f_k = _readout(c, k, kx, gamma0, g_top)
-        c["delta"] = _set_row(c["delta"], k, LOSS.error_signal(f_k, y_pad) * train)
+            _backward_layer(c, i, k, kx, dw, past, g_of(c, i + 1), num_layers)
+        last = num_layers - 1
+        f_k = (ys[last] @ _row(c["zu"][last], k)
+               + (_row(c["hr"][last], k) @ g_top) @ _row(c["zr"][last], k)) / gamma0
+        c["delta"] = _set_row(c["delta"], k, LOSS.error_signal(f_k, y_pad) * _row(omega, k))
         c["f"] = _set_row(c["f"], k, f_k)
         return c
 
@@ -339,18 +439,20 @@ def _initial_carry(num_layers, Q, dtype):
     """Zero arrays of one grid point, and per array {axis: entries per grid point} of its time
     axes, along which the stages grow them (a dynamic source axis holds Q entries per point)."""
     carry = dict(
-        hu=[jnp.zeros((1, Q, Q), dtype) for _ in range(num_layers)],
-        zu=[jnp.zeros((1, Q), dtype) for _ in range(num_layers)],
+        cf=[jnp.zeros((1, Q, 1), dtype) for _ in range(num_layers)],
         hr=[jnp.zeros((1, Q, 1), dtype) for _ in range(num_layers)],
         zr=[jnp.zeros((1, 1), dtype) for _ in range(num_layers)],
+        zu=[jnp.zeros((1, Q), dtype) for _ in range(num_layers)],
+        vz=[jnp.zeros((1, Q), dtype) for _ in range(num_layers)],
         phi=[jnp.zeros((1, Q, 1, Q), dtype) for _ in range(num_layers)],
         g=[jnp.zeros((1, 1), dtype) for _ in range(num_layers)],
         delta=jnp.zeros((1, Q), dtype),
         f=jnp.zeros((1, Q), dtype),
     )
     dynamic = num_layers - 1
-    time_axes = dict(hu=[{0: 1}] + [{0: 1, 2: Q}] * dynamic, zu=[{0: 1}] + [{0: 1, 1: Q}] * dynamic,
-                     hr=[{0: 1, 2: 1}] * num_layers, zr=[{0: 1, 1: 1}] * num_layers,
+    time_axes = dict(cf=[{0: 1, 2: 1}] * num_layers, hr=[{0: 1, 2: 1}] * num_layers,
+                     zr=[{0: 1, 1: 1}] * num_layers,
+                     zu=[{0: 1}] + [{0: 1, 1: Q}] * dynamic, vz=[{0: 1}] + [{0: 1, 1: Q}] * dynamic,
                      phi=[{0: 1, 2: 1}] * num_layers, g=[{0: 1, 1: 1}] * num_layers,
                      delta={0: 1}, f={0: 1})
     return carry, time_axes
@@ -366,34 +468,36 @@ def _grow(carry, time_axes, size):
             else pad(value, time_axes[key]) for key, value in carry.items()}
 
 
-@functools.partial(jax.jit, static_argnames=("num_grid", "num_layers", "chunks", "ticker"))
+@functools.partial(jax.jit, static_argnames=("num_layers", "chunks", "ticker"))
 def _march(
     kx: Float[Array, "Q Q"],
     y: Float[Array, " P"],
     gamma0: Float[Array, ""],
-    dt: Float[Array, ""],
-    num_grid: int,
+    weights: Float[Array, "T T"],
+    omega: Float[Array, "T Q"],
     num_layers: int,
     chunks: int = 1,
     ticker: StepTicker | None = None,
 ):
-    """One explicit march on t_k = k dt, k < num_grid. Returns per grid point: f (T, Q),
-    Φ^ℓ(t,t) (T, L, Q, Q) and G^ℓ(t,t) (T, L). Memory: (2L − 1)(TQ)² floats.
+    """One explicit march on the grid of `weights` (strictly lower triangular, w_{ks} for s < k)
+    with error weights `omega` (ω_k on the training points, 0 on test points). Returns per grid
+    point: f (T, Q), Φ^ℓ(t,t) (T, L, Q, Q) and G^ℓ(t,t) (T, L). Memory: L (TQ)² floats.
 
     At step k only the leading (k+1) time rows/columns are non-zero, so the march runs in
     `chunks` stages whose arrays are truncated to the stage's last step (static shapes): the
-    O((TQ)²)-per-step contractions then cost ≈ T³(1 + 4 + … + chunks²)/chunks³ instead of T³.
+    O(T²Q²)-per-step contractions then cost ≈ T³(1 + 4 + … + chunks²)/chunks³ instead of T³.
     """
     Q, P = kx.shape[0], y.shape[0]
+    num_grid = weights.shape[0]
     dtype = kx.dtype
     y_pad = jnp.zeros(Q, dtype).at[:P].set(y)
-    train = jnp.zeros(Q, dtype).at[:P].set(1.0)
     carry, time_axes = _initial_carry(num_layers, Q, dtype)
     bounds = sorted({max(1, -(-num_grid * stage // chunks)) for stage in range(1, chunks + 1)})
     start = 0
     for stop in bounds:
         carry = _grow(carry, time_axes, stop)
-        step = _make_step(stop, kx, y_pad, train, gamma0, gamma0 * dt / P, num_layers, ticker)
+        step = _make_step(stop, kx, y_pad, omega[:stop], weights[:stop, :stop], gamma0,
+                          gamma0 / P, num_layers, ticker)
         carry = jax.lax.fori_loop(start, stop, step, carry)
         start = stop
     diag = jnp.arange(num_grid)
