@@ -5,6 +5,7 @@ from ._spec import MAX_HIDDEN_LAYERS, Architecture, Data, Spec, Training
 from ._toml import (
     architecture_from_table,
     check_table_keys,
+    data_from_table,
     load_spec,
     read_spec_table,
     spec_from_dict,
@@ -18,6 +19,7 @@ __all__ = [
     "Training",
     "architecture_from_table",
     "check_table_keys",
+    "data_from_table",
     "default_spec",
     "load_spec",
     "read_spec_table",

@@ -14,7 +14,8 @@ from ._spec import Architecture, Data, Spec, Training
 _TABLES = {
     "architecture": {"hidden_layers", "activation", "parameterization", "sigma_w", "sigma_b", "gamma0",
                      "residual_scale", "residual_exponent"},
-    "data": {"x_train", "y_train", "x_test", "y_test"},
+    "data": {"x_train", "y_train", "x_test", "y_test", "dataset", "classes", "train_size",
+             "test_size", "seed", "standardize", "targets"},
     "training": {"times", "optimizer", "learning_rate", "batch_size", "seed", "loss",
                  "num_classes"},
     "solver": None,  # free-form: validated by the solver that reads it
@@ -53,6 +54,40 @@ def _load_array(key: str, value: Any, base: Path) -> np.ndarray:
     except (ValueError, OSError) as error:
         raise InputError(f"data.{key}: cannot read {path}: {error}") from None
     raise InputError(f"data.{key}: unsupported file type {path.suffix!r} (use .npy, .csv or .txt)")
+
+
+#: The [data] keys of arrays, and those of a named data set (`dmft.data.load_dataset`).
+_ARRAY_KEYS = ("x_train", "y_train", "x_test", "y_test")
+_DATASET_KEYS = ("classes", "train_size", "test_size", "seed", "standardize", "targets")
+
+
+def data_from_table(table: dict[str, Any], base: Path | str = ".", loss: Any = "mse") -> Data:
+    """The `Data` of a spec's ``[data]`` table: arrays (inline or files relative to `base`) or a
+    named data set (``dataset = "digits"``, read by `dmft.data.load_dataset`). `loss` is the
+    raw ``training.loss``: with "cross_entropy" a data set's targets default to "labels"."""
+    base = Path(base)
+    if "dataset" in table:
+        for key in _ARRAY_KEYS:
+            if key in table:
+                raise InputError(f"data.dataset and data.{key} are mutually exclusive: a data set "
+                                 "brings its own inputs and targets")
+        if "train_size" not in table:
+            raise InputError("data.dataset needs data.train_size (the number P of training "
+                             "points)")
+        from ..data import load_dataset
+
+        options = {key: table[key] for key in _DATASET_KEYS if key in table}
+        if loss == "cross_entropy":
+            options.setdefault("targets", "labels")
+        return load_dataset(table["dataset"], **options)
+    for key in _DATASET_KEYS:
+        if key in table:
+            raise InputError(f"data.{key} applies to a named data set (data.dataset = "
+                             '"digits" or "mnist1d") only')
+    for key in ("x_train", "y_train"):
+        if key not in table:
+            raise InputError(f"spec is missing data.{key} (or data.dataset)")
+    return Data(**{key: _load_array(key, value, base) for key, value in table.items()})
 
 
 def architecture_from_table(table: dict[str, Any]) -> Architecture:
@@ -119,11 +154,10 @@ def spec_from_dict(table: dict[str, Any], base: Path | str = ".", source: str | 
         if name not in table:
             raise InputError(f"spec is missing the [{name}] table")
     architecture = architecture_from_table(table["architecture"])
-    data_table = table["data"]
-    for key in ("x_train", "y_train"):
-        if key not in data_table:
-            raise InputError(f"spec is missing data.{key}")
-    data = Data(**{key: _load_array(key, value, base) for key, value in data_table.items()})
+    training_table = table.get("training", {})
+    data = data_from_table(table["data"], base,
+                           training_table.get("loss", "mse") if isinstance(training_table, dict)
+                           else "mse")
     training = Training(**_supported_only("training", table.get("training", {})))
     return Spec(
         architecture=architecture,
