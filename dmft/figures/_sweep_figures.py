@@ -178,7 +178,7 @@ def plot_gamma0_family(data: SweepData, wide: bool = False):
     axes = axes[:, 0]
     banded = False
     for ax, key in zip(axes, panels):
-        lazy_drawn = False
+        lazy = None
         for point, color in zip(points, colors):
             t = data.column(point, "t")
             loss = data.column(point, key)
@@ -187,18 +187,19 @@ def plot_gamma0_family(data: SweepData, wide: bool = False):
             ax.plot(t, loss, "o-", color=color, markersize=2,
                     label=_label([(GAMMA0, data.value(point, GAMMA0))]))
             banded |= _band(ax, t, loss, data.column(point, f"{key}_stderr"), color)
-            lazy = data.column(point, f"lazy_{key}")
-            if lazy is not None and not lazy_drawn and np.all(np.isfinite(lazy)):
-                ax.plot(t, lazy, "--", color="black", linewidth=1.0, zorder=5,
-                        label=r"lazy ($\gamma_0 \to 0$)")
-                lazy_drawn = True
+            reference = data.column(point, f"lazy_{key}")
+            if lazy is None and reference is not None and np.all(np.isfinite(reference)):
+                lazy = (t, reference)
+        if lazy is not None:  # the same curve for every γ0: drawn once, on top
+            ax.plot(*lazy, "--", color="black", linewidth=1.0, zorder=5,
+                    label=r"lazy ($\gamma_0 \to 0$)")
         ax.set_yscale("log")
         ax.set_ylabel(("train" if key == "loss_train" else "test") + r" loss $\mathcal{L}$")
     if banded:
         axes[0].fill_between([], [], [], color="0.5", alpha=0.25, linewidth=0,
                              label=r"$\pm 2$ s.e.")
     axes[-1].set_xlabel(time_axis_label(data, points[0]))
-    axes[0].legend(loc="upper right", ncol=1 if len(points) < 5 else 2)
+    axes[0].legend(loc="lower left", ncol=1 if len(points) < 5 else 2)  # curves fall left to right
     return figure
 
 
@@ -230,7 +231,8 @@ def plot_alignment_family(data: SweepData, wide: bool = False, num_eigenvalues: 
                          label=r"lazy ($\gamma_0 \to 0$)")
     for k in range(count):
         ax_eig.plot([], [], styles[k % 4], color="0.3", label=rf"$\lambda_{k + 1}(K)$")
-    ax_align.set_ylabel(r"alignment $A(t) = \frac{y^\top K y}{\Vert K\Vert_F\,\Vert y\Vert^2}$")
+    ax_align.set_ylabel(r"kernel-target alignment $A(t)$")
+    ax_align.set_title(r"$A = y^\top K y \,/\, (\Vert K\Vert_F \Vert y\Vert^2)$", fontsize=7)
     ax_eig.set_ylabel(r"top eigenvalues of $K(t)$")
     ax_align.legend(loc="best", ncol=1 if len(points) < 5 else 2)
     if count:

@@ -218,9 +218,22 @@ def _sample(spec: Spec, widths, seeds, method) -> tuple[dict[str, np.ndarray], d
     return arrays, diverged, diagnostics
 
 
+def _remove_stale_staging(folder: Path) -> None:
+    """Staging folders a killed run left in a point folder (SIGKILL skips the clean-up)."""
+    import shutil
+
+    from ..io import STAGING_PREFIX
+
+    if folder.is_dir():
+        for path in folder.glob(STAGING_PREFIX + "*"):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+
+
 def _run_point(point: Point, folder: Path, key: str, widths, seeds, sampler_method,
                point_figures: bool, kernels: dict, vectorize: bool) -> PointRecord:
     spec = point.spec
+    _remove_stale_staging(folder)
     data = spec.data
     start = time.perf_counter()
     files: dict[str, dict[str, np.ndarray]] = {}
