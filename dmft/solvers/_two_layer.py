@@ -215,6 +215,11 @@ class TwoLayerDMFT:
             # the spread of each population's λ_max(K)/P (the reported value is that of the mean K)
             per_batch_sharpness = np.linalg.eigvalsh(ntk[:, :, :num_train])[..., -1] / num_train
             stderr["sharpness"] = per_batch_sharpness.std(axis=1, ddof=1) / np.sqrt(self.batches)
+            losses = {"loss_train": LOSS.value(f_train, data.y_train)}
+            if data.num_test and data.y_test is not None:
+                losses["loss_test"] = LOSS.value(f_test, data.y_test)
+            for key, value in losses.items():  # (T, B): each population's own loss
+                stderr[key] = value.std(axis=1, ddof=1) / np.sqrt(self.batches)
         num_times = times.shape[0]
         return Solution(
             t=times,
