@@ -20,6 +20,7 @@ from ._compare import (
     ensemble_statistics,
     fit_inverse_width,
     infinite_width_limit,
+    without_diverged,
 )
 from ._network import FiniteNetwork
 from ._predictions import Predictions, predict_corrections, variance_with_error
@@ -76,4 +77,5 @@ __all__ = [
     "train_ensemble",
     "variance_with_error",
     "vertex_prediction",
+    "without_diverged",
 ]

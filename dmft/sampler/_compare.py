@@ -43,7 +43,8 @@ from ..spec import Spec
 from ._sample import Samples
 
 #: observables compared with the limit, in report order
-OBSERVABLES = ("loss_train", "loss_test", "f_train", "f_test", "ntk", "ntk_test_train")
+OBSERVABLES = ("loss_train", "loss_test", "f_train", "f_test", "ntk", "ntk_test_train",
+               "sharpness", "hessian_sharpness")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -113,10 +114,13 @@ def ensemble_statistics(values: Float[np.ndarray, "S ..."], width: int) -> dict[
 
 def _lazy_layer_kernels(spec: Spec, num_times: int) -> dict[str, np.ndarray]:
     """Frozen Φ^ℓ and G^ℓ (ℓ = 1..L) of the lazy limit, with the sampler's normalisation:
-    Φ^ℓ = (Σ^{ℓ+1} − σ_b²)/σ_w², G^ℓ = Σ̇^{ℓ+1} ⊙ G^{ℓ+1}, G^{L+1} = 1 (g^ℓ = √N ∂f/∂h^ℓ)."""
+    Φ^ℓ = (Σ^{ℓ+1} − σ_b²)/σ_w², G^ℓ = Σ̇^{ℓ+1} ⊙ G^{ℓ+1}, G^{L+1} = 1 (g^ℓ = √N ∂f/∂h^ℓ).
+    Residual networks: `_lazy_residual_layer_kernels`."""
     from ..kernels import layer_kernels
 
     arch = spec.architecture
+    if arch.residual_scale is not None and arch.hidden_layers > 1:
+        return _lazy_residual_layer_kernels(spec, num_times)
     gain, bias = (arch.sigma_w**2, arch.sigma_b**2) if arch.parameterization == "ntk" else (1.0, 0.0)
     kernels = layer_kernels(arch, spec.data.x_train)
     L = arch.hidden_layers
@@ -127,6 +131,42 @@ def _lazy_layer_kernels(spec: Spec, num_times: int) -> dict[str, np.ndarray]:
         out[f"g_L{layer}"] = np.broadcast_to(g, (num_times, *g.shape))
         phi = (np.asarray(kernels.nngp[layer]) - bias) / gain
         out[f"phi_L{layer}"] = np.broadcast_to(phi, (num_times, *phi.shape))
+    return out
+
+
+def _lazy_residual_layer_kernels(spec: Spec, num_times: int) -> dict[str, np.ndarray]:
+    """Φ^ℓ and G^ℓ of the lazy limit of a residual network (docs/conventions.md §2c), where
+    block ℓ+1 (ℓ = 1..L−1) is h^{ℓ+1} = h^ℓ + β(σ_w W φ(h^ℓ)/√N + σ_b b):
+
+        Φ^ℓ = K_φ(Σ^ℓ)  (the activation's dual map on layer ℓ's NNGP),
+        G^ℓ = (1 + β² Σ̇^{ℓ+1}) ⊙ G^{ℓ+1} for a residual block, Σ̇^{ℓ+1} ⊙ G^{ℓ+1} for the read-out,
+
+    with Σ̇^{ℓ+1} = σ_w² K̇_φ(Σ^ℓ) (the stream passes the skip unchanged; the cross terms vanish
+    under gradient independence, as for the NTK sum)."""
+    from ..activations import get_activation
+    from ..kernels import layer_kernels
+    from ..network import Residual, mlp
+
+    arch = spec.architecture
+    network = mlp(arch)
+    kernels = layer_kernels(network, spec.data.x_train)
+    act = get_activation(arch.activation)
+    L = arch.hidden_layers
+    out = {}
+    for layer in range(1, L + 1):
+        sigma = np.asarray(kernels.nngp[layer - 1])
+        q = np.diagonal(sigma)
+        phi = np.asarray(act.dual(q[:, None], q[None, :], sigma))
+        out[f"phi_L{layer}"] = np.broadcast_to(phi, (num_times, *phi.shape))
+    g = np.ones_like(np.asarray(kernels.nngp[0]))
+    for layer in range(L, 0, -1):
+        block = network.blocks[layer]  # block ℓ+1 maps layer ℓ to ℓ+1
+        derivative = np.asarray(kernels.nngp_derivative[layer])
+        if isinstance(block[0], Residual):
+            g = (1.0 + block[0].scale**2 * derivative) * g
+        else:
+            g = derivative * g
+        out[f"g_L{layer}"] = np.broadcast_to(g, (num_times, *g.shape))
     return out
 
 
@@ -190,14 +230,10 @@ def _control_variates(samples: Samples, spec: Spec, limit: dict[str, np.ndarray]
     P = data.num_train
     if first.ndim != 3 or first.shape[-1] != P:
         return {}, f"no f(0) control variate: f_train has shape {first.shape}, not (seeds, T, {P})"
+    from ._propagator import lazy_response
+
     theta = np.asarray(limit["ntk"], dtype=np.float64).reshape(-1, P, P)[0]
-    eigvals, eigvecs = np.linalg.eigh(0.5 * (theta + theta.T))
-    eigvals = np.clip(eigvals, 0.0, None)
-    rate = eigvals[None, :] * t[:, None] / P
-    decay = np.einsum("ik,tk,jk->tij", eigvecs, np.exp(-rate), eigvecs)  # A_t = e^{−Θt/P}
-    safe = np.where(eigvals > 0, eigvals, 1.0)
-    integral = np.where(eigvals > 0, -np.expm1(-rate) / safe, t[:, None] / P)
-    growth = np.einsum("ik,tk,jk->tij", eigvecs, integral, eigvecs)  # Θ^{-1}(I − A_t)
+    decay, growth = lazy_response(spec, theta)  # A_t (e^{−Θt/P} for flow), M_t (Θ^{-1}(I − A_t))
     y = np.asarray(data.y_train, dtype=np.float64).reshape(P)
     a_y = np.einsum("tij,j->ti", decay, y)
     out: dict[int, dict[str, np.ndarray]] = {}
@@ -218,7 +254,8 @@ def _control_variates(samples: Samples, spec: Spec, limit: dict[str, np.ndarray]
             shift = f0_star[:, None, :] - np.einsum("qi,tij,sj->stq", theta_star, growth, f0)
             cv["f_test_cv"] = member["f_test"] - shift
         out[width] = cv
-    return out, ("f(0) control variates: f_cv = f - e^(-Θt/P) f(0), loss_cv = loss - [q - E(q|hidden)] "
+    return out, ("f(0) control variates: f_cv = f - A_t f(0) (A_t = e^(-Θt/P) for flow, the lazy "
+                 "step product for GD/SGD), loss_cv = loss - [q - E(q|hidden)] "
                  "(zero mean; see dmft.sampler._compare)")
 
 
@@ -226,7 +263,9 @@ def _describe(name: str, uncentred_ntk: bool, names=()) -> str:
     """What the mean, fit and deviation of observable `name` are about, in one line."""
     kinds = {"loss_train": "train loss", "loss_test": "test loss", "f_train": "f on train inputs",
              "f_test": "f on test inputs", "ntk": "NTK K(t) over train inputs",
-             "ntk_test_train": "NTK K(t) test x train"}
+             "ntk_test_train": "NTK K(t) test x train",
+             "sharpness": "Gauss-Newton sharpness lambda_max(K)/P",
+             "hessian_sharpness": "Hessian sharpness lambda_max(eta Hess L) (Lanczos)"}
     if name.endswith("_cv"):
         base = name[:-3]
         what = {"f_train": "f(t) - e^(-Θt/P) f(0)", "f_test": "f*(t) - [f*(0) - Θ*X Θ^-1 (1 - e^(-Θt/P)) f(0)]",
@@ -242,6 +281,9 @@ def _describe(name: str, uncentred_ntk: bool, names=()) -> str:
             text = (f"ensemble mean of {what} vs {limit}; uncentred: seed noise O(1)/sqrt(S) at "
                     f"every N, one network does not converge (random f(0))")
             return text + (f"; its 1/N fit is in {name}_cv" if f"{name}_cv" in names else "")
+        if name == "hessian_sharpness":
+            return (f"ensemble mean of {what}; the limit records only the Gauss-Newton part "
+                    "(sharpness), so no deviation")
         return f"ensemble mean of {what} vs the limit's"
     kind, layer = name.split("_L")
     symbol = "Phi" if kind == "phi" else "G"
@@ -254,7 +296,9 @@ class Comparison:
 
     ``quantities[name]`` says in one line which quantity the statistics and the fit of `name` are
     about and what it is compared with; ``cv_note`` says whether the f(0) control variates of
-    uncentred NTK networks were formed (module docstring)."""
+    uncentred NTK networks were formed (module docstring); ``divergence_note`` names the members
+    (per width, with their first divergent step) that diverged and are not in the statistics.
+    ``widths`` are the widths with at least one member that did not diverge."""
 
     widths: tuple[int, ...]
     stats: dict[str, dict[int, dict[str, np.ndarray]]]
@@ -264,6 +308,8 @@ class Comparison:
     summary: dict[str, dict[str, np.ndarray]]
     quantities: dict[str, str] = dataclasses.field(default_factory=dict)
     cv_note: str = ""
+    #: which members diverged (GD/SGD) and were left out of the statistics; "" when none did
+    divergence_note: str = ""
 
     def arrays(self) -> dict[str, np.ndarray]:
         """``N{N}_{obs}_mean/_stderr/_nvar``, ``N{N}_{obs}_deviation``, ``limit_{obs}``,
@@ -295,17 +341,49 @@ def _check_limit(limit: dict[str, np.ndarray], name: str, shape: tuple[int, ...]
                          f"{name} has shape {shape}") from None
 
 
+def without_diverged(samples: Samples) -> tuple[Samples, str]:
+    """`samples` without the members listed in ``diagnostics["diverged"]`` (width → {seed: first
+    divergent step}) and without widths none of whose members survived, and a note naming them;
+    ``(samples, "")`` when nothing diverged. The survivors' statistics are conditional on not
+    diverging, which the note says."""
+    diverged = samples.diagnostics.get("diverged") or {}
+    if not any(diverged.values()):
+        return samples, ""
+    members, kept, parts = {}, [], []
+    for width in samples.widths:
+        bad = {int(seed): int(step) for seed, step in (diverged.get(width) or {}).items()}
+        keep = np.asarray([seed not in bad for seed in samples.seeds])
+        if bad:
+            steps = ", ".join(f"{seed}@{step}" for seed, step in sorted(bad.items()))
+            parts.append(f"N = {width}: {len(bad)}/{len(samples.seeds)} seeds diverged "
+                         f"(seed@first divergent step: {steps})"
+                         + ("; no member left, width left out" if not keep.any() else ""))
+        if keep.any():
+            members[width] = {key: np.asarray(value)[keep] for key, value in samples[width].items()}
+            kept.append(width)
+    note = ("diverged members are left out: statistics, fits and deviations are over the members "
+            "that did not diverge (conditional on stability); " + "; ".join(parts))
+    return dataclasses.replace(samples, widths=tuple(kept), members=members), note
+
+
 def compare(samples: Samples, spec: Spec, limit: dict[str, np.ndarray] | None = None,
             limit_note: str | None = None) -> Comparison:
     """Ensemble statistics per width, 1/N fits and deviations from the limit (computed with
     `infinite_width_limit` unless given). For uncentred NTK-parameterized networks it adds the
     f(0) control-variate observables ``*_cv`` whose fits measure the 1/N bias (module docstring).
+    Members that diverged under a GD/SGD rule are left out and named in ``divergence_note``
+    (`without_diverged`); if every member diverged the comparison has no widths.
     Bad input (an empty or mismatched ensemble, a limit of the wrong shape) is an InputError."""
     widths = tuple(getattr(samples, "widths", ()))
     if not widths:
         raise InputError("compare needs ensembles of at least one width (--widths)")
+    samples, divergence_note = without_diverged(samples)
+    widths = samples.widths
     if limit is None and limit_note is None:
         limit, limit_note = infinite_width_limit(spec, samples.diagnostics.get("centered", False))
+    if not widths:
+        return Comparison(widths=(), stats={}, fits={}, limit=limit, limit_note=limit_note or "",
+                          summary={}, divergence_note=divergence_note)
     observables = {width: _observables(samples, width) for width in widths}
     names = list(observables[widths[0]])
     for width in widths[1:]:
@@ -365,4 +443,4 @@ def compare(samples: Samples, spec: Spec, limit: dict[str, np.ndarray] | None = 
     quantities = {name: _describe(name, uncentred, names) for name in names}
     return Comparison(widths=widths, stats=stats, fits=fits, limit=limit,
                       limit_note=limit_note or "", summary=summary, quantities=quantities,
-                      cv_note=cv_note)
+                      cv_note=cv_note, divergence_note=divergence_note)

@@ -19,10 +19,16 @@ and G by weight perturbations δw = (ζ − ζ̄)/S, ζ_j = ±1 (Rademacher), fo
 δf is integrated with the particles (jax.jvp of the vector field) for K random directions.
 The estimate is unbiased, with a relative Monte Carlo error ≈ √(2/K) that is reported.
 
-**NTK parameterization (any depth).** In the lazy limit the fluctuation is O(1), not O(1/N):
-f(t) = f(0) + (I − e^{−Θt/P})(y − f(0)) with f(0) ~ N(0, Σ^{L+1}), so
+**NTK parameterization (any depth, residual blocks included).** In the lazy limit the
+fluctuation is O(1), not O(1/N): y − f(t) = A_t (y − f(0)) and f_*(t) = f_*(0) + Θ_{*X} M_t (y − f(0))
+with f(0) ~ N(0, Σ^{L+1}), so
 
-    Cov f(t) = e^{−Θt/P} Σ e^{−Θt/P},   δf_*(t) = f_*(0) − Θ_{*X} Θ^{-1} (I − e^{−Θt/P}) f(0)
+    Cov f(t) = A_t Σ A_tᵀ,   δf_*(t) = f_*(0) − Θ_{*X} M_t f(0),
+
+where (`lazy_response`) for gradient flow A_t = e^{−Θt/P}, M_t = Θ^{-1}(I − A_t); for GD, step k,
+A_k = (I − η0Θ/P)^k and M_k = Σ_{j<k} (η0/P) A_j = Θ^{-1}(I − A_k); for SGD with batch weights ω_j
+(`dmft.network.SGD.batch_weights`) the exact recursion A_{j+1} = (I − (η0/P) Θ diag ω_j) A_j,
+M_{j+1} = M_j + (η0/P) diag(ω_j) A_j from A_0 = I, M_0 = 0.
 """
 
 from __future__ import annotations
@@ -147,14 +153,19 @@ def predict_training_fluctuations(spec: Spec, options: TangentPropagator = Tange
                                   ) -> TrainingFluctuations:
     """The fluctuations of the learning curve that the theory predicts for `spec`.
 
-    μP, one hidden layer: N·Var f(t) and N·Var 𝓛(t) by tangent propagation (eq:propagator).
-    NTK parameterization, any depth: the lazy-limit Var f(t) (eq:lazy-variance). Other specs
-    raise InputError (no prediction is implemented for deep μP networks).
+    μP, one hidden layer, gradient flow: N·Var f(t) and N·Var 𝓛(t) by tangent propagation
+    (eq:propagator). NTK parameterization, any depth (residual blocks included) and any training
+    rule: the lazy-limit Var f(t) (eq:lazy-variance, with `lazy_response`). Other specs raise
+    InputError (no prediction is implemented for deep μP networks or discrete μP rules).
     """
     arch, data = spec.architecture, spec.data
     P = data.num_train
     if arch.parameterization == "ntk":
         return _lazy_fluctuations(spec)
+    if spec.training.optimizer != "flow":
+        raise InputError(
+            "the O(1/N) tangent-propagator prediction for μP networks covers gradient flow; "
+            f"training.optimizer = {spec.training.optimizer!r} has no prediction yet")
     if arch.hidden_layers != 1:
         raise InputError(
             "the O(1/N) training-fluctuation prediction covers two-layer μP networks "
@@ -192,6 +203,45 @@ def predict_training_fluctuations(spec: Spec, options: TangentPropagator = Tange
     return out
 
 
+def lazy_response(spec: Spec, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(A_t, M_t), each (T, P, P), of the lazy linear model with NTK `theta` (P, P) under the
+    spec's training rule at its saved times (module docstring): y − f(t) = A_t (y − f(0)) and
+    f_*(t) − f_*(0) = Θ_{*X} M_t (y − f(0)). Exact for flow, GD and SGD."""
+    theta = 0.5 * (np.asarray(theta, dtype=np.float64) + np.asarray(theta, dtype=np.float64).T)
+    P = theta.shape[0]
+    dynamics = spec.training.dynamics
+    times = np.asarray(spec.training.times, dtype=np.float64)
+    if dynamics.name == "sgd":
+        steps = np.asarray(spec.training.steps, dtype=np.int64)
+        eta = dynamics.learning_rate
+        weights = dynamics.batch_weights(P, max(int(steps.max()), 1))
+        decay, growth = np.eye(P), np.zeros((P, P))
+        saved_a, saved_m = {}, {}
+        for k in range(int(steps.max()) + 1):
+            saved_a[k], saved_m[k] = decay, growth
+            if k == int(steps.max()):
+                break
+            step = eta / P * weights[k]
+            growth = growth + step[:, None] * decay
+            decay = decay - theta @ (step[:, None] * decay)
+        return (np.stack([saved_a[int(k)] for k in steps]),
+                np.stack([saved_m[int(k)] for k in steps]))
+    eigvals, eigvecs = np.linalg.eigh(theta)
+    eigvals = np.clip(eigvals, 0.0, None)
+    safe = np.where(eigvals > 0, eigvals, 1.0)
+    if dynamics.name == "gd":
+        steps = np.asarray(spec.training.steps, dtype=np.float64)[:, None]
+        x = dynamics.learning_rate * eigvals[None, :] / P
+        decay = (1.0 - x) ** steps
+        growth = np.where(eigvals > 0, (1.0 - decay) / safe, steps * dynamics.learning_rate / P)
+    else:
+        rate = eigvals[None, :] * times[:, None] / P
+        decay = np.exp(-rate)
+        growth = np.where(eigvals > 0, -np.expm1(-rate) / safe, times[:, None] / P)
+    return (np.einsum("ik,tk,jk->tij", eigvecs, decay, eigvecs),
+            np.einsum("ik,tk,jk->tij", eigvecs, growth, eigvecs))
+
+
 def _lazy_fluctuations(spec: Spec) -> TrainingFluctuations:
     from ..kernels import layer_kernels
 
@@ -201,21 +251,18 @@ def _lazy_fluctuations(spec: Spec) -> TrainingFluctuations:
     kernels = layer_kernels(arch, x_all, layers=(arch.hidden_layers + 1,))
     sigma, theta_all = np.asarray(kernels.nngp[-1]), np.asarray(kernels.ntk[-1])
     theta = theta_all[:P, :P]
-    eigvals, eigvecs = np.linalg.eigh(theta)
+    decays, growths = lazy_response(spec, theta)
     times = np.asarray(spec.training.times)
     f_var, f_test_var, loss_var = [], [], []
-    for t in times:
-        decay = eigvecs @ np.diag(np.exp(-eigvals * t / P)) @ eigvecs.T  # e^{−Θt/P}
+    for decay, growth in zip(decays, growths):
         # δf(t) = A f_all(0): train rows [0 | decay] acting on (f_train(0), f_test(0))
         a_train = np.concatenate([decay, np.zeros((P, len(x_all) - P))], axis=1)
         cov_train = a_train @ sigma @ a_train.T
         f_var.append(np.diag(cov_train))
         if data.num_test:
-            growth = eigvecs @ np.diag(-np.expm1(-eigvals * t / P) / np.where(eigvals > 0, eigvals, 1))\
-                @ eigvecs.T  # Θ^{-1}(I − e^{−Θt/P})
             a_test = np.concatenate([-theta_all[P:, :P] @ growth, np.eye(len(x_all) - P)], axis=1)
             f_test_var.append(np.diag(a_test @ sigma @ a_test.T))
-        # 𝓛 = (1/2P)|y − f|², y − f(t) = e^{−Θt/P}(y − f(0)): exact quadratic in the Gaussian f(0)
+        # 𝓛 = (1/2P)|y − f|², y − f(t) = A_t (y − f(0)): exact quadratic in the Gaussian f(0)
         r = decay @ data.y_train
         loss_var.append((2 * np.trace(cov_train @ cov_train) / 4 + r @ cov_train @ r) / P**2)
     zeros = np.zeros((len(times), P))
@@ -225,7 +272,9 @@ def _lazy_fluctuations(spec: Spec) -> TrainingFluctuations:
         f_train_err=zeros,
         loss_train=np.asarray(loss_var),
         loss_train_err=np.zeros(len(times)),
-        note="lazy limit: Cov f(t) = e^{-Θt/P} Σ e^{-Θt/P} with f(0) ~ N(0, Σ^{L+1})",
+        note=("lazy limit: Cov f(t) = A_t Σ A_t^T with f(0) ~ N(0, Σ^{L+1}), A_t = "
+              + {"flow": "e^{-Θt/P}", "gd": "(I - η0 Θ/P)^k"}.get(spec.training.optimizer,
+                                                                 "the SGD step product")),
     )
     if data.num_test:
         out = dataclasses.replace(out, f_test=np.asarray(f_test_var),

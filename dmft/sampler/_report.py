@@ -15,6 +15,8 @@ _LABELS = {
     "f_test": r"$f_\mathrm{test}$",
     "ntk": r"NTK $K$",
     "ntk_test_train": r"$K_{*X}$",
+    "sharpness": r"$\lambda_\max(K)/P$",
+    "hessian_sharpness": r"$\lambda_\max(\eta\nabla^2\mathcal{L})$",
 }
 
 
@@ -31,6 +33,11 @@ def report_table(comparison: Comparison) -> str:
     standard error), single-network RMS deviation, mean N·Var, and the 1/N fit's slope; above it,
     one line per observable saying which quantity it is (`Comparison.quantities`)."""
     lines = [comparison.limit_note]
+    if comparison.divergence_note:
+        lines.append(comparison.divergence_note)
+    if not comparison.widths:
+        lines.append("no width has a member that did not diverge: nothing to compare")
+        return "\n".join(lines)
     if comparison.cv_note:
         lines.append(comparison.cv_note)
     if comparison.quantities:
@@ -61,9 +68,14 @@ def report_table(comparison: Comparison) -> str:
     return "\n".join(lines)
 
 
+def _learning_rate(spec) -> float | None:
+    training = getattr(spec, "training", None)
+    return None if training is None else training.learning_rate
+
+
 def plot_comparison(comparison: Comparison, t: np.ndarray, stem: str | Path,
                     title: str | None = None, spec=None) -> list[Path]:
-    """Two panels, one paper column.
+    """Two panels, one paper column, and a third when the ensembles record their sharpness.
 
     (a) Deviation from the limit against width on log-log axes with 1/N and 1/√N guides. Solid:
     RMS over entries and saved times of the ensemble mean's deviation ⟨O⟩_N − O_∞; dotted: the
@@ -71,6 +83,9 @@ def plot_comparison(comparison: Comparison, t: np.ndarray, stem: str | Path,
     control-variate versions (``*_cv``, see `dmft.sampler._compare`), whose deviations converge.
     (b) Ensemble-mean train loss against time, bands ±2 standard errors over seeds (of log 𝓛),
     over the limit. Width ticks are the widths themselves. With `spec` the title names the run.
+    (c) Ensemble-mean sharpness against time: λ_max(K)/P (solid, over the limit's, dashed) and
+    λ_max(η∇²𝓛) (dotted), with the GD stability line 2/η0 for "gd" / "sgd" specs. Diverged
+    members are not in any panel (`Comparison.divergence_note`, printed under the title).
     """
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
@@ -82,8 +97,19 @@ def plot_comparison(comparison: Comparison, t: np.ndarray, stem: str | Path,
         title = run_title(spec, "finite width vs limit")
     widths = np.asarray(comparison.widths, dtype=float)
     uses_cv = "loss_train_cv" in comparison.summary
+    sharp = "sharpness" in comparison.stats
     with paper_style():
-        figure, (ax_dev, ax_curve) = plt.subplots(2, 1, figsize=(3.4, 5.4), layout="constrained")
+        if not comparison.widths:
+            figure, ax = plt.subplots(figsize=(3.4, 1.6), layout="constrained")
+            ax.axis("off")
+            ax.text(0.5, 0.5, "every member diverged:\nnothing to compare", ha="center",
+                    va="center", fontsize=7)
+            if title:
+                figure.suptitle(title, fontsize=7)
+            return save_figure(figure, stem)
+        figure, axes = plt.subplots(3 if sharp else 2, 1, figsize=(3.4, 8.0 if sharp else 5.4),
+                                    layout="constrained")
+        ax_dev, ax_curve = axes[0], axes[1]
         anchor = None
         for name in ("loss_train", "f_train", "ntk", "phi_L1"):
             if f"{name}_cv" in comparison.summary:
@@ -126,8 +152,11 @@ def plot_comparison(comparison: Comparison, t: np.ndarray, stem: str | Path,
         # legend outside the data: a row block under the panel
         ax_dev.legend(fontsize=5.5, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.22),
                       frameon=False, handlelength=2.0, columnspacing=1.0)
-        if title:
-            figure.suptitle(title, fontsize=7)
+        if title or comparison.divergence_note:
+            note = comparison.divergence_note
+            if note:
+                note = "diverged members left out: " + note.split("; ", 1)[-1]
+            figure.suptitle("\n".join(x for x in (title, note) if x), fontsize=6 if note else 7)
 
         name = "loss_train_cv" if uses_cv else "loss_train"
         stats = comparison.stats[name]
@@ -147,4 +176,32 @@ def plot_comparison(comparison: Comparison, t: np.ndarray, stem: str | Path,
         ax_curve.set_ylabel("ensemble-mean train loss" + (" (cv)" if uses_cv else ""))
         ax_curve.legend(fontsize=5.5, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.25),
                         frameon=False)
+        if sharp:
+            _sharpness_panel(axes[2], comparison, t, spec)
         return save_figure(figure, stem)
+
+
+def _sharpness_panel(ax, comparison: Comparison, t, spec) -> None:
+    from ..figures import time_axis, time_label
+
+    for width in comparison.widths:
+        stats = comparison.stats["sharpness"][width]
+        (line,) = ax.plot(t, stats["mean"], "o-", markersize=2, label=f"$N = {width}$")
+        ax.fill_between(t, stats["mean"] - 2 * stats["stderr"], stats["mean"] + 2 * stats["stderr"],
+                        color=line.get_color(), alpha=0.25, linewidth=0)
+        if "hessian_sharpness" in comparison.stats:
+            hessian = comparison.stats["hessian_sharpness"][width]["mean"]
+            ax.plot(t, hessian, ":", color=line.get_color(), linewidth=1.0)
+    if comparison.limit is not None and "sharpness" in comparison.limit:
+        ax.plot(t, np.broadcast_to(comparison.limit["sharpness"], np.shape(t)), "k--",
+                label=r"limit $\lambda_\max(K)/P$")
+    if "hessian_sharpness" in comparison.stats:
+        ax.plot([], [], ":", color="0.4", label=r"$\lambda_\max(\eta\nabla^2\mathcal{L})$")
+    eta0 = _learning_rate(spec)
+    if eta0:
+        ax.axhline(2.0 / eta0, color="0.3", linewidth=0.8, linestyle="-.",
+                   label=r"$2/\eta_0$ (GD stability)")
+    time_axis(ax, np.asarray(t), time_label(spec))
+    ax.set_ylabel("sharpness (ensemble mean)")
+    ax.legend(fontsize=5.5, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.25),
+              frameon=False)

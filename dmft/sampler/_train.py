@@ -193,10 +193,19 @@ def _start(net: FiniteNetwork, centered: bool, x_train, y_train, x_all, key):
 def _train_member_flow(net: FiniteNetwork, method: AdaptiveSteps, centered: bool, hessian_steps: int,
                        times, x_train, y_train, x_all, key):
     params, offset, y_train = _start(net, centered, x_train, y_train, x_all, key)
-    observe = lambda t, state, args: _observe(net, state, x_all, x_train, y_train, offset,  # noqa: E731
-                                              key, hessian_steps)
+    # Diffrax integrates the list of parameter arrays: the empty parameter tuples of activation
+    # layers (inside residual branches) are no state, and equinox's buffers refuse them
+    leaves, tree = jax.tree.flatten(params)
+    unflatten = tree.unflatten
+
+    def observe(t, state, args):
+        return _observe(net, unflatten(state), x_all, x_train, y_train, offset, key, hessian_steps)
+
+    def velocity(t, state, args):
+        return jax.tree.leaves(net.flow(unflatten(state), x_train, y_train))
+
     solution = integrate_flow(
-        lambda t, state, args: net.flow(state, x_train, y_train), params, times,
+        velocity, leaves, times,
         method.rtol, method.atol, method.max_steps, save=observe,
         # no reverse-mode through training: skip the checkpoint buffers (parameter-sized copies)
         adjoint=diffrax.ForwardMode(),

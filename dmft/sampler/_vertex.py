@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .._errors import InputError
 from ..activations import get_activation
 from ..spec import Architecture
 
@@ -162,5 +163,14 @@ def vertex_prediction(
 
     The output NNGP's fluctuation is N·Var Σ̂^{L+1} = C_W² N·Var Φ̂^L (C_W = σ_w² or 1), and for a
     single input the excess kurtosis of h^{ℓ+1} is E[h⁴]/(3E[h²]²) − 1 = N Var Σ̂^{ℓ+1}/(N (Σ^{ℓ+1})²).
+
+    Plain MLPs only: behind a residual block h^{ℓ+1} = h^ℓ + β W φ(h^ℓ)/√N the new pre-activations
+    given the layer below are h^ℓ plus a Gaussian, not i.i.d. N(0, Σ̂^{ℓ+1}) over neurons, so the
+    recursion does not close on Σ̂; a residual architecture with L ≥ 2 is an InputError.
     """
+    if getattr(arch, "residual_scale", None) is not None and arch.hidden_layers > 1:
+        raise InputError(
+            "the four-point vertex recursion covers plain MLPs: with architecture.residual_scale "
+            "the pre-activations behind a residual block are not Gaussian given the layer below, "
+            "so no initialisation-fluctuation prediction is made for residual networks")
     return np.asarray(_vertex_all(arch, rule, jnp.asarray(x, dtype=jnp.float64)))
