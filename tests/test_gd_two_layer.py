@@ -215,7 +215,8 @@ def test_catapult_regime_converges_and_matches_real_networks():
         limit = mean_big - (mean_small - mean_big) / 3  # c/N: N = 1024 sits 3× further off
         sigma = np.sqrt(value_se**2 + (4 / 3 * se_big) ** 2 + (se_small / 3) ** 2)
         scale = value[0]
-        # 4σ of the combined standard errors (per step, 41 correlated steps) plus 1% of the
-        # initial value for the O(1/N²) rest of the extrapolation.
-        excess = np.abs(value - limit) - (4 * sigma + 0.01 * scale)
+        # 3σ of the combined standard errors (particle batches, both ensembles through the
+        # extrapolation weights 4/3 and 1/3) plus 1% of the initial value for the O(1/N²) rest
+        # of the extrapolation. σ is largest at the spike, where the seeds spread most.
+        excess = np.abs(value - limit) - (3 * sigma + 0.01 * scale)
         assert np.all(excess <= 0), (name, int(np.argmax(excess)), excess.max() / scale)
