@@ -219,6 +219,9 @@ def load_dataset(name: str, *, train_size: int, test_size: int = 0,
         raise InputError(f"data.train_size = {train_size} exceeds the {available} points of "
                          f"{described}{split}")
     train = _pick(train_pool, train_size, rng, num_classes)
+    if np.bincount(train_pool[train], minlength=num_classes).min() == 0:  # very uneven classes
+        raise InputError(f"data.train_size = {train_size} is too small to give every one of "
+                         f"{described} a training point")
     if len(pools) > 1:
         test_pool, left = _class_index(pools[-1][1], chosen), " in its test split"
     else:
