@@ -23,10 +23,19 @@ def configure(parser) -> None:
                         help="output folder (default: dmft-sample); an earlier result there is "
                              "replaced as a whole")
     parser.add_argument("--method", default=None, choices=None,
-                        help="'flow' (Diffrax gradient flow, default) or 'gd' (gradient descent)")
-    parser.add_argument("--dt", default=None, help="gradient-descent step size (with --method gd)")
+                        help="numerical method of gradient flow (training.optimizer = \"flow\"): "
+                             "'flow' (adaptive Diffrax, default) or 'euler' (alias 'gd': fixed "
+                             "Euler steps --dt of the flow). Specs with training.optimizer = "
+                             "\"gd\"/\"sgd\" are trained by that rule itself (step "
+                             "training.learning_rate) and take no --method")
+    parser.add_argument("--dt", default=None,
+                        help="Euler step of the flow (with --method euler; a numerical step, "
+                             "not a learning rate)")
     parser.add_argument("--rtol", default=None, help="gradient-flow relative tolerance (1e-8)")
     parser.add_argument("--atol", default=None, help="gradient-flow absolute tolerance (1e-8)")
+    parser.add_argument("--hessian-steps", default=None,
+                        help="Lanczos steps of the Hessian sharpness per member and saved time "
+                             "(default: [sampler] hessian_steps, else 20; 0 skips it)")
     parser.add_argument("--batch-size", default=None, help="most members trained at once")
     parser.add_argument("--max-memory", default=None, help="memory budget in GiB over all devices")
     parser.add_argument("--centered", action="store_true",
@@ -61,18 +70,29 @@ def _number(flag: str, text, positive: bool = True) -> float:
 
 
 def _method(args, spec):
-    from ..sampler import method_from_table
+    from ..sampler import method_for_spec, method_from_table
 
+    training = spec.training
+    if training.optimizer != "flow":
+        for flag in ("method", "dt", "rtol", "atol"):
+            if getattr(args, flag) is not None:
+                raise InputError(
+                    f"--{flag} sets a numerical integration of gradient flow, but "
+                    f"training.optimizer = {training.optimizer!r} trains the networks by the rule "
+                    f"itself (step training.learning_rate = {training.learning_rate:g}); drop "
+                    f"--{flag}")
+        return method_for_spec(spec)
     table = dict(spec.sampler)
     if args.method is not None:
-        if args.method not in ("flow", "gd"):
-            raise InputError(f"--method must be 'flow' or 'gd', got {args.method!r}")
+        if args.method not in ("flow", "euler", "gd"):
+            raise InputError(f"--method must be 'flow' or 'euler' (alias 'gd'), got "
+                             f"{args.method!r}")
         if args.method != table.get("method", "flow"):
             table = {k: v for k, v in table.items() if k in ("widths", "seeds", "max_memory_gib")}
         table["method"] = args.method
     if args.dt is not None:
-        if table.get("method", "flow") != "gd":
-            raise InputError("--dt applies to --method gd only")
+        if table.get("method", "flow") not in ("euler", "gd"):
+            raise InputError("--dt applies to --method euler (alias gd) only")
         table["dt"] = _number("--dt", args.dt)
     for flag, key in (("--rtol", "rtol"), ("--atol", "atol")):
         value = getattr(args, key)
@@ -98,6 +118,15 @@ def execute(args) -> int:
         raise InputError(f"--seeds must be one positive count of ensemble members, got {seeds_flag!r}")
     seeds = seeds[0]
     method = _method(args, spec)
+    hessian_steps = None
+    if args.hessian_steps is not None:
+        try:
+            hessian_steps = int(str(args.hessian_steps))
+        except ValueError:
+            raise InputError(f"--hessian-steps must be an integer >= 0, got "
+                             f"{args.hessian_steps!r}") from None
+        if hessian_steps < 0:
+            raise InputError(f"--hessian-steps must be an integer >= 0, got {args.hessian_steps!r}")
     batch_size = None if args.batch_size is None else _positive_ints("--batch-size", args.batch_size)[0]
     max_memory = spec.sampler.get("max_memory_gib")
     if args.max_memory is not None:
@@ -109,16 +138,22 @@ def execute(args) -> int:
                                    directions=_positive_ints("--directions", args.directions)[0])
     plan = plan_batches(spec, widths, seeds, method, max_memory, batch_size)  # fail before work
 
+    training = spec.training
+    rule = (f"{training.optimizer} (eta0 = {training.learning_rate:g}"
+            + (f", batch {training.batch_size}" if training.optimizer == "sgd" else "") + ")"
+            if training.optimizer != "flow" else f"flow by {type(method).__name__}")
+    residual = (f", residual alpha = {arch.residual_scale:g}" if arch.residual_scale is not None
+                else "")
     print(
         f"dmft sample: {spec.source or args.spec}: L = {arch.hidden_layers} {arch.activation} "
-        f"({arch.parameterization}), P = {data.num_train}, P_test = {data.num_test}, "
-        f"{len(spec.training.times)} saved times; widths {widths}, {seeds} seeds, "
-        f"{type(method).__name__}, batches {plan}"
+        f"({arch.parameterization}{residual}), P = {data.num_train}, P_test = {data.num_test}, "
+        f"{len(training.times)} saved times; widths {widths}, {seeds} seeds, "
+        f"{rule}, batches {plan}"
     )
     sys.stdout.flush()
     start = time.perf_counter()
     samples = sample(spec, widths, seeds, method, batch_size=batch_size, max_memory_gib=max_memory,
-                     centered=args.centered)
+                     centered=args.centered, hessian_steps=hessian_steps)
     sampling_time = time.perf_counter() - start
     comparison = compare(samples, spec)
     predictions = None if args.no_predictions else predict_corrections(spec, samples, propagator)
@@ -137,6 +172,7 @@ def execute(args) -> int:
         "centered": bool(args.centered),
         "sampler": samples.diagnostics,
         "limit": comparison.limit_note,
+        "divergence": comparison.divergence_note or None,
         "predictions": None if predictions is None else predictions.notes,
         "wall_time_s": time.perf_counter() - start,
         "sampling_time_s": sampling_time,

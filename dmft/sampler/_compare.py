@@ -23,7 +23,8 @@ A_t = e^{−Θt/P}),
                  E(q_t | hidden) = (|A_t y|² + tr A_t C A_t)/2P,  C = σ_w² Φ̂^L(0) + σ_b²,
 
 (given the hidden layers, f(0) is exactly Gaussian with covariance C, so the bracket has mean
-zero). Their ensemble means estimate the same E f(t), E 𝓛(t) without bias, one network's
+zero). For GD and SGD, A_t and Θ^{-1}(I − A_t) become the lazy step products A_k, M_k of
+`dmft.sampler._propagator.lazy_response`. Their ensemble means estimate the same E f(t), E 𝓛(t) without bias, one network's
 deviation is O(1/√N) and the seed noise O(1/√(NS)), so their 1/N fits measure the finite-width
 bias. Their limits are the lazy f and 𝓛_lazy + tr Cov f(t)/2P. Centred networks
 (``--centered``) need none of this: f(0) = 0 there. `Comparison.quantities` says in words what
@@ -268,7 +269,7 @@ def _describe(name: str, uncentred_ntk: bool, names=()) -> str:
              "hessian_sharpness": "Hessian sharpness lambda_max(eta Hess L) (Lanczos)"}
     if name.endswith("_cv"):
         base = name[:-3]
-        what = {"f_train": "f(t) - e^(-Θt/P) f(0)", "f_test": "f*(t) - [f*(0) - Θ*X Θ^-1 (1 - e^(-Θt/P)) f(0)]",
+        what = {"f_train": "f(t) - A_t f(0)", "f_test": "f*(t) - [f*(0) - Θ*X M_t f(0)]",
                 "loss_train": "train loss minus its zero-mean f(0) term"}[base]
         limit = ("lazy loss + tr Cov f(t)/2P (eq:lazy-variance)" if base.startswith("loss")
                  else "lazy f")

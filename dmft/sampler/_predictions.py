@@ -10,6 +10,7 @@ import numpy as np
 from .._errors import DmftError, InputError
 from ..spec import Spec
 from ._propagator import TangentPropagator, TrainingFluctuations, predict_training_fluctuations
+from ._compare import without_diverged
 from ._sample import Samples
 from ._vertex import vertex_prediction
 
@@ -112,6 +113,8 @@ class Predictions:
         lines = ["", "predicted 1/N corrections vs measurement (mean over entries, ± 1 s.e.)"]
         if "variance_errors" in self.notes:
             lines.append(f"note: {self.notes['variance_errors']}")
+        if "divergence" in self.notes:
+            lines.append(f"note: {self.notes['divergence']}")
         if self.vertex is not None:
             lines.append(f"initialization, four-point vertex: N·Var Φ^l(0)  [{self.notes['vertex']}]")
             P = self.vertex.shape[-1]
@@ -151,7 +154,9 @@ def predict_corrections(spec: Spec, samples: Samples,
                         propagator: TangentPropagator = TangentPropagator()) -> Predictions:
     """Vertex prediction at initialization and training-fluctuation prediction, each compared
     with the ensembles in `samples` (N·Var over seeds; Var for the NTK parameterization's
-    O(1) training fluctuations). A prediction that is not available is noted, never raised."""
+    O(1) training fluctuations). A prediction that is not available is noted, never raised.
+    Members that diverged (GD/SGD) are left out of the measurements, and a width with fewer than
+    two members left is not measured (both noted)."""
     if len(samples.seeds) < MIN_VARIANCE_SEEDS:  # before any prediction work
         raise InputError(f"--seeds must be at least {MIN_VARIANCE_SEEDS} for the measured "
                          f"variances of the 1/N predictions, got {len(samples.seeds)} "
@@ -161,6 +166,14 @@ def predict_corrections(spec: Spec, samples: Samples,
         notes["variance_errors"] = (f"{len(samples.seeds)} seeds: the measured variances' errors "
                                     f"assume Gaussian members (use --seeds {KURTOSIS_SEEDS} or more "
                                     f"for distribution-free errors)")
+    samples, divergence_note = without_diverged(samples)
+    if divergence_note:
+        notes["divergence"] = divergence_note
+    measured_widths = [w for w in samples.widths
+                       if samples[w]["f_train"].shape[0] >= MIN_VARIANCE_SEEDS]
+    if len(measured_widths) < len(samples.widths):
+        notes["divergence"] = notes.get("divergence", "") + (f"; widths {[w for w in samples.widths if w not in measured_widths]}"
+                                f" keep fewer than {MIN_VARIANCE_SEEDS} members: not measured")
     vertex, vertex_measured = None, {}
     try:
         vertex = vertex_prediction(spec.architecture, spec.data.x_train)
@@ -170,7 +183,7 @@ def predict_corrections(spec: Spec, samples: Samples,
     has_init = samples.t.size > 0 and samples.t[0] == 0.0
     if vertex is not None:
         if has_init:
-            for width in samples.widths:
+            for width in measured_widths:
                 var, err = variance_with_error(samples[width]["phi"][:, 0])
                 vertex_measured[width] = (width * var, width * err)
         else:
@@ -182,7 +195,7 @@ def predict_corrections(spec: Spec, samples: Samples,
     except DmftError as error:
         notes["training"] = f"no prediction: {' '.join(str(error).split())}"
     if training is not None:
-        for width in samples.widths:
+        for width in measured_widths:
             factor = width if training.scale == "N*Var" else 1.0
             measured = {}
             for key in ("f_train", "loss_train", "f_test"):
@@ -190,6 +203,6 @@ def predict_corrections(spec: Spec, samples: Samples,
                     var, err = variance_with_error(samples[width][key])
                     measured[key] = (factor * var, factor * err)
             training_measured[width] = measured
-    return Predictions(widths=samples.widths, t=samples.t, vertex=vertex,
+    return Predictions(widths=tuple(measured_widths), t=samples.t, vertex=vertex,
                        vertex_measured=vertex_measured, training=training,
                        training_measured=training_measured, notes=notes)
