@@ -329,3 +329,60 @@ def test_gd_run_writes_rule_and_sharpness(tmp_path, rng):
     assert metadata["training"]["optimizer"] == "gd"
     assert metadata["training"]["learning_rate"] == 0.25
     assert metadata["training"]["steps"] == [0, 2, 4]
+
+
+# ----------------------------------------------------------------------------------------------
+# Result plumbing: sharpness once, its stderr, the figure's sharpness panel
+
+
+def test_sharpness_is_computed_once_and_its_stderr_is_written(rng):
+    from dmft.solvers import Solution
+
+    ntk = rng.standard_normal((3, 4, 4))
+    ntk = ntk @ np.swapaxes(ntk, 1, 2)
+    solution = Solution(t=np.arange(3.0), f_train=np.zeros((3, 4)), ntk=ntk,
+                        stderr={"sharpness": np.full(3, 0.01)})
+    first = solution.sharpness
+    assert solution.sharpness is first and not first.flags.writeable
+    # the top eigenvalue over P, against NumPy's general eigenvalue routine (round-off only)
+    np.testing.assert_allclose(first, [np.max(np.linalg.eigvals(k).real) / 4 for k in ntk],
+                               rtol=1e-12)
+    arrays = solution.arrays(np.zeros(4))
+    np.testing.assert_array_equal(arrays["sharpness"], first)
+    np.testing.assert_array_equal(arrays["sharpness_stderr"], 0.01)
+
+
+def test_learning_curve_has_a_sharpness_panel_for_discrete_rules(rng, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    import dmft.figures._learning_curve as module
+
+    kept = []
+    monkeypatch.setattr(module, "save_figure", lambda figure, stem: kept.append(figure) or [])
+    base = make_spec(rng)
+    eta = 1.2 / lam_over_p(base)
+    for training in (Training((0.0, 1.0, 2.0)),
+                     Training(tuple(eta * k for k in range(8)), optimizer="gd", learning_rate=eta),
+                     Training(tuple(eta * k for k in range(8)), optimizer="sgd", learning_rate=eta,
+                              batch_size=3, seed=1)):
+        spec = base.replace(training=training)
+        arrays = solve_lazy(spec).arrays(spec.data.y_train, spec.data.y_test)
+        module.plot_learning_curve(arrays, "unused", spec=spec)
+    flow, gd, sgd = kept
+    assert len(flow.axes) == 1  # gradient flow: the loss panel only, as before
+    for figure, name in ((gd, "GD"), (sgd, "SGD")):
+        loss_ax, sharp_ax = figure.axes
+        assert name in loss_ax.get_title() and "eta_0" in loss_ax.get_title()
+        edges = [line for line in sharp_ax.get_lines() if line.get_linestyle() == "--"]
+        assert len(edges) == 1
+        np.testing.assert_allclose(edges[0].get_ydata(), 2 / eta)  # the edge of stability
+        (curve,) = [line for line in sharp_ax.get_lines() if line.get_linestyle() != "--"]
+        np.testing.assert_allclose(curve.get_ydata(), arrays["sharpness"] if figure is sgd
+                                   else solve_lazy(base.replace(training=gd_training(eta)))
+                                   .sharpness)
+    for figure in kept:
+        plt.close(figure)
+
+
+def gd_training(eta):
+    return Training(tuple(eta * k for k in range(8)), optimizer="gd", learning_rate=eta)

@@ -1,4 +1,6 @@
-"""The learning-curve figure of ``dmft run``."""
+"""The learning-curve figure of ``dmft run``: the loss against time, and for the discrete rules
+("gd", "sgd") a second panel with the sharpness λ_max(K)/P and the edge-of-stability line 2/η0
+(docs/conventions.md §2a, §5)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ._style import paper_style, save_figure
+from ._style import COLUMN_WIDTH, paper_style, save_figure
 from ._titles import run_title, time_label
 
 
@@ -65,22 +67,50 @@ def lazy_dense_losses(arrays: dict[str, np.ndarray], spec) -> dict[str, np.ndarr
     return out
 
 
+def discrete_rule(spec) -> tuple[str, float] | None:
+    """(optimizer, η0) of a "gd" / "sgd" spec, None for gradient flow or no spec."""
+    training = getattr(spec, "training", None)
+    if training is None or getattr(training, "optimizer", "flow") == "flow":
+        return None
+    return training.optimizer, float(training.learning_rate)
+
+
+def _rule_text(spec) -> str:
+    optimizer, eta = discrete_rule(spec)
+    text = rf"{optimizer.upper()}, $\eta_0 = {eta:.3g}$"
+    if optimizer == "sgd":
+        text += f", $B = {spec.training.batch_size}$"
+    return text
+
+
 def plot_learning_curve(
     arrays: dict[str, np.ndarray], stem: str | Path, title: str | None = None, spec=None
 ) -> list[Path]:
     """Train (and test) loss 𝓛(t) = (1/2P)Σ(f − y)², with Monte Carlo bands (±2 s.e.) when present.
 
     With `spec` the title names the run (`run_title`), the time axis its units, and the lazy
-    closed form is drawn on a dense time grid, the saved times as markers.
+    closed form is drawn on a dense time grid, the saved times as markers. For a "gd" / "sgd" spec
+    a second panel below (``figure.axes[1]``) draws the sharpness λ_max(K)/P (``arrays
+    ["sharpness"]``, with its ±2 s.e. band when ``sharpness_stderr`` is given) against the line
+    2/η0 above which GD on the linearised model is unstable.
     """
     t = np.asarray(arrays["t"])
     dense = lazy_dense_losses(arrays, spec)
+    rule = discrete_rule(spec)
     if title is None and spec is not None:
         regime = "lazy limit (closed form)" if spec.architecture.parameterization == "ntk" \
             else "DMFT limit"
+        if rule is not None:
+            regime = regime.replace(" (closed form)", "") + "; " + _rule_text(spec)
         title = run_title(spec, regime)
     with paper_style():
-        figure, ax = plt.subplots()
+        if rule is not None and "sharpness" in arrays:
+            figure, (ax, sharp_ax) = plt.subplots(
+                2, 1, sharex=True, figsize=(COLUMN_WIDTH, 1.45 * 0.74 * COLUMN_WIDTH),
+                gridspec_kw={"height_ratios": (3, 2)})
+        else:
+            figure, ax = plt.subplots()
+            sharp_ax = None
         banded = False
         for key, label in (("loss_train", "train"), ("loss_test", "test")):
             if key not in arrays:
@@ -101,7 +131,14 @@ def plot_learning_curve(
         if banded:
             ax.fill_between([], [], [], color="0.4", alpha=0.25, linewidth=0,
                             label=r"$\pm 2$ Monte Carlo s.e.")
-        time_axis(ax, t, time_label(spec))
+        label = time_label(spec)
+        if rule is not None:
+            label += rf", step $k = t/\eta_0$"
+        time_axis(ax, t, None if sharp_ax is not None else label)
+        if sharp_ax is not None:
+            ax.set_xlabel("")
+            _sharpness_panel(sharp_ax, t, arrays, rule[1])
+            time_axis(sharp_ax, t, label)
         ax.set_yscale("log")
         initial = np.nanmax(np.asarray(arrays["loss_train"]))
         if np.isfinite(initial) and initial > 0:
@@ -111,3 +148,19 @@ def plot_learning_curve(
             ax.set_title(title)
         ax.legend()
         return save_figure(figure, stem)
+
+
+def _sharpness_panel(ax, t, arrays, learning_rate: float) -> None:
+    """λ_max(K)/P at the saved times (±2 s.e. when given) and the edge 2/η0."""
+    sharpness = np.asarray(arrays["sharpness"])
+    (line,) = ax.plot(t, sharpness, "o-", markersize=2.5, label=r"$\lambda_{\max}(K)/P$")
+    stderr = arrays.get("sharpness_stderr")
+    if stderr is not None:
+        ax.fill_between(t, sharpness - 2 * stderr, sharpness + 2 * stderr,
+                        color=line.get_color(), alpha=0.25, linewidth=0)
+    ax.axhline(2.0 / learning_rate, color="0.3", linestyle="--", linewidth=1.0,
+               label=r"$2/\eta_0$")
+    top = max(float(np.nanmax(sharpness)), 2.0 / learning_rate)
+    ax.set_ylim(0.0, 1.15 * top)
+    ax.set_ylabel("sharpness")
+    ax.legend()

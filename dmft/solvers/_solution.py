@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Any
 
@@ -23,8 +24,8 @@ class Solution:
         phi: equal-time feature kernels Φ^ℓ(t,t), ℓ = 1..L, each (T, P, P) (DMFT solves).
         g: equal-time gradient kernels G^ℓ(t,t), ℓ = 1..L, each (T, P, P) (DMFT solves).
         stderr: Monte Carlo standard errors, keyed like the result file (``"f_train"``,
-            ``"ntk"``, ``"loss_train"``, ``"phi_L{l}"``, ``"g_L{l}"``, ...), each shaped like its
-            value; empty for exact solvers.
+            ``"ntk"``, ``"loss_train"``, ``"sharpness"``, ``"phi_L{l}"``, ``"g_L{l}"``, ...), each
+            shaped like its value; empty for exact solvers.
         diagnostics: JSON-ready; every method writes the keys of `diagnostics` (``method``,
             ``settings``, ``iterations``, ``residuals``, ``wall_time_s``) plus its own.
     """
@@ -82,12 +83,16 @@ class Solution:
             out["loss_test"] = LOSS.value(np.asarray(self.f_test), y_test)
         return out
 
-    @property
+    @functools.cached_property
     def sharpness(self) -> Float[np.ndarray, " T"]:
         """λ_max(K(t))/P: the Gauss–Newton sharpness in time units (docs/conventions.md §5); plain
-        GD on the linearised model is unstable above 2/η0. Cost O(T P³)."""
+        GD on the linearised model is unstable above 2/η0. Computed once (cost O(T P³)), read-only.
+        A Monte Carlo solve gives its standard error as ``stderr["sharpness"]`` (the result file's
+        ``sharpness_stderr``)."""
         ntk = np.asarray(self.ntk)
-        return np.linalg.eigvalsh(ntk)[:, -1] / ntk.shape[-1]
+        value = np.linalg.eigvalsh(ntk)[:, -1] / ntk.shape[-1]
+        value.setflags(write=False)
+        return value
 
     def arrays(self, y_train: np.ndarray, y_test: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The result-file arrays of docs/conventions.md §5 (plus ``phi_L{l}``, ``g_L{l}``, ``*_stderr``)."""
