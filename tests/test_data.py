@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from dmft import InputError
-from dmft.data import known_datasets, load_dataset
-from dmft.data import _datasets
+from dmft.data import _datasets, known_datasets, load_dataset
 from dmft.spec import Architecture, Spec, Training, load_spec, spec_from_dict
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
