@@ -94,8 +94,10 @@ def test_bad_data_shapes_and_values(rng):
         Data(np.full((4, 3), np.nan), np.zeros(4))
     with pytest.raises(InputError, match=r"data.x_test must have shape \(P_test, 3\)"):
         Data(x, np.zeros(4), x_test=np.zeros((2, 5)))
+    # (P, C) targets are C outputs (docs/conventions.md §2b); a 3-D target is still refused
     with pytest.raises(InputError, match=r"data.y_train must have shape"):
-        Data(x, np.zeros((4, 2)))
+        Data(x, np.zeros((4, 2, 1)))
+    assert Data(x, np.zeros((4, 2))).num_outputs == 2
 
 
 def test_file_problems_name_the_file_or_key(tmp_path, data_files):
