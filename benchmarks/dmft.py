@@ -9,6 +9,10 @@ warm median of `--repeats` calls, peak RSS, and the Monte Carlo standard error o
     python benchmarks/dmft.py --cases 32,100,2,4096 --repeats 3
     python benchmarks/dmft.py --reference /path/to/jpc/experiments/dmft/src
 
+After the Monte Carlo rows the table has GD-vs-flow rows (`RULE_CASES`, ``--skip-rules`` leaves
+them out): the lazy closed form (flow, GD) and SGD recursion, and the two-layer particle DMFT
+(adaptive flow solve against the exact GD / SGD steps), L = 1, η0 = 0.1, T saved steps.
+
 ``--reference DIR`` imports ``theory_utils.solve_kernels_nonlin`` (thebuckleylab/jpc, the public DMFT reference code)
 from DIR and runs it side by side with ours on the notes' PD4 tanh case (P = 4, L = 2, γ0 = 1,
 20 steps of 0.1): wall time and the final loss, against the width-1024 network value of notes
@@ -141,6 +145,51 @@ def ours_pd4_worker(samples: int, repeats: int) -> dict:
             "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+#: GD against flow rows of the table: (family, optimizer, P, T saved steps, S particles); the
+#: two-layer rows are tanh, L = 1; lazy rows are the closed form (flow, GD) and the SGD recursion.
+RULE_CASES = [("lazy", "flow", 32, 100, 0), ("lazy", "gd", 32, 100, 0), ("lazy", "sgd", 32, 100, 0),
+              ("two_layer", "flow", 32, 100, 4096), ("two_layer", "gd", 32, 100, 4096),
+              ("two_layer", "sgd", 32, 100, 4096)]
+
+
+def rule_worker(family: str, optimizer: str, num_points: int, steps: int, samples: int,
+                repeats: int) -> dict:
+    """One GD-vs-flow row: the `_problem` data with L = 1, η0 = 0.1 for "gd" / "sgd" (batch P/4),
+    saved at every step t = 0, 0.1, …, i.e. the same saved times as the flow row."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from dmft.solvers import ClosedForm, TwoLayerDMFT
+    from dmft.spec import Architecture, Training
+
+    spec = _problem(num_points, steps, 1)
+    if family == "lazy":
+        spec = spec.replace(architecture=Architecture(1, "tanh"))
+    if optimizer != "flow":
+        extra = {"batch_size": num_points // 4, "seed": 0} if optimizer == "sgd" else {}
+        spec = spec.replace(training=Training(spec.training.times, optimizer=optimizer,
+                                              learning_rate=0.1, **extra))
+    method = ClosedForm() if family == "lazy" else TwoLayerDMFT(particles=samples)
+    start, cpu_start = time.perf_counter(), _cpu()
+    sol = method.solve(spec)
+    first, first_cpu = time.perf_counter() - start, _cpu() - cpu_start
+    times, cpu_times = [], []
+    for _ in range(repeats):
+        start, cpu_start = time.perf_counter(), _cpu()
+        sol = method.solve(spec)
+        times.append(time.perf_counter() - start)
+        cpu_times.append(_cpu() - cpu_start)
+    loss = sol.losses(spec.data.y_train)["loss_train"]
+    stderr = sol.stderr.get("loss_train")
+    return {"first_s": first, "median_s": statistics.median(times) if times else float("nan"),
+            "first_cpu_s": first_cpu,
+            "median_cpu_s": statistics.median(cpu_times) if cpu_times else float("nan"),
+            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "loss_end": float(loss[-1]),
+            "loss_end_stderr": float(stderr[-1]) if stderr is not None else 0.0,
+            "backend": jax.default_backend(), "devices": len(jax.devices())}
+
+
 RESULT_ENV = "DMFT_BENCHMARK_RESULT"  # the file a worker writes its JSON result to
 
 
@@ -191,13 +240,20 @@ def main() -> None:
     parser.add_argument("--reference-samples", default="1000,3000")
     parser.add_argument("--ours-samples", default="1024,4096,16384")
     parser.add_argument("--skip-table", action="store_true")
+    parser.add_argument("--skip-rules", action="store_true",
+                        help="leave out the GD-vs-flow rows (lazy and two-layer)")
     parser.add_argument("--worker", nargs=4, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--rule-worker", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--reference-worker", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--ours-pd4-worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
         _emit(worker(*args.worker, args.repeats))
+        return
+    if args.rule_worker:
+        family, optimizer, *sizes = args.rule_worker
+        _emit(rule_worker(family, optimizer, *map(int, sizes), args.repeats))
         return
     if args.reference_worker:
         path, samples, damping, iterations = args.reference_worker
@@ -226,6 +282,20 @@ def main() -> None:
                   f"{out['median_cpu_s']:6.1f} | {out['peak_mib']:8.0f} | "
                   f"{out['loss_end']:8.5f} {out['loss_end_stderr']:8.5f}  "
                   f"{out['backend']}×{out['devices']}{mark}", flush=True)
+    if not args.skip_table and not args.skip_rules:
+        # GD / SGD against flow, same columns: L = 1, η0 = 0.1, one saved time per step
+        for family, optimizer, num_points, steps, samples in RULE_CASES:
+            out = _spawn(["--rule-worker", family, optimizer, str(num_points), str(steps),
+                          str(samples), "--repeats", str(args.repeats)])
+            label = f"{num_points:>4} {steps:>4} {1:>2} {samples or '-':>6}"
+            what = f"  {family} {optimizer}"
+            if "error" in out:
+                print(f"{label} | failed: {out['error']}{what}")
+                continue
+            print(f"{label} | {out['first_s']:10.2f} {out['first_cpu_s']:6.1f} | {out['median_s']:9.2f} "
+                  f"{out['median_cpu_s']:6.1f} | {out['peak_mib']:8.0f} | "
+                  f"{out['loss_end']:8.5f} {out['loss_end_stderr']:8.5f}  "
+                  f"{out['backend']}×{out['devices']}{what}", flush=True)
 
     if args.reference:
         print("\nPD4 tanh, L = 2, γ0 = 1 (published networks): loss at t = 0.5 / 1.0 / 1.5 / 1.9")
