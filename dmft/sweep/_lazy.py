@@ -156,7 +156,7 @@ def lazy_solution(spec: Spec, kernel: SharedKernel) -> Solution:
     num_times = times.shape[0]
     has_test = data.num_test > 0
     ntk, cross = kernel.ntk, kernel.ntk_test_train
-    return Solution(
+    solution = Solution(
         t=times,
         f_train=f_train,
         ntk=np.broadcast_to(ntk, (num_times, *ntk.shape)),
@@ -165,3 +165,8 @@ def lazy_solution(spec: Spec, kernel: SharedKernel) -> Solution:
         diagnostics={"method": name, "settings": settings, "iterations": 0, "residuals": [],
                      **extra, "wall_time_s": time.perf_counter() - start},
     )
+    # Solution.sharpness (a cached property) decomposes K at every saved time; the kernel is
+    # frozen, so one call of the same routine gives the same numbers
+    sharpness = np.linalg.eigvalsh(ntk[None])[:, -1] / ntk.shape[-1]
+    solution.__dict__.setdefault("sharpness", np.repeat(sharpness, num_times))
+    return solution

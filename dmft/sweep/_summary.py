@@ -44,6 +44,10 @@ def kernel_alignment(ntk: np.ndarray, y: np.ndarray) -> np.ndarray:
 def top_eigenvalues(ntk: np.ndarray, count: int) -> np.ndarray:
     """The `count` largest eigenvalues of symmetric K (..., P, P), descending (..., count)."""
     ntk = np.asarray(ntk, dtype=np.float64)
+    if ntk.ndim == 3 and ntk.shape[0] > 1 and np.all(ntk == ntk[:1]):
+        # a frozen kernel (the lazy limit): one decomposition serves every saved time
+        first = top_eigenvalues(ntk[0], count)
+        return np.broadcast_to(first, (ntk.shape[0], first.shape[-1])).copy()
     symmetric = 0.5 * (ntk + np.swapaxes(ntk, -1, -2))
     values = np.linalg.eigvalsh(symmetric)[..., ::-1]
     return values[..., :count]

@@ -172,6 +172,20 @@ def _activation_summary(spec: Spec) -> dict[str, Any]:
             "dual_error": activation.dual_error}
 
 
+_PROVENANCE: dict[str | None, dict[str, Any]] = {}
+
+
+def _provenance(spec_file: str | None) -> dict[str, Any]:
+    """`dmft.io.provenance`, looked up once per spec file and process (versions, commit, devices
+    do not change during a sweep), with this write's own creation time."""
+    if spec_file not in _PROVENANCE:
+        _PROVENANCE[spec_file] = provenance(spec_file)
+    import datetime
+
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {**_PROVENANCE[spec_file], "created": created}
+
+
 def _write_point(folder: Path, files: Mapping[str, Mapping[str, np.ndarray]],
                  metadata: Mapping[str, Any], figures=None, spec_file: str | None = None) -> None:
     with atomic_output(folder) as staging:
@@ -181,7 +195,7 @@ def _write_point(folder: Path, files: Mapping[str, Mapping[str, np.ndarray]],
             figures(staging)
         names = sorted({path.name for path in staging.iterdir()} | {"metadata.json"})
         write_json(staging / "metadata.json",
-                   {**metadata, "files": names, "provenance": provenance(spec_file)})
+                   {**metadata, "files": names, "provenance": _provenance(spec_file)})
 
 
 def _solve_limit(spec: Spec, kernels: dict, vectorize: bool):
@@ -403,6 +417,7 @@ def sweep(
                         else [type(sampler_method).__name__, dataclasses.asdict(sampler_method)]}
     records: list[PointRecord] = []
     kernels: dict = {}
+    _PROVENANCE.clear()  # a fresh look-up per sweep (a commit may have happened in between)
     bar = progress_bar(len(points), "sweep")
     try:
         for point in points:
