@@ -329,6 +329,16 @@ def test_gd_run_writes_rule_and_sharpness(tmp_path, rng):
     assert metadata["training"]["optimizer"] == "gd"
     assert metadata["training"]["learning_rate"] == 0.25
     assert metadata["training"]["steps"] == [0, 2, 4]
+    path = write_spec(tmp_path, rng, 'times = [0.0, 0.5, 1.0]\noptimizer = "sgd"\n'
+                                     'learning_rate = 0.25\nbatch_size = 2\nseed = 5')
+    assert main(["run", str(path), "--out", str(out)]) == 0
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["training"] == {"optimizer": "sgd", "learning_rate": 0.25, "batch_size": 2,
+                                    "seed": 5, "steps": [0, 2, 4]}
+    path = write_spec(tmp_path, rng, "times = [0.0, 0.5, 1.0]")
+    assert main(["run", str(path), "--out", str(out)]) == 0
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["training"] == {"optimizer": "flow", "learning_rate": None}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,15 +18,11 @@ def configure(parser) -> None:
 
 
 def training_summary(spec) -> dict:
-    """The training rule of a run for ``metadata.json``: ``optimizer``, and for "gd" / "sgd" the
-    ``learning_rate`` η0, the step index of each saved time (``steps``) and the batch settings."""
+    """What ``metadata.json`` adds to the training rule that `dmft.io.write_results` records
+    (optimizer, learning rate, batches): for "gd" / "sgd" the step index k = t/η0 of each saved
+    time (``steps``)."""
     training = spec.training
-    out = {"optimizer": training.optimizer, "learning_rate": training.learning_rate}
-    if training.optimizer != "flow":
-        out["steps"] = list(training.steps)
-    if training.optimizer == "sgd":
-        out.update(batch_size=training.batch_size, seed=training.seed)
-    return out
+    return {} if training.optimizer == "flow" else {"steps": list(training.steps)}
 
 
 def execute(args) -> int:

@@ -325,6 +325,18 @@ def write_json(path: Path, content: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(content, indent=2, default=_json_default) + "\n")
 
 
+def training_rule(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The training rule of a spec dictionary (``Spec.to_dict()``): ``optimizer`` ("flow" when
+    absent) and ``learning_rate`` (None for gradient flow), plus ``batch_size`` and ``seed`` for
+    "sgd" (docs/conventions.md §2a)."""
+    training = spec.get("training", {})
+    optimizer = training.get("optimizer", "flow")
+    out = {"optimizer": optimizer, "learning_rate": training.get("learning_rate")}
+    if optimizer == "sgd":
+        out.update(batch_size=training.get("batch_size"), seed=training.get("seed"))
+    return out
+
+
 def write_results(
     out_dir: str | Path,
     npz_name: str,
@@ -335,13 +347,16 @@ def write_results(
     """Write ``out_dir/npz_name``, ``out_dir/metadata.json`` and any figures, atomically.
 
     ``metadata`` gets the `provenance()` block added under ``"provenance"`` (with the commit of
-    the spec file's folder when ``metadata["spec"]["source"]`` names one) and the list of files
-    written under ``"files"``. ``figures`` is called with the staging folder and writes its files
+    the spec file's folder when ``metadata["spec"]["source"]`` names one), the list of files
+    written under ``"files"`` and, when it holds a spec with a ``training`` table, the training
+    rule under ``"training"`` (`training_rule`; keys the caller already put there win). ``figures`` is called with the staging folder and writes its files
     there. An earlier result in ``out_dir`` is replaced as a whole (`atomic_output`). Returns the
     final paths by file name.
     """
     spec = metadata.get("spec")
     spec_file = spec.get("source") if isinstance(spec, Mapping) else None
+    metadata = {**metadata, "training": {**training_rule(spec), **metadata.get("training", {})}} \
+        if isinstance(spec, Mapping) and isinstance(spec.get("training"), Mapping) else metadata
     with atomic_output(out_dir) as staging:
         write_npz(staging / npz_name, arrays)
         if figures is not None:
