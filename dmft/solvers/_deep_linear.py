@@ -129,7 +129,8 @@ class DeepLinearDMFT:
         times = np.asarray(spec.training.times, dtype=np.float64)
         t_max = float(times[-1])
         kx_np = input_kernel(spec)
-        steps = self._steps(t_max, num_points, num_layers, spec, kx_np[:num_train, :num_train])
+        rank = input_basis(kx_np).shape[1]  # the march's point dimension (derivations §2)
+        steps = self._steps(t_max, rank, num_layers, spec, kx_np[:num_train, :num_train])
         dt = t_max / steps if steps else 0.0
 
         grids = [steps] + ([2 * steps] if self.extrapolate and steps else [])
@@ -185,10 +186,10 @@ class DeepLinearDMFT:
         eta = float(training.learning_rate)
         saved = np.asarray(training.steps, dtype=np.int64)
         num_grid = int(saved[-1]) + 1
-        self._check_cost(num_grid, num_points, num_layers)
+        kx_np = input_kernel(spec)
+        self._check_cost(num_grid, input_basis(kx_np).shape[1], num_layers)
         omega = np.zeros((num_grid, num_points))
         omega[:, :num_train] = training.dynamics.batch_weights(num_train, num_grid)
-        kx_np = input_kernel(spec)
         bar = new_bar(num_grid, f"deep_linear DMFT ({training.optimizer} steps)")
         ticker = StepTicker.for_solve(bar)
         try:
@@ -218,7 +219,7 @@ class DeepLinearDMFT:
         """InputError when the (TQ)² kernels of `num_grid` points exceed the memory budget."""
         need = 8.0 * num_layers * (num_grid * num_points) ** 2
         check_layers("deep_linear", num_layers,
-                     f"≈ {gib(need)} for {num_grid} grid points × Q = {num_points} points")
+                     f"≈ {gib(need)} for {num_grid} grid points × rank Φ^0 = {num_points}")
         if need > self.max_memory_gb * 2**30:
             raise InputError(
                 f"training.times: {num_grid - 1} steps of training.learning_rate need ≈ {gib(need)} "
@@ -236,7 +237,7 @@ class DeepLinearDMFT:
         check_layers("deep_linear", num_layers,
                      f"≈ {gib(8.0 * arrays * grid_points**2)} and ≈ "
                      f"{5 * num_layers * grid_points**3 / num_points:.2g} "
-                     f"flops for {finest * steps + 1} grid points × Q = {num_points} points")
+                     f"flops for {finest * steps + 1} grid points × rank Φ^0 = {num_points}")
         if t_max == 0:
             return 0
         limit = self.max_memory_gb * 2**30 / (8 * arrays)
@@ -245,7 +246,7 @@ class DeepLinearDMFT:
         if max_steps < 1:
             raise InputError(
                 f"solver.max_memory_gb = {self.max_memory_gb:g} is too small for the deep_linear "
-                f"closure with P + P_test = {num_points} points"
+                f"closure with rank Φ^0 = {num_points} (P + P_test points)"
             )
         if steps > max_steps:
             dt = t_max / max_steps
@@ -280,11 +281,13 @@ def _run(spec: Spec, kx_np: np.ndarray, weights: np.ndarray, omega: np.ndarray, 
     """One march of the plain (non-residual) closure: f (T, Q), K (T, Q, Q), Φ (T, L, Q, Q),
     G (T, L) as NumPy arrays."""
     num_layers = spec.architecture.hidden_layers
-    kx = jnp.asarray(kx_np)
+    basis = input_basis(kx_np)
     f, phis, gs = jax.tree_util.tree_map(np.asarray, _march(
-        kx, jnp.asarray(spec.data.y_train), jnp.asarray(spec.architecture.gamma0, kx.dtype),
+        jnp.asarray(basis), jnp.asarray(spec.data.y_train),
+        jnp.asarray(spec.architecture.gamma0, jnp.float64),
         jnp.asarray(weights), jnp.asarray(omega), num_layers,
-        _stages(weights.shape[0], kx_np.shape[0]), ticker))
+        _stages(weights.shape[0], basis.shape[1]), ticker))
+    phis = np.einsum("qa,tlab,pb->tlqp", basis, phis, basis)  # Φ^ℓ = B Φ̂^ℓ Bᵀ
     # K = Σ_{ℓ=0}^{L} G^{ℓ+1} Φ^ℓ on this grid (before Richardson: K is bilinear)
     ntk = layer_ntk(network_of(spec), kx_np[None], [phis[:, layer] for layer in range(num_layers)],
                     [gs[:, layer, None, None] for layer in range(num_layers)])
@@ -405,7 +408,7 @@ def _backward_layer(c, i, k, kx, dw, past, g_above, num_layers):
     c["g"][i] = _set_symmetric(c["g"][i], k, row)
 
 
-def _make_step(T, kx, y_pad, omega, weights, gamma0, scale, num_layers, ticker):
+def _make_step(T, kx, basis, y_pad, omega, weights, gamma0, scale, num_layers, ticker):
     """The march step of a stage whose arrays span T grid points: forward sweep ℓ = 1..L,
     backward sweep ℓ = L..1, then the read-out and Δ̃_k = ω_k ⊙ Δ_k."""
     g_top = jnp.ones((T, T), kx.dtype)  # G^{L+1} = 1
@@ -426,16 +429,18 @@ def _make_step(T, kx, y_pad, omega, weights, gamma0, scale, num_layers, ticker):
         for i in reversed(range(num_layers)):
             _backward_layer(c, i, k, kx, dw, past, g_of(c, i + 1), num_layers)
         last = num_layers - 1
-        f_k = (ys[last] @ _row(c["zu"][last], k)
-               + (_row(c["hr"][last], k) @ g_top) @ _row(c["zr"][last], k)) / gamma0
-        c["delta"] = _set_row(c["delta"], k, LOSS.error_signal(f_k, y_pad) * _row(omega, k))
+        f_hat = (ys[last] @ _row(c["zu"][last], k)
+                 + (_row(c["hr"][last], k) @ g_top) @ _row(c["zr"][last], k)) / gamma0
+        f_k = basis @ f_hat  # back from the input basis to the Q points
+        c["delta"] = _set_row(c["delta"], k,
+                              basis.T @ (LOSS.error_signal(f_k, y_pad) * _row(omega, k)))
         c["f"] = _set_row(c["f"], k, f_k)
         return c
 
     return step
 
 
-def _initial_carry(num_layers, Q, dtype):
+def _initial_carry(num_layers, Q, num_points, dtype):
     """Zero arrays of one grid point, and per array {axis: entries per grid point} of its time
     axes, along which the stages grow them (a dynamic source axis holds Q entries per point)."""
     carry = dict(
@@ -447,7 +452,7 @@ def _initial_carry(num_layers, Q, dtype):
         phi=[jnp.zeros((1, Q, 1, Q), dtype) for _ in range(num_layers)],
         g=[jnp.zeros((1, 1), dtype) for _ in range(num_layers)],
         delta=jnp.zeros((1, Q), dtype),
-        f=jnp.zeros((1, Q), dtype),
+        f=jnp.zeros((1, num_points), dtype),
     )
     dynamic = num_layers - 1
     time_axes = dict(cf=[{0: 1, 2: 1}] * num_layers, hr=[{0: 1, 2: 1}] * num_layers,
@@ -470,7 +475,7 @@ def _grow(carry, time_axes, size):
 
 @functools.partial(jax.jit, static_argnames=("num_layers", "chunks", "ticker"))
 def _march(
-    kx: Float[Array, "Q Q"],
+    basis: Float[Array, "Q R"],
     y: Float[Array, " P"],
     gamma0: Float[Array, ""],
     weights: Float[Array, "T T"],
@@ -480,27 +485,41 @@ def _march(
     ticker: StepTicker | None = None,
 ):
     """One explicit march on the grid of `weights` (strictly lower triangular, w_{ks} for s < k)
-    with error weights `omega` (ω_k on the training points, 0 on test points). Returns per grid
-    point: f (T, Q), Φ^ℓ(t,t) (T, L, Q, Q) and G^ℓ(t,t) (T, L). Memory: L (TQ)² floats.
+    with error weights `omega` (ω_k on the training points, 0 on test points), in the input basis
+    `basis` B (Φ^0 = B Bᵀ, R = rank Φ^0 <= Q): every field is linear in x, so Φ^ℓ = B Φ̂^ℓ Bᵀ and
+    the march runs on Φ̂ with Φ̂^0 = 1 and the error signal Bᵀ Δ̃ (derivations §2). Returns per
+    grid point: f (T, Q), Φ̂^ℓ(t,t) (T, L, R, R) and G^ℓ(t,t) (T, L). Memory: L (TR)² floats.
 
     At step k only the leading (k+1) time rows/columns are non-zero, so the march runs in
     `chunks` stages whose arrays are truncated to the stage's last step (static shapes): the
-    O(T²Q²)-per-step contractions then cost ≈ T³(1 + 4 + … + chunks²)/chunks³ instead of T³.
+    O(T²R²)-per-step contractions then cost ≈ T³(1 + 4 + … + chunks²)/chunks³ instead of T³.
     """
-    Q, P = kx.shape[0], y.shape[0]
+    P = y.shape[0]
+    Q, R = basis.shape
     num_grid = weights.shape[0]
-    dtype = kx.dtype
+    dtype = basis.dtype
+    kx = jnp.eye(R, dtype=dtype)
     y_pad = jnp.zeros(Q, dtype).at[:P].set(y)
-    carry, time_axes = _initial_carry(num_layers, Q, dtype)
+    carry, time_axes = _initial_carry(num_layers, R, Q, dtype)
     bounds = sorted({max(1, -(-num_grid * stage // chunks)) for stage in range(1, chunks + 1)})
     start = 0
     for stop in bounds:
         carry = _grow(carry, time_axes, stop)
-        step = _make_step(stop, kx, y_pad, omega[:stop], weights[:stop, :stop], gamma0,
+        step = _make_step(stop, kx, basis, y_pad, omega[:stop], weights[:stop, :stop], gamma0,
                           gamma0 / P, num_layers, ticker)
         carry = jax.lax.fori_loop(start, stop, step, carry)
         start = stop
     diag = jnp.arange(num_grid)
-    phis = jnp.stack([p[diag, :, diag, :] for p in carry["phi"]], axis=1)  # (T, L, Q, Q)
+    phis = jnp.stack([p[diag, :, diag, :] for p in carry["phi"]], axis=1)  # (T, L, R, R)
     gs = jnp.stack([g[diag, diag] for g in carry["g"]], axis=1)  # (T, L)
     return carry["f"], phis, gs
+
+
+def input_basis(kx: np.ndarray) -> np.ndarray:
+    """B (Q, R) with B Bᵀ = Φ^0 and R = rank Φ^0 (eigenvalues below 1e-13 of the largest are
+    round-off: dropping them changes nothing beyond it)."""
+    values, vectors = np.linalg.eigh(kx)
+    keep = values > 1e-13 * max(values[-1], 1e-300)
+    if not keep.any():
+        keep[-1] = True
+    return vectors[:, keep] * np.sqrt(np.maximum(values[keep], 0.0))
