@@ -220,3 +220,55 @@ def test_catapult_regime_converges_and_matches_real_networks():
         # of the extrapolation. σ is largest at the spike, where the seeds spread most.
         excess = np.abs(value - limit) - (3 * sigma + 0.01 * scale)
         assert np.all(excess <= 0), (name, int(np.argmax(excess)), excess.max() / scale)
+
+
+def test_dmft_run_of_a_two_layer_gd_spec(tmp_path):
+    import json
+
+    from dmft.cli import main
+
+    data = problem(8)
+    np.save(tmp_path / "x.npy", data.x_train)
+    np.save(tmp_path / "y.npy", data.y_train)
+    eta = 1.0 / lazy_sharpness(data, "tanh")
+    body = """
+[architecture]
+hidden_layers = 1
+activation = "tanh"
+parameterization = "mup"
+gamma0 = {gamma0}
+
+[data]
+x_train = "x.npy"
+y_train = "y.npy"
+
+[training]
+times = [{times}]
+optimizer = "gd"
+learning_rate = {eta!r}
+
+[solver]
+method = "two_layer"
+particles = 256
+batches = 4
+"""
+    spec = tmp_path / "spec.toml"
+    spec.write_text(body.format(gamma0=1.0, eta=eta, times=", ".join(repr(eta * k)
+                                                                     for k in (0, 1, 2, 5))))
+    out = tmp_path / "out"
+    assert main(["run", str(spec), "--out", str(out)]) == 0
+    result = np.load(out / "result.npz")
+    assert result["sharpness"].shape == result["sharpness_stderr"].shape == (4,)
+    assert result["loss_train_stderr"].shape == (4,)
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["training"]["optimizer"] == "gd" and metadata["solver"]["steps"] == 5
+    # an unstable rich run: exit 3 naming the step, and the earlier result stays as it was
+    before = (out / "result.npz").read_bytes()
+    big = 6.0 * eta
+    spec.write_text(body.format(gamma0=0.5, eta=big, times=", ".join(repr(big * k)
+                                                                     for k in (0, 200))))
+    assert main(["run", str(spec), "--out", str(out)]) == 3
+    assert (out / "result.npz").read_bytes() == before
+    other = tmp_path / "fresh"
+    assert main(["run", str(spec), "--out", str(other)]) == 3
+    assert not other.exists() or not any(other.iterdir())
