@@ -27,6 +27,21 @@ cutoff `rcond`: a direction the sources do not span carries no response. Entries
 the original coordinates 𝐋⁻¹ has huge entries whose cancellations against the smooth histories
 keep the noise O(1/√S) per whitened direction, and zeroing single entries destroys them.
 
+**Training rules** (docs/conventions.md §2a; derivations/finite_step_dmft.md §1–§3). For
+``optimizer = "gd"`` / ``"sgd"`` the grid is the steps, t_k = k·η0, and the march is the exact
+infinite-width process of the discrete rule, not a discretisation of the flow: the memory terms
+are left sums η0 Σ_{s<k} over the completed steps with the error signal ω_s ⊙ Δ_s (ω the batch
+weights of `dmft.network.SGD`), there is no endpoint term, and f_k is the read-out with the
+explicit control variate F_k = F_{k−1} + (η0/P)D_{k−1}(ω_{k−1}⊙Δ_{k−1}) (eq:gd_readout), never an
+Euler step of f. No stability is assumed (catapults run); a run that passes the divergence
+criterion of `dmft._divergence` is a SolveError naming the step.
+
+**Residual blocks** (docs/conventions.md §2c; finite_step_dmft.md §4–§6). With
+``residual_scale = α`` the layers ℓ = 2..L are h^ℓ = h^{ℓ−1} + β(u^ℓ + 𝒜^{ℓ−1}g^ℓ + β-scaled
+memory), β = α/L^{exponent}, and g^ℓ = g^{ℓ+1} + βφ'(h^ℓ)z^ℓ for ℓ < L; the lazy control variates
+follow the stream (h_lazy = u^1 + βΣu^m, g_lazy likewise) and their exact means the residual
+kernel recursion (eq:res_kernel_cv), so K(0) is exact here too.
+
 **Algorithm: causal time-marching with common random numbers.** All standard-normal draws ε are
 fixed up front. Everything at t_k depends only on rows ≤ k of the kernels, so one forward
 `lax.scan` over k computes, at each step: the forward pass ℓ = 1..L (new Cholesky row of Φ^{ℓ-1},
@@ -119,7 +134,8 @@ from ._solution import Solution, diagnostics
 
 @dataclasses.dataclass(frozen=True)
 class MonteCarloDMFT:
-    """Self-consistent Monte Carlo DMFT for deep μP networks (any L >= 1, any φ).
+    """Self-consistent Monte Carlo DMFT for deep μP networks (any L >= 1, any φ), trained by
+    gradient flow, GD or SGD, with plain or residual (depth-μP) hidden layers.
 
     See the module docstring for the equations and the algorithm (causal march with common
     random numbers, Stein responses, second-order time stepping).
@@ -127,8 +143,9 @@ class MonteCarloDMFT:
     Attributes:
         num_samples: Monte Carlo samples S of the single-site process (split into batches).
         num_batches: groups of samples used for the standard errors (S must be a multiple).
-        dt: time step; None picks the largest step <= `max_dt` that ends on the last spec time.
-        max_dt: largest default time step.
+        dt: time step of the flow march; None picks the largest step <= `max_dt` that ends on
+            the last spec time. GD and SGD step by ``training.learning_rate`` (dt must be None).
+        max_dt: largest default time step (flow).
         seed: PRNG seed of the draws (the answer is independent of the number of devices).
         rcond: relative eigenvalue cutoff of the conditional source covariances (Stein inverse).
         antithetic: draw the r-sources in ± pairs (exact γ0 → −γ0 symmetry, f(0) = 0).
