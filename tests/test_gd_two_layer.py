@@ -272,3 +272,42 @@ batches = 4
     other = tmp_path / "fresh"
     assert main(["run", str(spec), "--out", str(other)]) == 3
     assert not other.exists() or not any(other.iterdir())
+
+
+@settings(max_examples=5, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.floats(0.2, 2.0), st.floats(0.1, 1.5))
+def test_output_comes_from_the_read_out_not_an_euler_step_of_f(seed, gamma0, ratio):
+    # φ = identity: f' = m'/γ0 with the exact moment map gives, with e = Δ_k and c = η0γ0/P,
+    # f_{k+1} − f_k − (η0/P) K_k e = c² (e·f_k) Φ^0 e: the GD curvature an Euler step of f drops.
+    data = problem(seed)
+    spec = gd_spec(data, "linear", gamma0, ratio, (0, 1, 2, 3))
+    try:
+        solution = SMALL.solve(spec)
+    except SolveError:
+        return  # blew up within 3 steps (large γ0 η0): nothing to compare
+    eta, num_train = spec.training.learning_rate, 6
+    kx = data.x_train @ data.x_train.T / data.input_dim
+    for k in (1, 2):
+        e = data.y_train - solution.f_train[k]
+        curvature = (solution.f_train[k + 1] - solution.f_train[k]
+                     - eta / num_train * solution.ntk[k] @ e)
+        expected = (eta * gamma0 / num_train) ** 2 * (e @ solution.f_train[k]) * kx @ e
+        # exact identity; round-off of sums over 512 particles on O(1) outputs
+        np.testing.assert_allclose(curvature, expected, atol=1e-11)
+
+
+def test_tanh_step_curvature_is_even_in_gamma0():
+    # The per-step gap between the read-out and an Euler step of f is O(η0² γ0²): the
+    # (r, γ0) → (−r, −γ0) symmetry (eq:odd_orders) removes the odd orders.
+    data = problem(3)
+    eta = 0.2 / lazy_sharpness(data, "tanh")
+    method = TwoLayerDMFT(particles=2048, batches=2)
+    gaps = []
+    for gamma0 in (0.125, 0.25):
+        spec = Spec(Architecture(1, "tanh", "mup", gamma0=gamma0), data,
+                    Training((0.0, eta, 2 * eta), optimizer="gd", learning_rate=eta))
+        s = method.solve(spec)
+        gap = s.f_train[2] - s.f_train[1] - eta / 6 * s.ntk[1] @ (data.y_train - s.f_train[1])
+        gaps.append(np.abs(gap).max())
+    # doubling γ0 multiplies it by 4 up to the O(γ0²) relative next order (<= 0.1 here)
+    assert 3.4 < gaps[1] / gaps[0] < 4.6, gaps
