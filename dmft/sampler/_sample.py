@@ -211,7 +211,7 @@ def _warn_if_adaptive_steps_crawl(spec: Spec, method: Method) -> None:
         warnings.warn(
             f"dmft sample: activation {kinked[0]} has kinks, where adaptive steps "
             f"(rtol = {method.rtol:g}) crawl; expect slow training, or use "
-            "--method gd --dt 0.01 (sampler.method = \"gd\") for fixed Euler steps of the flow",
+            "--method euler --dt 0.01 (sampler.method = \"euler\") for fixed Euler steps of the flow",
             stacklevel=3,
         )
 
