@@ -28,7 +28,7 @@ def gd_loop(ntk, ntk_test_train, y, eta, steps):
     f_train = np.array([y - np.linalg.matrix_power(step_matrix, int(k)) @ y for k in steps])
     f_test, current, out = np.zeros(ntk_test_train.shape[0]), np.zeros(num_train), []
     for k in range(int(max(steps)) + 1):
-        if k in set(int(s) for s in steps):
+        if k in {int(s) for s in steps}:
             out.append(f_test.copy())
         residual = y - current
         f_test = f_test + eta / num_train * ntk_test_train @ residual
@@ -40,7 +40,7 @@ def sgd_loop(ntk, y, eta, batches, steps):
     """Each step descends (1/2B) Σ_{μ∈batch} (f_μ − y_μ)²: f += (η/B) K[:, batch] (y − f)[batch]."""
     f, out = np.zeros(y.size), []
     for k in range(int(max(steps)) + 1):
-        if k in set(int(s) for s in steps):
+        if k in {int(s) for s in steps}:
             out.append(f.copy())
         if k < len(batches):
             batch = batches[k]
@@ -287,8 +287,8 @@ CLI_BAD = {
     "batch_size < 1": ('times = [0.0, 1.0]\noptimizer = "sgd"\nlearning_rate = 0.5\nbatch_size = 0',
                        "training.batch_size"),
     "unknown optimizer": ('times = [0.0, 1.0]\noptimizer = "adam"', "training.optimizer"),
-    "sgd with ode": ('times = [0.0, 1.0]\noptimizer = "sgd"\nlearning_rate = 0.5\nbatch_size = 2'
-                     '\n[solver]\nmethod = "ode"', "training.optimizer"),
+    "sgd with ode": (('times = [0.0, 1.0]\noptimizer = "sgd"\nlearning_rate = 0.5\nbatch_size = 2'
+                      '\n[solver]\nmethod = "ode"'), "training.optimizer"),
 }
 
 

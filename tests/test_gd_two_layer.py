@@ -168,7 +168,7 @@ def finite_width_gd(x, y, gamma0, eta, width, seed, num_steps):
     return np.asarray(losses), np.asarray(sharp)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ensemble(width, seeds, eta, num_steps, data_seed):
     data = catapult_data(data_seed)
     out = [finite_width_gd(jnp.asarray(data.x_train), jnp.asarray(data.y_train), 1.0, eta, width,

@@ -133,7 +133,7 @@ def plot_learning_curve(
                             label=r"$\pm 2$ Monte Carlo s.e.")
         label = time_label(spec)
         if rule is not None:
-            label += rf", step $k = t/\eta_0$"
+            label += r", step $k = t/\eta_0$"
         time_axis(ax, t, None if sharp_ax is not None else label)
         if sharp_ax is not None:
             ax.set_xlabel("")

@@ -193,7 +193,7 @@ def march_steps(step, state, steps, save, diverged=None):
 
     def segment(carry, target):
         def cond(carry):
-            state, k, bad = carry
+            _, k, bad = carry
             return (k < target) & (bad < 0)
 
         def body(carry):
