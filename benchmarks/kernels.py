@@ -7,6 +7,12 @@ train × train. Each case runs in its own process, so the peak RSS is that of th
 
     python benchmarks/kernels.py                      # ReLU and Erf, P = 1000 … 8000
     python benchmarks/kernels.py --sizes 1000 --repeats 7
+    python benchmarks/kernels.py --sizes 2000,8000 --repeats 3 --against 3fcbe8ba --rounds 3
+
+``--against COMMIT`` checks COMMIT out into a temporary git worktree and times it side by side with
+this tree: per case and round, one process each (old first in odd rounds, new first in even
+ones, so that a drifting machine load favours neither), and the table gives the medians over
+rounds of each side's median and of the per-round ratio new/old.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 # benchmarks/dmft.py would shadow the dmft package when this folder is first on sys.path.
@@ -35,6 +42,8 @@ def worker(activation: str, size: int, repeats: int) -> dict:
     jax.config.update("jax_enable_x64", True)
     import dmft
 
+    # the tree timed, as imported (PYTHONPATH selects it in `--against` runs)
+    tree = os.path.dirname(os.path.dirname(os.path.abspath(dmft.__file__)))
     arch = dmft.Architecture(3, activation, "ntk", sigma_w=1.5, sigma_b=0.05)
     x = jax.random.normal(jax.random.key(0), (size, 100))
 
@@ -51,7 +60,55 @@ def worker(activation: str, size: int, repeats: int) -> dict:
         run()
         times.append(time.perf_counter() - start)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"first_s": first, "median_s": statistics.median(times), "peak_mib": peak_mib}
+    return {"first_s": first, "median_s": statistics.median(times), "peak_mib": peak_mib, "tree": tree}
+
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _measure(tree: str, activation: str, size: int, repeats: int) -> dict:
+    """One worker process importing dmft from `tree`."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tree, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    completed = subprocess.run(
+        [sys.executable, __file__, "--worker", activation, str(size), "--repeats", str(repeats)],
+        capture_output=True, text=True, check=True, env=env, cwd=tree,
+    )
+    row = json.loads(completed.stdout.strip().splitlines()[-1])
+    if os.path.realpath(row["tree"]) != os.path.realpath(tree):
+        raise RuntimeError(f"worker imported dmft from {row['tree']}, not from {tree}")
+    return row
+
+
+def side_by_side(commit: str, activations: list[str], sizes: list[int], repeats: int, rounds: int) -> None:
+    """Time `commit` (in a temporary worktree) against this tree, alternating per round."""
+    old = tempfile.mkdtemp(prefix="dmft_against_")
+    subprocess.run(["git", "-C", _ROOT, "worktree", "add", "--detach", "-f", old, commit],
+                   check=True, capture_output=True)
+    try:
+        sha = subprocess.run(["git", "-C", old, "rev-parse", "--short", "HEAD"], check=True,
+                             capture_output=True, text=True).stdout.strip()
+        new = subprocess.run(["git", "-C", _ROOT, "describe", "--always", "--dirty"], check=True,
+                             capture_output=True, text=True).stdout.strip()
+        print(f"old = {sha} (worktree {old}), new = {new} ({_ROOT}); {rounds} rounds of "
+              f"{repeats} warm repeats each; medians over rounds")
+        header = f"{'activation':>10} {'P':>6} {'old (s)':>9} {'new (s)':>9} {'new/old':>8}  per-round ratios"
+        print(header)
+        print("-" * len(header))
+        for activation in activations:
+            for size in sizes:
+                olds, news, ratios = [], [], []
+                for r in range(rounds):
+                    order = (old, _ROOT) if r % 2 == 0 else (_ROOT, old)
+                    times = {tree: _measure(tree, activation, size, repeats)["median_s"] for tree in order}
+                    olds.append(times[old])
+                    news.append(times[_ROOT])
+                    ratios.append(times[_ROOT] / times[old])
+                print(f"{activation:>10} {size:>6} {statistics.median(olds):>9.4f} "
+                      f"{statistics.median(news):>9.4f} {statistics.median(ratios):>8.3f}  "
+                      + " ".join(f"{x:.3f}" for x in ratios), flush=True)
+    finally:
+        subprocess.run(["git", "-C", _ROOT, "worktree", "remove", "--force", old], check=False,
+                       capture_output=True)
 
 
 def main() -> None:
@@ -59,10 +116,17 @@ def main() -> None:
     parser.add_argument("--activations", default="relu,erf")
     parser.add_argument("--sizes", default="1000,2000,4000,8000")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--against", metavar="COMMIT",
+                        help="time COMMIT (a temporary git worktree) side by side with this tree")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating old/new rounds (--against)")
     parser.add_argument("--worker", nargs=2, metavar=("ACTIVATION", "P"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.repeats)))
+        return
+    if args.against:
+        side_by_side(args.against, args.activations.split(","), [int(p) for p in args.sizes.split(",")],
+                     args.repeats, args.rounds)
         return
     header = f"{'activation':>10} {'P':>6} {'first (s)':>10} {'median (s)':>11} {'peak RSS (MiB)':>15}" \
              f" {'peer median (s)':>16} {'peer RSS (MiB)':>15}"
