@@ -8,6 +8,11 @@ statistics on accelerators, the process's peak RSS on CPU).
 
     python benchmarks/sampler.py                      # full table (minutes on CPU)
     python benchmarks/sampler.py --widths 256,512 --seeds 4 --repeats 1   # quick look
+    python benchmarks/sampler.py --optimizer gd --learning-rate 0.1     # GD members (steps t/η0)
+
+``--optimizer gd`` trains the same members by gradient descent itself (`RuleSteps`, one step per
+η0 of time) instead of the adaptive flow integration; ``--hessian-steps`` sets the Lanczos steps
+of the recorded Hessian sharpness (0 leaves it out, as the flow table did before it existed).
 """
 
 from __future__ import annotations
@@ -31,7 +36,14 @@ import numpy as np  # noqa: E402
 
 from dmft import Architecture, Spec, Training  # noqa: E402
 from dmft._progress import set_progress  # noqa: E402
-from dmft.sampler import FiniteNetwork, AdaptiveSteps, member_bytes, plan_batches, sample  # noqa: E402
+from dmft.sampler import (  # noqa: E402
+    AdaptiveSteps,
+    FiniteNetwork,
+    member_bytes,
+    method_for_spec,
+    plan_batches,
+    sample,
+)
 from dmft.spec import teacher_data  # noqa: E402
 
 
@@ -56,20 +68,30 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3,
                         help="timed repeats after the first call for widths ≤ --repeat-below")
     parser.add_argument("--repeat-below", type=int, default=1024)
+    parser.add_argument("--optimizer", default="flow", choices=("flow", "gd"))
+    parser.add_argument("--learning-rate", type=float, default=0.1, help="η0 with --optimizer gd")
+    parser.add_argument("--hessian-steps", type=int, default=20)
     parser.add_argument("--json", default=None, help="also write the table as JSON here")
     args = parser.parse_args()
     set_progress(False)
 
     widths = [int(w) for w in args.widths.split(",")]
     data = teacher_data(num_train=args.points, num_test=0, input_dim=16)
-    spec = Spec(Architecture(2, "tanh", "mup", gamma0=1.0), data,
-                Training(tuple(np.linspace(0.0, args.t_max, args.times))))
-    method = AdaptiveSteps(rtol=1e-8, atol=1e-8)
+    if args.optimizer == "gd":
+        steps = np.unique(np.rint(np.linspace(0.0, args.t_max, args.times) / args.learning_rate))
+        training = Training(tuple(steps * args.learning_rate), optimizer="gd",
+                            learning_rate=args.learning_rate)
+    else:
+        training = Training(tuple(np.linspace(0.0, args.t_max, args.times)))
+    spec = Spec(Architecture(2, "tanh", "mup", gamma0=1.0), data, training)
+    method = AdaptiveSteps(rtol=1e-8, atol=1e-8) if args.optimizer == "flow" else method_for_spec(spec)
     plan = plan_batches(spec, widths, args.seeds, method)
     device = jax.devices()[0]
     print(f"device: {device.device_kind} × {len(jax.devices())} ({jax.default_backend()}), "
           f"float64, P = {args.points}, T = {args.times} saved times, {args.seeds} seeds, "
-          f"L = 2 tanh μP, γ0 = 1, Tsit5 + PID(1e-8)")
+          f"L = 2 tanh μP, γ0 = 1, "
+          + ("Tsit5 + PID(1e-8)" if args.optimizer == "flow" else f"GD, η0 = {args.learning_rate:g}")
+          + f", {args.hessian_steps} Lanczos steps of the Hessian sharpness per saved time")
     header = (f"{'N':>6} {'params':>10} {'batch':>6} {'first (s)':>10} {'median (s)':>11} "
               f"{'s/seed':>8} {'steps':>6} {'est GiB/seed':>13} {'peak GiB':>9}")
     print(header)
@@ -79,13 +101,13 @@ def main() -> None:
         net = FiniteNetwork(spec.architecture, width, data.input_dim)
         estimate = member_bytes(net, method, data.num_train, data.num_train, args.times) / 2**30
         start = time.perf_counter()
-        samples = sample(spec, [width], args.seeds, method)
+        samples = sample(spec, [width], args.seeds, method, hessian_steps=args.hessian_steps)
         first = time.perf_counter() - start
         repeats = []
         if width <= args.repeat_below:
             for _ in range(args.repeats):
                 start = time.perf_counter()
-                sample(spec, [width], args.seeds, method)
+                sample(spec, [width], args.seeds, method, hessian_steps=args.hessian_steps)
                 repeats.append(time.perf_counter() - start)
         median = float(np.median(repeats)) if repeats else first
         steps = int(samples[width]["num_steps"].max())
