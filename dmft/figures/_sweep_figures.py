@@ -24,6 +24,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
 from .._errors import InputError
@@ -195,11 +196,13 @@ def plot_gamma0_family(data: SweepData, wide: bool = False):
                     label=r"lazy ($\gamma_0 \to 0$)")
         ax.set_yscale("log")
         ax.set_ylabel(("train" if key == "loss_train" else "test") + r" loss $\mathcal{L}$")
+    handles, labels = axes[0].get_legend_handles_labels()
     if banded:
-        axes[0].fill_between([], [], [], color="0.5", alpha=0.25, linewidth=0,
-                             label=r"$\pm 2$ s.e.")
+        handles.append(Patch(color="0.5", alpha=0.25, linewidth=0))
+        labels.append(r"$\pm 2$ s.e.")
     axes[-1].set_xlabel(time_axis_label(data, points[0]))
-    axes[0].legend(loc="lower left", ncol=1 if len(points) < 5 else 2)  # curves fall left to right
+    # curves fall from the upper left: the lower left corner is free
+    axes[0].legend(handles, labels, loc="lower left", ncol=1 if len(points) < 5 else 2)
     return figure
 
 

@@ -9,7 +9,8 @@ Columns, in order (absent ones are left out of the table, never filled with zero
   result has them, their ``*_stderr`` (Monte Carlo solves), ``sharpness`` = λ_max(K)/P,
   ``alignment`` A(t) = yᵀKy/(‖K‖_F‖y‖²) and the top NTK eigenvalues ``ntk_eig1``, ...;
 - ``lazy_loss_train`` / ``lazy_loss_test``: the γ0 → 0 (lazy) reference of a μP point;
-- per sampled width N: ``N{N}_diverged`` and the ensemble mean and standard error (over seeds) of
+- per sampled width N: ``N{N}_diverged`` (at least half of the members diverged),
+  ``N{N}_diverged_fraction``, and over the members that did not diverge the ensemble mean and standard error (over seeds) of
   ``loss_train``, ``loss_test``, ``sharpness``, ``hessian_sharpness``, ``alignment``,
   ``ntk_eig1`` and ``f_dev`` = ⟨‖f_N(t) − f_∞(t)‖²⟩/P (the squared deviation of the train
   predictions from the limit), as ``N{N}_<name>`` and ``N{N}_<name>_stderr``.
@@ -99,12 +100,22 @@ def sampler_columns(samples: Mapping[str, np.ndarray], widths: Sequence[int],
                 out[f"{prefix}diverged"] = np.full(num_times, width in diverged)
             continue
         f = np.asarray(samples[f"{prefix}f_train"], dtype=np.float64)  # (S, T, P)
-        out[f"{prefix}diverged"] = np.zeros(f.shape[1], dtype=bool)
+        # members that diverged (a discrete rule past its stability edge) are left out of the
+        # statistics; the width counts as diverged when at most half of its members survive
+        steps = np.asarray(samples.get(f"{prefix}diverged_step", np.full(f.shape[0], -1)))
+        keep = steps < 0
+        fraction = 1.0 - keep.mean()
+        out[f"{prefix}diverged"] = np.full(f.shape[1], fraction >= 0.5)
+        out[f"{prefix}diverged_fraction"] = np.full(f.shape[1], fraction)
+        if not keep.any():
+            continue
+        f = f[keep]
         per_seed: dict[str, np.ndarray] = {}
         for key in ("loss_train", "loss_test", "sharpness", "hessian_sharpness"):
             if prefix + key in samples:
-                per_seed[key] = np.asarray(samples[prefix + key], dtype=np.float64)
+                per_seed[key] = np.asarray(samples[prefix + key], dtype=np.float64)[keep]
         ntk = samples.get(f"{prefix}ntk")
+        ntk = None if ntk is None else np.asarray(ntk)[keep]
         if ntk is not None and np.ndim(ntk) == 4 and y.ndim == 1:
             per_seed["alignment"] = kernel_alignment(ntk, y)
             per_seed["ntk_eig1"] = top_eigenvalues(ntk, 1)[..., 0]

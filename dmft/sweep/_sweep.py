@@ -90,9 +90,9 @@ def _check_point(spec: Spec, widths, seeds, sampler_method) -> None:
     method = _limit_method(spec)
     check_training_rule(spec, method, f"the limit's method {type(method).__name__}")
     if widths:
-        from ..sampler import method_from_table, plan_batches
+        from ..sampler import method_for_spec, plan_batches
 
-        sampler = sampler_method if sampler_method is not None else method_from_table(spec.sampler)
+        sampler = sampler_method if sampler_method is not None else method_for_spec(spec)
         check_training_rule(spec, sampler, f"the sampler method {type(sampler).__name__}")
         plan_batches(spec, widths, seeds, sampler)
 
