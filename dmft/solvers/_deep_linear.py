@@ -87,6 +87,7 @@ class DeepLinearDMFT:
     max_memory_gb: float = 2.0
 
     optimizers = ("flow", "gd", "sgd")
+    residual = True  # residual blocks (docs/conventions.md §2c): the joint-source march
 
     def __post_init__(self):
         object.__setattr__(self, "dt", check_positive("dt", self.dt))
@@ -321,8 +322,11 @@ def _omega(num_grid: int, num_train: int, num_points: int) -> np.ndarray:
 def _run(spec: Spec, kx_np: np.ndarray, weights: np.ndarray, omega: np.ndarray, ticker):
     """One march of the plain (non-residual) closure: f (T, Q), K (T, Q, Q), Φ (T, L, Q, Q),
     G (T, L) as NumPy arrays."""
-    num_layers = spec.architecture.hidden_layers
+    arch = spec.architecture
+    num_layers = arch.hidden_layers
     basis = input_basis(kx_np)
+    if arch.residual_scale is not None and num_layers > 1:
+        return _run_residual(spec, kx_np, basis, weights, omega, ticker)
     f, phis, gs = jax.tree_util.tree_map(np.asarray, _march(
         jnp.asarray(basis), jnp.asarray(spec.data.y_train),
         jnp.asarray(spec.architecture.gamma0, jnp.float64),
@@ -332,6 +336,40 @@ def _run(spec: Spec, kx_np: np.ndarray, weights: np.ndarray, omega: np.ndarray, 
     # K = Σ_{ℓ=0}^{L} G^{ℓ+1} Φ^ℓ on this grid (before Richardson: K is bilinear)
     ntk = layer_ntk(network_of(spec), kx_np[None], [phis[:, layer] for layer in range(num_layers)],
                     [gs[:, layer, None, None] for layer in range(num_layers)])
+    return f, ntk, phis, gs
+
+
+def residual_branch_scale(arch) -> float:
+    """a = α/L^β of the residual branches (docs/conventions.md §2c)."""
+    return arch.residual_scale / arch.hidden_layers ** arch.residual_exponent
+
+
+#: Memory budget of the residual march's propagators and joint source covariance (bytes).
+RESIDUAL_MAX_BYTES = 4 * 2**30
+
+
+def _run_residual(spec, kx_np, basis, weights, omega, ticker, skip: float = 1.0,
+                  branch: float | None = None):
+    """One march of the residual closure (`_residual_march`); `skip` = 0 with `branch` = 1 is the
+    plain network (a cross-check)."""
+    arch = spec.architecture
+    L, T, R = arch.hidden_layers, weights.shape[0], basis.shape[1]
+    size = _source_layout(L, T, R)["size"]
+    need = 8.0 * (L * T * (R + 1) * size + size**2 + 2 * L * (T * R) ** 2)
+    check_layers("deep_linear", L, f"≈ {gib(need)} for the residual closure")
+    if need > RESIDUAL_MAX_BYTES:
+        raise InputError(
+            f"architecture.residual_scale: the residual deep_linear closure with L = {L} layers "
+            f"and {T} grid points needs ≈ {gib(need)} (it grows as (L·T)²); raise solver.dt or "
+            "shorten training.times")
+    a = residual_branch_scale(arch) if branch is None else branch
+    f, phis, gs = jax.tree_util.tree_map(np.asarray, _residual_march(
+        jnp.asarray(basis), jnp.asarray(spec.data.y_train), jnp.asarray(arch.gamma0, jnp.float64),
+        jnp.asarray(a, jnp.float64), jnp.asarray(weights), jnp.asarray(omega), L, float(skip),
+        ticker))
+    phis = np.einsum("qa,tlab,pb->tlqp", basis, phis, basis)
+    ntk = layer_ntk(network_of(spec), kx_np[None], [phis[:, layer] for layer in range(L)],
+                    [gs[:, layer, None, None] for layer in range(L)])
     return f, ntk, phis, gs
 
 
@@ -351,12 +389,12 @@ def euler_weights(num_grid: int, dt: float) -> np.ndarray:
     return dt * np.tril(np.ones((num_grid, num_grid)), -1)
 
 
-#: Graded grid of the Adams scheme: the step grows as dt·(1 + t/τ) with τ = GRADING_TIMES
-#: lazy time scales, up to GRADING_MAX_FACTOR·dt and never beyond GRADING_STABLE_FRACTION of the
+#: Graded grid of the Adams scheme: the step is dt until τ = GRADING_TIMES lazy time scales and
+#: dt·t/τ after, up to GRADING_MAX_FACTOR·dt and never beyond GRADING_STABLE_FRACTION of the
 #: lazy time scale (two-step Adams–Bashforth is stable for dt·λ < 1; the fraction leaves room
 #: for a kernel that grows 4× by feature learning). The error is made in the fast early transient;
 #: later steps add little (derivations/deep_linear_gd_residual.md §1).
-GRADING_TIMES = 4.0
+GRADING_TIMES = 8.0
 GRADING_MAX_FACTOR = 4.0
 GRADING_STABLE_FRACTION = 0.25
 
@@ -365,14 +403,14 @@ def graded_grid(times, dt: float, scale: float, max_points: int | None = None):
     """Nodes (n,) from t = 0 through every spec time, and the node index of each spec time, or
     None if more than `max_points` nodes would be needed. Between consecutive spec times
     t_i < t_{i+1} the step is uniform, (t_{i+1} − t_i)/ceil((t_{i+1} − t_i)/h(t_i)), with
-    h(t) = min(dt(1 + t/τ), GRADING_MAX_FACTOR·dt, max(dt, GRADING_STABLE_FRACTION·scale)), so
+    h(t) = min(dt·max(1, t/τ), GRADING_MAX_FACTOR·dt, max(dt, GRADING_STABLE_FRACTION·scale)), so
     the grid up to a time never depends on later spec times."""
     times = np.asarray(times, dtype=np.float64)
     tau = GRADING_TIMES * scale
     cap = min(GRADING_MAX_FACTOR * dt, max(dt, GRADING_STABLE_FRACTION * scale))
 
     def step(t):
-        return min(dt * (1.0 + t / tau) if math.isfinite(tau) else cap, cap)
+        return min(dt * max(1.0, t / tau) if math.isfinite(tau) else cap, cap)
 
     bounds = np.concatenate([[0.0], times])
     counts = [math.ceil((b - a) / step(a) - 1e-9) if b > a else 0
@@ -617,3 +655,125 @@ def input_basis(kx: np.ndarray) -> np.ndarray:
     if not keep.any():
         keep[-1] = True
     return vectors[:, keep] * np.sqrt(np.maximum(values[keep], 0.0))
+
+
+# ----------------------------------------------------------------------------------------------
+# Residual blocks (docs/conventions.md §2c): h^{ℓ+1} = h^ℓ + a W^ℓ h^ℓ/√N for ℓ = 1..L−1 with
+# a = α/L^β. The skip connections make the fields of all layers of one neuron a single process
+# (derivations/deep_linear_gd_residual.md §4):
+#   h^1     = u^1 + Σ_{s<k} C^0_{ks} g^1_s,                 C^0 = (γ0/P) w Φ^0 Δ̃
+#   h^{ℓ+1} = σ h^ℓ + a (u^{ℓ+1} + Σ_{s<k} C^ℓ_{ks} g^{ℓ+1}_s),  C^ℓ = ∂h^ℓ/∂r^ℓ + (aγ0/P) w Φ^ℓ Δ̃
+#   g^L     = r^L + Σ_{s<k} D^L_{ks}·h^L_s,                  D^L = (γ0/P) w Δ̃
+#   g^ℓ     = σ g^{ℓ+1} + a (r^ℓ + Σ_{s<k} D^ℓ_{ks}·h^ℓ_s),    D^ℓ = ∂g^{ℓ+1}/∂u^{ℓ+1} + (aγ0/P) w G^{ℓ+1} Δ̃
+# with σ = 1 (σ = 0, a = 1 is the plain network: a cross-check of the march above). Every field
+# row is stored as its propagator onto the joint source vector S = (u^1, u^2..u^L, r^1..r^{L−1},
+# r^L) of one neuron, whose covariance Σ_S is block diagonal (I, Φ̂^1..Φ̂^{L−1}, G^2..G^L, 1)
+# and filled causally. Cost O(L² T³ R³) time and O(L² (TR)²) memory: meant for moderate L·T.
+
+
+def _source_layout(num_layers: int, T: int, R: int) -> dict:
+    """Offsets of the source blocks in S: u^1 (R), u^ℓ (T·R, ℓ = 2..L), r^ℓ (T, ℓ = 1..L−1), r^L."""
+    u = {1: 0}
+    offset = R
+    for layer in range(2, num_layers + 1):
+        u[layer] = offset
+        offset += T * R
+    r = {}
+    for layer in range(1, num_layers):
+        r[layer] = offset
+        offset += T
+    r[num_layers] = offset
+    return {"u": u, "r": r, "size": offset + 1}
+
+
+@functools.partial(jax.jit, static_argnames=("num_layers", "skip", "ticker"))
+def _residual_march(basis, y, gamma0, branch, weights, omega, num_layers: int, skip: float = 1.0,
+                    ticker: StepTicker | None = None):
+    """The joint-source march of the residual closure (block comment above). Returns f (T, Q),
+    Φ̂^ℓ(t,t) (T, L, R, R), G^ℓ(t,t) (T, L)."""
+    P = y.shape[0]
+    Q, R = basis.shape
+    T = weights.shape[0]
+    L = num_layers
+    dtype = basis.dtype
+    lay = _source_layout(L, T, R)
+    NS = lay["size"]
+    y_pad = jnp.zeros(Q, dtype).at[:P].set(y)
+    sigma0 = jnp.zeros((NS, NS), dtype).at[:R, :R].set(jnp.eye(R, dtype=dtype))
+    sigma0 = sigma0.at[NS - 1, NS - 1].set(1.0)  # r^L ~ N(0, 1)
+    carry = dict(
+        hh=[jnp.zeros((T, R, NS), dtype) for _ in range(L)],
+        hg=[jnp.zeros((T, NS), dtype) for _ in range(L)],
+        phi=[jnp.zeros((T, R, T, R), dtype) for _ in range(L)],
+        g=[jnp.zeros((T, T), dtype) for _ in range(L)],
+        sigma=sigma0, delta=jnp.zeros((T, R), dtype), f=jnp.zeros((T, Q), dtype),
+    )
+    scale = gamma0 / P
+
+    def put_block(sigma, offset, k, row, width):
+        """Row and column of time k (width entries per time) of a source block at `offset`."""
+        start = offset + k * width
+        sigma = jax.lax.dynamic_update_slice(sigma, row, (start, jnp.asarray(offset, k.dtype)))
+        return jax.lax.dynamic_update_slice(sigma, row.T, (jnp.asarray(offset, k.dtype), start))
+
+    def step(k, c):
+        if ticker is not None:
+            ticker.tick(k)
+        c = {key: list(v) if isinstance(v, list) else v for key, v in c.items()}
+        dw = scale * _row(weights, k)[:, None] * c["delta"]  # (γ0/P) w_{ks} Δ̂_s, (T, R)
+        sig = c["sigma"]
+        hh_rows = []
+        for i in range(L):  # forward: layer ℓ = i + 1
+            if i == 0:
+                coupling = dw.T  # C^0 (R, T): Φ̂^0 = 1
+                row = jnp.zeros((R, NS), dtype).at[:, :R].set(jnp.eye(R, dtype=dtype))
+                row = row + coupling @ c["hg"][0]
+            else:
+                below = hh_rows[i - 1]
+                r_block = jax.lax.dynamic_slice_in_dim(below, lay["r"][i], T, axis=1)  # ∂h^ℓ/∂r^ℓ
+                coupling = (r_block * (jnp.arange(T) < k)[None, :]
+                            + branch * jnp.einsum("msa,sa->ms", _row(c["phi"][i - 1], k), dw))
+                source = jnp.zeros((R, NS), dtype)
+                source = jax.lax.dynamic_update_slice(
+                    source, jnp.eye(R, dtype=dtype), (jnp.zeros((), k.dtype), lay["u"][i + 1] + k * R))
+                row = skip * below + branch * (source + coupling @ c["hg"][i])
+            hh_rows.append(row)
+            c["hh"][i] = _set_row(c["hh"][i], k, row)
+            phi_row = ((row @ sig) @ c["hh"][i].reshape(T * R, NS).T).reshape(R, T, R)
+            c["phi"][i] = _set_symmetric(c["phi"][i], k, phi_row)
+            if i + 2 <= L:  # Φ^ℓ is the covariance of u^{ℓ+1}
+                sig = put_block(sig, lay["u"][i + 2], k, phi_row.reshape(R, T * R), R)
+        g_above = jnp.ones((T, T), dtype)
+        hg_rows = [None] * L
+        for i in reversed(range(L)):  # backward: layer ℓ = i + 1
+            if i == L - 1:
+                coupling = dw  # D^L (T, R), G^{L+1} = 1
+                row = jnp.zeros(NS, dtype).at[NS - 1].set(1.0)
+                row = row + jnp.einsum("sa,san->n", coupling, c["hh"][i])
+            else:
+                above = hg_rows[i + 1]
+                u_block = jax.lax.dynamic_slice_in_dim(above, lay["u"][i + 2], T * R).reshape(T, R)
+                coupling = (u_block * (jnp.arange(T) < k)[:, None]
+                            + branch * _row(c["g"][i + 1], k)[:, None] * dw)
+                source = jnp.zeros(NS, dtype).at[lay["r"][i + 1] + k].set(1.0)
+                row = skip * above + branch * (source + jnp.einsum("sa,san->n", coupling, c["hh"][i]))
+            hg_rows[i] = row
+            c["hg"][i] = _set_row(c["hg"][i], k, row)
+            g_row = c["hg"][i] @ (sig @ row)
+            c["g"][i] = _set_symmetric(c["g"][i], k, g_row)
+            if i >= 1:  # G^ℓ is the covariance of r^{ℓ−1}
+                sig = put_block(sig, lay["r"][i], k, g_row[None, :], 1)
+        c["sigma"] = sig
+        f_hat = hh_rows[L - 1] @ (sig @ hg_rows[L - 1]) / gamma0
+        f_k = basis @ f_hat
+        c["delta"] = _set_row(c["delta"], k,
+                              basis.T @ (LOSS.error_signal(f_k, y_pad) * _row(omega, k)))
+        c["f"] = _set_row(c["f"], k, f_k)
+        del g_above
+        return c
+
+    carry = jax.lax.fori_loop(0, T, step, carry)
+    diag = jnp.arange(T)
+    phis = jnp.stack([p[diag, :, diag, :] for p in carry["phi"]], axis=1)
+    gs = jnp.stack([g[diag, diag] for g in carry["g"]], axis=1)
+    return carry["f"], phis, gs
