@@ -99,6 +99,22 @@ def test_linear_residual_monte_carlo_matches_the_deep_linear_closure():
     assert np.mean(np.abs(mc.ntk - exact.ntk)) <= 5 * np.mean(mc.stderr["ntk"]) + 1e-4
 
 
+def test_linear_residual_monte_carlo_matches_finite_width_residual_networks():
+    # φ = x, L = 2, one residual block: cheap networks (the trainer of test_monte_carlo_gd.py),
+    # so the comparison runs by default while the deep-linear closure lacks residual blocks
+    x, y = pd4_data()
+    alpha, eta, steps = 1.0, 0.25, 8
+    _, net = network_ensemble(x, y, (512, 1024), 8, activation="linear", hidden_layers=2,
+                              gamma0=1.0, eta=eta, steps=steps, branch=alpha / np.sqrt(2))
+    spec = residual_spec(x, y, activation="linear", hidden_layers=2, alpha=alpha,
+                         learning_rate=eta, steps=steps)
+    sol = MonteCarloDMFT(num_samples=2048, num_batches=8).solve(spec)
+    loss, loss_se = sol.losses(y)["loss_train"], sol.stderr["loss_train"]
+    # 3σ of the combined errors (1/N-extrapolated ensemble, DMFT batch means) plus 1 % of 𝓛(0)
+    sigma = np.hypot(net["loss_se"], loss_se)
+    assert np.all(np.abs(loss - net["loss"]) <= 3 * sigma + 0.01 * loss[0]), (loss, net["loss"])
+
+
 # ----------------------------------------------------------------------------------------------
 # Against finite-width residual networks trained by plain GD (slow: minutes)
 

@@ -268,6 +268,7 @@ class MonteCarloDMFT:
         grid = self._grid(spec)
         num_points = spec.data.num_train + spec.data.num_test
         self._check_cost(spec, grid.dt, grid.steps + 1, num_points)
+        grid = grid._replace(omega=_batch_weights(spec, grid))  # after the cost check: (T, P)
         n_dev, mesh = self._mesh()
         inputs = _inputs(spec, grid)
         draws = _draw(jax.random.PRNGKey(self.seed), inputs.kx, self.num_samples, grid.steps + 1,
@@ -289,17 +290,13 @@ class MonteCarloDMFT:
         t_k = k·η0 for GD and SGD (one grid point per step, with the steps' batch weights ω)."""
         training = spec.training
         times = np.asarray(training.times, dtype=np.float64)
-        num_train = spec.data.num_train
         if training.optimizer == "flow":
             dt, steps = self.time_grid(times)
-            return _Grid(times, dt, steps, "flow", np.ones((steps + 1, num_train)))
+            return _Grid(times, dt, steps, "flow", None)
         if self.dt is not None:
             raise InputError(f"solver.dt = {self.dt!r} applies to training.optimizer = \"flow\" "
                              f"only; \"{training.optimizer}\" steps by training.learning_rate")
-        steps = max(training.steps)
-        omega = np.ones((steps + 1, num_train))
-        omega[:steps] = training.dynamics.batch_weights(num_train, steps)
-        return _Grid(times, float(training.learning_rate), steps, "gd", omega)
+        return _Grid(times, float(training.learning_rate), max(training.steps), "gd", None)
 
     def _config(self, spec: Spec, grid: _Grid, mesh) -> _Config:
         """The static settings of the march (a jit static argument)."""
@@ -552,13 +549,14 @@ class _Config:
 class _Grid(NamedTuple):
     """The march grid: saved times, step dt (η0 for GD), number of steps, the rule ("flow" or
     "gd", SGD being "gd" with batch weights) and ω (steps + 1, P): ω_kμ = P/B on step k's batch
-    (ones for full-batch GD and for flow; the last row is never used)."""
+    (ones for full-batch GD and for flow; the last row is never used), filled in by `solve`
+    once the march's cost has been checked."""
 
     times: np.ndarray
     dt: float
     steps: int
     rule: str
-    omega: np.ndarray
+    omega: np.ndarray | None
 
 
 class _Inputs(NamedTuple):
@@ -569,6 +567,15 @@ class _Inputs(NamedTuple):
     kx: Any
     y: Any
     omega: Any
+
+
+def _batch_weights(spec: Spec, grid: _Grid) -> np.ndarray:
+    """ω (steps + 1, P): the training rule's batch weights per step (ones for flow and GD; the
+    last row, after the last step, is never used)."""
+    omega = np.ones((grid.steps + 1, spec.data.num_train))
+    if grid.rule == "gd":
+        omega[:grid.steps] = spec.training.dynamics.batch_weights(spec.data.num_train, grid.steps)
+    return omega
 
 
 def _inputs(spec: Spec, grid: _Grid) -> _Inputs:
