@@ -14,7 +14,12 @@ is linearly unstable along the top eigenvector once η0 · λ_max(η∇²𝓛) >
 Krylov basis, so its memory is that of a few gradients at any width. Without reorthogonalisation
 the basis loses orthogonality once a Ritz value converges, and the tridiagonal matrix then repeats
 converged eigenvalues ("ghosts"); its largest Ritz value stays an estimate of λ_max from below
-that only improves with the number of steps. An exact invariant subspace (the recursion's β = 0)
+that only improves with the number of steps. How fast it converges depends on the gap at the top
+of the spectrum: when the Gauss–Newton outlier λ_max(K)/P dominates, a few steps suffice; when the
+functional part (O(γ0) in μP at initialisation, with a dense spectrum of both signs) sets the
+top, there is little gap and the estimate approaches λ_max slowly from below, so raise the
+number of steps (``sampler.hessian_steps``) there; benchmarks/hessian_sharpness.py measures the
+change from tripling them. An exact invariant subspace (the recursion's β = 0)
 ends the recursion: later diagonal entries are set to the first Rayleigh quotient, which lies
 inside the spectrum, so they cannot raise the maximum.
 """
