@@ -329,6 +329,7 @@ def test_gd_run_writes_rule_and_sharpness(tmp_path, rng):
     assert metadata["training"]["optimizer"] == "gd"
     assert metadata["training"]["learning_rate"] == 0.25
     assert metadata["training"]["steps"] == [0, 2, 4]
+    assert metadata["solver"]["steps"] == 4 and metadata["solver"]["learning_rate"] == 0.25
     path = write_spec(tmp_path, rng, 'times = [0.0, 0.5, 1.0]\noptimizer = "sgd"\n'
                                      'learning_rate = 0.25\nbatch_size = 2\nseed = 5')
     assert main(["run", str(path), "--out", str(out)]) == 0

@@ -342,5 +342,7 @@ def _solve(spec: Spec, method: LazyMethod, integrate) -> Solution:
         f_test=f_test if has_test else None,
         ntk_test_train=np.broadcast_to(ntk_test_train, (num_times, *ntk_test_train.shape))
         if has_test else None,
-        diagnostics=diagnostics(type(method).__name__, method, start),
+        diagnostics=diagnostics(type(method).__name__, method, start, **(
+            {"steps": int(spec.training.steps[-1]), "learning_rate": spec.training.learning_rate}
+            if locate else {})),
     )
