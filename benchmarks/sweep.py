@@ -30,15 +30,15 @@ import time
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
-import jax  # noqa: E402
+import jax
 
 jax.config.update("jax_enable_x64", True)
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import dmft  # noqa: E402
-from dmft.spec import Architecture, Data, Spec, Training  # noqa: E402
-from dmft.sweep import lazy_group_key, lazy_solution, shared_kernel  # noqa: E402
+import dmft
+from dmft.spec import Architecture, Data, Spec, Training
+from dmft.sweep import lazy_group_key, lazy_solution, shared_kernel
 
 STEPS = 50
 
@@ -113,8 +113,8 @@ def main() -> None:
     for case in args.cases.split(","):
         for size in sizes:
             specs = _specs(case, size, args.points)
-            loop = _timed(lambda: _loop(case, specs), args.repeats)
-            shared = _timed(lambda: _shared(case, specs), args.repeats)
+            loop = _timed(lambda c=case, s=specs: _loop(c, s), args.repeats)
+            shared = _timed(lambda c=case, s=specs: _shared(c, s), args.repeats)
             if case == "lr":
                 ends = f"{_end_to_end(specs, True):>8.2f} {_end_to_end(specs, False):>9.2f}"
             else:

@@ -11,14 +11,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
 
-import dmft  # noqa: E402
-from dmft import InputError  # noqa: E402
-from dmft.cli import main  # noqa: E402
-from dmft.figures import (  # noqa: E402
+import dmft
+from dmft import InputError
+from dmft.cli import main
+from dmft.figures import (
     COLUMN_WIDTH,
     SweepData,
     paper_style,
@@ -29,8 +29,8 @@ from dmft.figures import (  # noqa: E402
     plot_sweep_figure,
     plot_width_deviation,
 )
-from dmft.spec import Architecture, Data, Spec, Training  # noqa: E402
-from dmft.sweep import load_summary, shared_kernel  # noqa: E402
+from dmft.spec import Architecture, Data, Spec, Training
+from dmft.sweep import load_summary, shared_kernel
 
 
 def _data(num_train=8, seed=0) -> Data:

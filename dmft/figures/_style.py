@@ -17,8 +17,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # figures are files: never open a window, work on headless machines
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 STYLE = Path(__file__).with_name("dmft.mplstyle")
 COLUMN_WIDTH = 3.4  # inches, one journal column

@@ -58,7 +58,10 @@ class SweepData:
             raise InputError(f"{folder}: cannot read the sweep summary ({error})") from None
         if not isinstance(self.meta, dict) or self.meta.get("command") != "sweep":
             raise InputError(f"{meta_path}: not the metadata of dmft sweep")
-        self.keys: list[str] = list(self.meta.get("keys", []))
+        grid = self.meta.get("grid", {})
+        # keys swept over one value are constants of the sweep: no panels, no labels
+        self.keys: list[str] = [key for key in self.meta.get("keys", [])
+                                if not isinstance(grid.get(key), list) or len(grid[key]) > 1]
         self.widths: list[int] = [int(w) for w in self.meta.get("widths", [])]
         self.point_ids = list(dict.fromkeys(self.summary["point"].tolist()))
         self._specs: dict[int, dict] = {}
@@ -100,7 +103,7 @@ class SweepData:
         return self.point_spec(point).get("training", {}).get("optimizer", "flow")
 
     def require(self, key: str, kind: str) -> None:
-        if key not in self.keys:
+        if key not in self.meta.get("keys", []):
             swept = ", ".join(self.keys) or "none"
             raise InputError(f"--kind {kind} needs a sweep over {key} (this one sweeps {swept})")
 
@@ -114,7 +117,18 @@ class SweepData:
 
 
 def _format(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _plain_log_ticks(axis, values=None) -> None:
+    """Log-axis tick labels as plain numbers (0.5, 1, 2 instead of 5×10⁻¹), no minor labels;
+    at `values` when given (the widths of a sweep)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    if values is not None:
+        axis.set_major_locator(FixedLocator(sorted(values)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _label(items) -> str:
@@ -283,7 +297,8 @@ def plot_width_deviation(data: SweepData, time: float | None = None, wide: bool 
         if not np.any(good):
             continue
         label = _label([(key, data.value(point, key)) for key in data.keys]) or None
-        ax.errorbar(widths[good], values[good], yerr=2 * np.nan_to_num(errors[good]), fmt="o-",
+        ax.errorbar(widths[good], values[good], yerr=_log_errors(values[good], errors[good]),
+                    fmt="o-",
                     color=color, markersize=3, capsize=2, label=label)
         if guide_level is None:
             guide_level = float(np.exp(np.mean(np.log(values[good] * widths[good]))))
@@ -293,6 +308,7 @@ def plot_width_deviation(data: SweepData, time: float | None = None, wide: bool 
     ax.plot(grid, guide_level / grid, ":", color="black", linewidth=1.0, label=r"$\propto 1/N$")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_log_ticks(ax.xaxis, data.widths)
     ax.set_xlabel(r"width $N$")
     when = f"$t = {_format(shown_t.pop())}$" if len(shown_t) == 1 else "the last saved time"
     ax.set_ylabel(r"$\langle\Vert f_N - f_\infty\Vert^2\rangle / P$" + f" at {when}")
@@ -323,6 +339,13 @@ def _transfer_curve(data: SweepData, points: list[int], column: str, time: float
         stderr = data.summary.get(f"{column}_stderr")
         errors.append(float(stderr[row]) if stderr is not None and not flag else np.nan)
     return (np.asarray(rates), np.asarray(losses), np.asarray(errors), np.asarray(diverged))
+
+
+def _log_errors(values: np.ndarray, stderr: np.ndarray) -> np.ndarray:
+    """±2 s.e. bars for a log axis: the lower bar stops at a tenth of the value (an interval
+    reaching 0 or below has no place on it), (2, n) as errorbar takes them."""
+    spread = 2 * np.nan_to_num(stderr)
+    return np.vstack([np.minimum(spread, 0.9 * values), spread])
 
 
 def _mark_divergent(ax, rates, diverged, color, offset: float) -> bool:
@@ -363,12 +386,16 @@ def _transfer_panel(ax, data: SweepData, points: list[int], time: float | None,
                 ax.plot(rates[best], losses[best], "*", color=color, markersize=9,
                         markeredgecolor="white", markeredgewidth=0.5, zorder=11)
         else:
-            ax.errorbar(rates[good], losses[good], yerr=2 * np.nan_to_num(errors[good]),
+            ax.errorbar(rates[good], losses[good], yerr=_log_errors(losses[good], errors[good]),
                         fmt="s--", color=color, markersize=2.5, linewidth=0.9, capsize=1.5,
                         label=label)
         marked |= _mark_divergent(ax, rates, diverged, color, 0.03 * index)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    rates = sorted({float(data.value(p, RATE)) for p in points})
+    span = rates[-1] / rates[0] if rates and rates[0] > 0 else 1.0
+    # a grid within two decades gets its own η0 as ticks (a log axis would show one or none)
+    _plain_log_ticks(ax.xaxis, rates if len(rates) <= 6 and span < 100 else None)
     return marked
 
 
@@ -376,7 +403,9 @@ def _transfer_legend(ax, marked: bool, star_color) -> None:
     ax.plot([], [], "*", color=star_color, markersize=8, label="predicted optimum")
     if marked:
         ax.plot([], [], "x", color="0.3", markersize=4, label="diverged")
-    ax.legend(loc="lower left", fontsize=6.5)
+    # above the panel: the curves of a transfer figure fill the axes
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=6.5,
+              columnspacing=1.0, handlelength=1.8)
 
 
 def _loss_label(data: SweepData, points: list[int], time: float | None) -> str:
@@ -403,7 +432,7 @@ def plot_lr_transfer(data: SweepData, time: float | None = None, wide: bool = Fa
         marked = _transfer_panel(ax, data, points, time, curves)
         ax.set_xlabel(r"learning rate $\eta_0$")
         if items:
-            ax.set_title(_label(items))
+            ax.text(0.98, 0.02, _label(items), transform=ax.transAxes, ha="right", va="bottom")
         _transfer_legend(ax, marked, "black")
     axes[0][0].set_ylabel(_loss_label(data, data.point_ids, time))
     return figure

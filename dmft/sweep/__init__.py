@@ -7,7 +7,14 @@
 - `load_summary(folder)`, `read_sweep_metadata(folder)`: what the figures are rebuilt from.
 """
 
-from ._grid import SWEEP_ONLY_KEYS, Point, as_grid, grid_points, parse_assignment, parse_value
+from ._grid import (
+    SWEEP_ONLY_KEYS,
+    Point,
+    as_grid,
+    grid_points,
+    parse_assignment,
+    parse_value,
+)
 from ._lazy import gd_closed_form, lazy_group_key, lazy_solution, shared_kernel
 from ._summary import kernel_alignment, load_summary, top_eigenvalues
 from ._sweep import PointRecord, SweepResult, read_sweep_metadata, sweep

@@ -230,7 +230,7 @@ def _step_indices(steps: Any) -> list[int]:
         if not 1 <= steps <= 10**6:
             raise InputError(f"training.steps must be in 1..1000000, got {steps}")
         return list(range(steps + 1))
-    if min(steps) < 0 or any(b <= a for a, b in zip(steps, steps[1:])):
+    if min(steps) < 0 or any(b <= a for a, b in itertools.pairwise(steps)):
         raise InputError(f"training.steps must be increasing indices >= 0, got {steps!r}")
     return list(steps)
 

@@ -106,7 +106,7 @@ def _as_widths(widths) -> tuple[int, ...]:
     if not widths or not all(isinstance(w, (int, np.integer)) and not isinstance(w, bool)
                              and w > 0 for w in widths):
         raise InputError(f"--widths must be positive integers, got {list(widths)!r}")
-    return tuple(sorted(set(int(w) for w in widths)))
+    return tuple(sorted({int(w) for w in widths}))
 
 
 def _as_seed_count(seeds) -> int:
@@ -182,7 +182,7 @@ def _provenance(spec_file: str | None) -> dict[str, Any]:
         _PROVENANCE[spec_file] = provenance(spec_file)
     import datetime
 
-    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     return {**_PROVENANCE[spec_file], "created": created}
 
 
