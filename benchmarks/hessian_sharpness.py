@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--input-dim", type=int, default=8)
     parser.add_argument("--hidden-layers", type=int, default=1)
     parser.add_argument("--activation", default="tanh")
-    parser.add_argument("--steps", type=int, default=20, help="Lanczos steps (the sampler's default)")
+    parser.add_argument("--steps", type=int, default=40, help="Lanczos steps (the sampler's default)")
     parser.add_argument("--json", default=None, help="also write the table as JSON here")
     args = parser.parse_args()
     widths = [int(w) for w in args.widths.split(",")]

@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--repeat-below", type=int, default=1024)
     parser.add_argument("--optimizer", default="flow", choices=("flow", "gd"))
     parser.add_argument("--learning-rate", type=float, default=0.1, help="η0 with --optimizer gd")
-    parser.add_argument("--hessian-steps", type=int, default=20)
+    parser.add_argument("--hessian-steps", type=int, default=40)
     parser.add_argument("--json", default=None, help="also write the table as JSON here")
     args = parser.parse_args()
     set_progress(False)

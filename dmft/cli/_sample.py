@@ -35,7 +35,7 @@ def configure(parser) -> None:
     parser.add_argument("--atol", default=None, help="gradient-flow absolute tolerance (1e-8)")
     parser.add_argument("--hessian-steps", default=None,
                         help="Lanczos steps of the Hessian sharpness per member and saved time "
-                             "(default: [sampler] hessian_steps, else 20; 0 skips it)")
+                             "(default: [sampler] hessian_steps, else 40; 0 skips it)")
     parser.add_argument("--batch-size", default=None, help="most members trained at once")
     parser.add_argument("--max-memory", default=None, help="memory budget in GiB over all devices")
     parser.add_argument("--centered", action="store_true",

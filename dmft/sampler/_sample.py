@@ -244,7 +244,7 @@ def sample(
         centered: train f(θ) − f(θ0) with a frozen initial copy, so that f(0) = 0 (default: the
             plain network of the conventions).
         hessian_steps: Lanczos steps of ``hessian_sharpness`` per member and saved time
-            (default: ``sampler.hessian_steps``, else 20; 0 skips it).
+            (default: ``sampler.hessian_steps``, else 40; 0 skips it).
 
     Members trained by a discrete rule that diverge do not stop the ensemble: they are recorded
     as they are and listed in ``diagnostics["diverged"]`` (width → {seed: first divergent step}),

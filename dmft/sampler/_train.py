@@ -43,7 +43,7 @@ from ._network import FiniteNetwork
 from ._sharpness import hessian_sharpness, ntk_sharpness
 
 #: Lanczos steps of the Hessian sharpness per member and saved time (0: not computed)
-HESSIAN_STEPS = 20
+HESSIAN_STEPS = 40
 
 
 @dataclasses.dataclass(frozen=True)
