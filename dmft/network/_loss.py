@@ -12,18 +12,24 @@ from .._errors import InputError
 
 @dataclasses.dataclass(frozen=True)
 class MSE:
-    """𝓛 = (1/2P) Σ_μ (f_μ − y_μ)² and Δ = y − f (docs/conventions.md §2).
+    """𝓛 = (1/2P) Σ_μ ‖f_μ − y_μ‖² and Δ = y − f (docs/conventions.md §2, §2b).
 
-    Works on numpy and JAX arrays alike; points are the last axis, any leading axes (time, batch,
-    seed) are kept. Cost O(P) per evaluation.
+    Works on numpy and JAX arrays alike. By default points are the last axis (one output per
+    point, (..., P)); with ``rows=True`` the arrays are (..., P, C), one row of C outputs per
+    point, and the squared error is summed over the outputs. Any leading axes (time, batch, seed)
+    are kept. Cost O(P C) per evaluation.
     """
 
     name = "mse"
 
-    def value(self, f: Float[Array, "... P"], y: Float[Array, "... P"]) -> Float[Array, "..."]:
-        return 0.5 * ((f - y) ** 2).mean(axis=-1)
+    def value(self, f: Float[Array, "... P"], y: Float[Array, "... P"], rows: bool = False
+              ) -> Float[Array, "..."]:
+        squared = (f - y) ** 2
+        if rows:
+            squared = squared.sum(axis=-1)
+        return 0.5 * squared.mean(axis=-1)
 
-    def error_signal(self, f: Float[Array, "... P"], y: Float[Array, "... P"]
+    def error_signal(self, f: Float[Array, "... P"], y: Float[Array, "... P"], rows: bool = False
                      ) -> Float[Array, "... P"]:
         return y - f
 
@@ -33,17 +39,18 @@ class CrossEntropy:
     """𝓛 = (1/P) Σ_μ [logsumexp(f_μ) − y_μ·f_μ] and Δ = y − softmax(f) (docs/conventions.md §2b).
 
     Logits f and target rows y (one-hot or probabilities) have shape (..., P, C): points are the
-    second-to-last axis, classes the last. Cost O(P C) per evaluation.
+    second-to-last axis, classes the last (``rows`` is accepted for a signature shared with `MSE`;
+    the rows are always there). Cost O(P C) per evaluation.
     """
 
     name = "cross_entropy"
 
-    def value(self, f: Float[Array, "... P C"], y: Float[Array, "... P C"]
+    def value(self, f: Float[Array, "... P C"], y: Float[Array, "... P C"], rows: bool = True
               ) -> Float[Array, "..."]:
         return (logsumexp(f, axis=-1) - (y * f).sum(axis=-1)).mean(axis=-1)
 
-    def error_signal(self, f: Float[Array, "... P C"], y: Float[Array, "... P C"]
-                     ) -> Float[Array, "... P C"]:
+    def error_signal(self, f: Float[Array, "... P C"], y: Float[Array, "... P C"],
+                     rows: bool = True) -> Float[Array, "... P C"]:
         return y - softmax(f, axis=-1)
 
 

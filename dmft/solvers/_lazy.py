@@ -18,11 +18,24 @@ Discrete rules (docs/conventions.md §2a), step k at t = k·η0, x = η0λ/P per
 
 GD is unstable once η0 λ_max/P > 2 (|1 − x| > 1): the run is then a `SolveError` naming the first
 step whose loss passes the divergence threshold of `dmft._divergence`.
+
+Several outputs and cross-entropy (docs/conventions.md §2b). The NTK over (point, output) pairs is
+K ⊗ I_C, so with C outputs y and f are (P, C) and every formula above acts on each column:
+
+    MSE:            the closed forms (flow, GD) column by column, each column exactly the scalar
+                    problem of that column; SGD by the same recursion on the (P, C) state;
+    cross-entropy:  ∂t f = (1/P) K (y − softmax(f)), ∂t f_* = (1/P) K_{*X} (y − softmax(f)) with no
+                    closed form: the flow by the Diffrax kernel ODE (`ClosedForm` at the tolerances
+                    of `KernelODE`'s defaults), GD and SGD by the exact step recursion
+                    f_{k+1} = f_k + (η0/P) K (ω_k ⊙ (y − softmax(f_k))) (ω = 1 for GD).
+
+The reported ``ntk`` is the (T, P, P) scalar kernel K; the full kernel is K ⊗ I_C.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -39,6 +52,7 @@ from .._ode import integrate_flow
 from .._options import check_ode_options, check_training_rule, options_from_table
 from .._precision import require_float64
 from ..kernels import layer_kernels
+from ..network import loss_from_name
 from ..spec import Spec
 from ._common import LOSS
 from ._solution import Solution, diagnostics
@@ -51,6 +65,8 @@ class ClosedForm:
     recursion over its steps (module docstring)."""
 
     optimizers = ("flow", "gd", "sgd")
+    losses = ("mse", "cross_entropy")
+    multi_output = True
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> ClosedForm:
@@ -60,35 +76,47 @@ class ClosedForm:
     def solve(self, spec: Spec) -> Solution:
         """The lazy learning curves of `spec` (its γ0 → 0 limit for a "mup" spec)."""
         dynamics = spec.training.dynamics
+        loss = loss_from_name(spec.training.loss)
         if dynamics.name == "flow":
-            return _solve(spec, self, lazy_closed_form)
+            if loss.name == "cross_entropy":  # no closed form: the kernel ODE, tight tolerances
+                ode = KernelODE()
+                return _solve(spec, self, lambda ntk, ntk_test_train, y, times: _kernel_ode(
+                    ntk, ntk_test_train, y, times, ode.rtol, ode.atol, ode.max_steps, loss))
+            return _solve(spec, self, lambda ntk, ntk_test_train, y, times: _by_column(
+                lazy_closed_form, ntk, ntk_test_train, y, times))
         steps = np.asarray(spec.training.steps, dtype=np.int64)
         eta = dynamics.learning_rate
-        if dynamics.name == "gd":
+        if dynamics.name == "gd" and loss.name == "mse":
             def integrate(ntk, ntk_test_train, y, times):
-                f_train, f_test = lazy_gd_closed_form(ntk, ntk_test_train, y, jnp.asarray(steps),
-                                                      eta)
+                f_train, f_test = _by_column(lazy_gd_closed_form, ntk, ntk_test_train, y,
+                                             jnp.asarray(steps), eta)
                 return f_train, f_test, lambda index: _first_divergent_step(ntk, y, steps, eta,
                                                                             index)
-        else:
+        else:  # SGD, and GD of cross-entropy: the exact step recursion
             def integrate(ntk, ntk_test_train, y, times):
-                weights = dynamics.batch_weights(y.shape[0], max(int(steps[-1]), 1))
+                num_steps = max(int(steps[-1]), 1)
+                weights = np.ones((num_steps, y.shape[0])) if dynamics.name == "gd" \
+                    else dynamics.batch_weights(y.shape[0], num_steps)
                 f_train, f_test, bad = lazy_sgd_recursion(
-                    ntk, ntk_test_train, y, jnp.asarray(weights), jnp.asarray(steps), eta)
+                    ntk, ntk_test_train, y, jnp.asarray(weights), jnp.asarray(steps), eta, loss)
+                rows = y.ndim == 2
                 return f_train, f_test, lambda index: (
-                    int(bad), float(LOSS.value(np.asarray(f_train)[-1], np.asarray(y))))
+                    int(bad), float(loss.value(np.asarray(f_train)[-1], np.asarray(y), rows=rows)))
         return _solve(spec, self, integrate)
 
 
 @dataclasses.dataclass(frozen=True)
 class KernelODE:
-    """Integrate ∂t f = (1/P) K (y − f) with Diffrax (Tsit5 and an adaptive PID controller)
-    (``solver.method = "ode"``)."""
+    """Integrate ∂t f = (1/P) K Δ(f) with Diffrax (Tsit5 and an adaptive PID controller)
+    (``solver.method = "ode"``), Δ = y − f for MSE and y − softmax(f) for cross-entropy, f (P, C)
+    for C outputs."""
 
     rtol: float = 1e-12
     atol: float = 1e-12
     max_steps: int = 1_000_000
     optimizers = ("flow",)  # an ODE of the flow: GD and SGD are ClosedForm's
+    losses = ("mse", "cross_entropy")
+    multi_output = True
 
     def __post_init__(self):
         check_ode_options(self)
@@ -100,8 +128,9 @@ class KernelODE:
 
     def solve(self, spec: Spec) -> Solution:
         """The lazy learning curves of `spec` by the ODE solve."""
+        loss = loss_from_name(spec.training.loss)
         return _solve(spec, self, lambda ntk, ntk_test_train, y, times: _kernel_ode(
-            ntk, ntk_test_train, y, times, self.rtol, self.atol, self.max_steps))
+            ntk, ntk_test_train, y, times, self.rtol, self.atol, self.max_steps, loss))
 
 
 LazyMethod = ClosedForm | KernelODE
@@ -116,6 +145,16 @@ def lazy_method_from_table(table: Mapping[str, Any]) -> LazyMethod:
             f"solver.method = {name!r} is not a lazy (ntk) method; use one of {sorted(_METHODS)}"
         )
     return _METHODS[name].from_table(table)
+
+
+def _by_column(solve, ntk, ntk_test_train, y, *args):
+    """``solve(ntk, ntk_test_train, y, *args)`` for targets (P,), or for each column of (P, C)
+    targets separately, stacked on a last output axis: each column is then exactly its scalar
+    problem (the NTK over outputs is K ⊗ I_C)."""
+    if y.ndim == 1:
+        return solve(ntk, ntk_test_train, y, *args)
+    columns = [solve(ntk, ntk_test_train, y[:, c], *args) for c in range(y.shape[1])]
+    return tuple(jnp.stack(parts, axis=-1) for parts in zip(*columns))
 
 
 @jax.jit
@@ -209,7 +248,7 @@ def march_steps(step, state, steps, save, diverged=None):
     return (saved, bad) if diverged is not None else saved
 
 
-@jax.jit
+@functools.partial(jax.jit, static_argnames="loss")
 def lazy_sgd_recursion(
     ntk: Float[Array, "P P"],
     ntk_test_train: Float[Array, "Q P"],
@@ -217,26 +256,32 @@ def lazy_sgd_recursion(
     weights: Float[Array, "K P"],
     steps: Int[Array, " T"],
     learning_rate: float,
+    loss=LOSS,
 ) -> tuple[Float[Array, "T P"], Float[Array, "T Q"], Int[Array, ""]]:
-    """Lazy SGD: f_{k+1} = f_k + (η0/P) K (ω_k ⊙ (y − f_k)), f_* likewise through K_{*X}, with
-    the batch weights ω (K, P) of `dmft.network.SGD.batch_weights`; f and f_* after each of
-    `steps` steps, and the first step whose loss passed the divergence threshold (−1 if none; the
-    march stops there and later saves repeat it). Exact recursion, cost O(K·P·(P + Q))."""
+    """Lazy SGD: f_{k+1} = f_k + (η0/P) K (ω_k ⊙ Δ(f_k)), f_* likewise through K_{*X}, with
+    the batch weights ω (K, P) of `dmft.network.SGD.batch_weights` (ones for GD) and the error
+    signal Δ of `loss` (y − f for MSE, y − softmax(f) for cross-entropy; y and f (P, C) for C
+    outputs); f and f_* after each of `steps` steps, and the first step whose loss passed the
+    divergence threshold (−1 if none; the march stops there and later saves repeat it). Exact
+    recursion, cost O(K·P·(P + Q)·C)."""
     num_train = y.shape[0]
     scale = learning_rate / num_train
+    rows = y.ndim == 2
 
     def step(state, k):
         f_train, f_test = state
-        signal = weights[k] * LOSS.error_signal(f_train, y)
+        omega = weights[k][:, None] if rows else weights[k]
+        signal = omega * loss.error_signal(f_train, y, rows=rows)
         return f_train + scale * (ntk @ signal), f_test + scale * (ntk_test_train @ signal)
 
-    threshold = DIVERGENCE_FACTOR * jnp.maximum(LOSS.value(jnp.zeros_like(y), y), 1e-300)
+    threshold = DIVERGENCE_FACTOR * jnp.maximum(loss.value(jnp.zeros_like(y), y, rows=rows),
+                                                1e-300)
 
     def diverged(state):
-        loss = LOSS.value(state[0], y)
-        return ~jnp.isfinite(loss) | (loss > threshold)
+        value = loss.value(state[0], y, rows=rows)
+        return ~jnp.isfinite(value) | (value > threshold)
 
-    state = (jnp.zeros_like(y), jnp.zeros(ntk_test_train.shape[0], y.dtype))
+    state = (jnp.zeros_like(y), jnp.zeros((ntk_test_train.shape[0], *y.shape[1:]), y.dtype))
     saved, bad = march_steps(step, state, steps, lambda state: state, diverged)
     return saved[0], saved[1], bad
 
@@ -247,9 +292,12 @@ def _first_divergent_step(ntk, y, steps, learning_rate, index):
     num_train = y.shape[0]
     eigenvalues, eigenvectors = np.linalg.eigh(np.asarray(ntk))
     eigenvalues = np.clip(eigenvalues, 0.0, None)
-    weight = (eigenvectors.T @ np.asarray(y)) ** 2 / (2 * num_train)
+    y = np.asarray(y)
+    weight = (eigenvectors.T @ y) ** 2 / (2 * num_train)
+    if y.ndim == 2:  # C outputs: each column decays by the same modes
+        weight = weight.sum(axis=1)
     base = np.abs(1.0 - learning_rate * eigenvalues / num_train)
-    reference = LOSS.value(np.zeros_like(np.asarray(y)), np.asarray(y))
+    reference = LOSS.value(np.zeros_like(y), y, rows=y.ndim == 2)
     first = int(steps[index - 1]) + 1 if index > 0 else 0
     last = int(steps[index])
     for start in range(first, last + 1, 4096):
@@ -262,15 +310,18 @@ def _first_divergent_step(ntk, y, steps, learning_rate, index):
     return last, float("inf")
 
 
-def _kernel_ode(ntk, ntk_test_train, y, times, rtol, atol, max_steps):
+def _kernel_ode(ntk, ntk_test_train, y, times, rtol, atol, max_steps, loss=LOSS):
+    """∂t f = (1/P) K Δ(f), ∂t f_* = (1/P) K_{*X} Δ(f) from f = f_* = 0 with Diffrax; f (P,) or
+    (P, C), Δ the error signal of `loss`."""
     num_train = y.shape[0]
+    rows = y.ndim == 2
 
     def vector_field(t, state, args):
         f_train, f_test = state
-        residual = LOSS.error_signal(f_train, y) / num_train
+        residual = loss.error_signal(f_train, y, rows=rows) / num_train
         return ntk @ residual, ntk_test_train @ residual
 
-    zeros = (jnp.zeros_like(y), jnp.zeros(ntk_test_train.shape[0], y.dtype))
+    zeros = (jnp.zeros_like(y), jnp.zeros((ntk_test_train.shape[0], *y.shape[1:]), y.dtype))
     solution = integrate_flow(vector_field, zeros, times, rtol, atol, max_steps)
     if not diffrax.is_successful(solution.result):
         raise SolveError(f"lazy ODE solve failed: {solution.result}")
@@ -295,9 +346,10 @@ def _check_lazy_divergence(spec: Spec, method: LazyMethod, f_train, locate) -> N
     """SolveError naming the first diverged step and its loss (`dmft._divergence`), where
     ``locate(index)`` gives (step, loss) for the first diverged saved index."""
     y = np.asarray(spec.data.y_train)
+    loss, rows = loss_from_name(spec.training.loss), y.ndim == 2
     with np.errstate(over="ignore", invalid="ignore"):
-        losses = LOSS.value(f_train, y)
-    reference = float(LOSS.value(np.zeros_like(y), y))
+        losses = np.asarray(loss.value(f_train, y, rows=rows))
+    reference = float(loss.value(np.zeros_like(y), y, rows=rows))
     index = first_divergent_index(losses, reference)
     if index is None:
         return
@@ -345,4 +397,6 @@ def _solve(spec: Spec, method: LazyMethod, integrate) -> Solution:
         diagnostics=diagnostics(type(method).__name__, method, start, **(
             {"steps": int(spec.training.steps[-1]), "learning_rate": spec.training.learning_rate}
             if locate else {})),
+        loss=loss_from_name(spec.training.loss),
+        data=data,
     )

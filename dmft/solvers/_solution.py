@@ -28,6 +28,16 @@ class Solution:
             shaped like its value; empty for exact solvers.
         diagnostics: JSON-ready; every method writes the keys of `diagnostics` (``method``,
             ``settings``, ``iterations``, ``residuals``, ``wall_time_s``) plus its own.
+        loss: the loss of the solve (`dmft.network.MSE` when None), used by `losses`,
+            `sharpness` and `arrays`.
+        data: the `dmft.Data` of the solve, when the solver records it: its class labels give the
+            ``accuracy_train`` / ``accuracy_test`` arrays.
+
+    Several outputs (docs/conventions.md §2b, C > 1): ``f_train`` is (T, P, C) and ``f_test``
+    (T, P_test, C); ``ntk`` stays the (T, P, P) scalar kernel K. The NTK over (point, output)
+    pairs is K ⊗ I_C in the lazy limit (the outputs are independent at initialization and share
+    one kernel), so K is all of it there; the two-layer DMFT reports the output average
+    (1/C) Σ_c K_{cc} of its diagonal blocks (K ⊗ I_C at t = 0).
     """
 
     t: Float[np.ndarray, " T"]
@@ -39,6 +49,8 @@ class Solution:
     g: tuple[Float[np.ndarray, "T P P"], ...] = ()
     stderr: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     diagnostics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    loss: Any = None
+    data: Any = None
 
     @classmethod
     def from_augmented(
@@ -74,28 +86,57 @@ class Solution:
             diagnostics=diagnostics or {},
         )
 
-    def losses(self, y_train: np.ndarray, y_test: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """𝓛(t) = (1/2P) Σ_μ (f_μ(t) − y_μ)² on train, and on test when targets are given."""
-        from ._common import LOSS
+    def _loss(self, loss=None):
+        from ..network import MSE
 
-        out = {"loss_train": LOSS.value(np.asarray(self.f_train), y_train)}
+        return loss if loss is not None else (self.loss if self.loss is not None else MSE())
+
+    def losses(self, y_train: np.ndarray, y_test: np.ndarray | None = None,
+               loss=None) -> dict[str, np.ndarray]:
+        """𝓛(t) on train, and on test when targets are given: the solve's loss (`loss` overrides
+        it; MSE (1/2P) Σ_μ ‖f_μ(t) − y_μ‖² by default). Targets (P, C) are rows of C outputs."""
+        loss = self._loss(loss)
+        y_train = np.asarray(y_train)
+        rows = y_train.ndim == 2
+        out = {"loss_train": np.asarray(loss.value(np.asarray(self.f_train), y_train, rows=rows))}
         if y_test is not None and self.f_test is not None:
-            out["loss_test"] = LOSS.value(np.asarray(self.f_test), y_test)
+            out["loss_test"] = np.asarray(loss.value(np.asarray(self.f_test), np.asarray(y_test),
+                                                     rows=rows))
+        return out
+
+    def accuracies(self, data=None) -> dict[str, np.ndarray]:
+        """``accuracy_train`` / ``accuracy_test`` (T,) from the class labels of `data` (default
+        the solve's own `data`) through `dmft.Data.accuracy`; empty where there are no labels."""
+        data = data if data is not None else self.data
+        out: dict[str, np.ndarray] = {}
+        if data is None:
+            return out
+        if data.labels is not None:
+            out["accuracy_train"] = data.accuracy(self.f_train)
+        if data.labels_test is not None and self.f_test is not None:
+            out["accuracy_test"] = data.accuracy(self.f_test, test=True)
         return out
 
     @functools.cached_property
     def sharpness(self) -> Float[np.ndarray, " T"]:
-        """λ_max(K(t))/P: the Gauss–Newton sharpness in time units (docs/conventions.md §5); plain
-        GD on the linearised model is unstable above 2/η0. Computed once (cost O(T P³)), read-only.
-        A Monte Carlo solve gives its standard error as ``stderr["sharpness"]`` (the result file's
-        ``sharpness_stderr``)."""
-        ntk = np.asarray(self.ntk)
-        value = np.linalg.eigvalsh(ntk)[:, -1] / ntk.shape[-1]
+        """The Gauss–Newton sharpness in time units (docs/conventions.md §5), computed once (cost
+        O(T (PC)³)), read-only; plain GD on the linearised model is unstable above 2/η0.
+
+        MSE: λ_max(K(t))/P, which is also λ_max(K ⊗ I_C)/P for C outputs. Cross-entropy: the
+        Gauss–Newton matrix carries the softmax Hessian H_μ = diag(p_μ) − p_μ p_μᵀ, p = softmax(f),
+        and the value is λ_max(H^{1/2} (K ⊗ I_C) H^{1/2})/P with H = blockdiag(H_μ) at f(t)
+        (`gauss_newton_sharpness`). A Monte Carlo solve gives its standard error as
+        ``stderr["sharpness"]`` (the result file's ``sharpness_stderr``)."""
+        value = gauss_newton_sharpness(np.asarray(self.ntk), np.asarray(self.f_train),
+                                       self._loss())
         value.setflags(write=False)
         return value
 
-    def arrays(self, y_train: np.ndarray, y_test: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """The result-file arrays of docs/conventions.md §5 (plus ``phi_L{l}``, ``g_L{l}``, ``*_stderr``)."""
+    def arrays(self, y_train: np.ndarray, y_test: np.ndarray | None = None, *, loss=None,
+               data=None) -> dict[str, np.ndarray]:
+        """The result-file arrays of docs/conventions.md §5 (plus ``phi_L{l}``, ``g_L{l}``,
+        ``*_stderr``): losses by the solve's loss (or `loss`), and ``accuracy_train`` /
+        ``accuracy_test`` where `data` (default the solve's own) has class labels."""
         out: dict[str, Any] = {
             "t": self.t,
             "f_train": self.f_train,
@@ -103,7 +144,8 @@ class Solution:
             "f_test": self.f_test,
             "ntk_test_train": self.ntk_test_train,
             "sharpness": self.sharpness,
-            **self.losses(y_train, y_test),
+            **self.losses(y_train, y_test, loss),
+            **self.accuracies(data),
         }
         for layer, (phi, g) in enumerate(zip(self.phi, self.g), start=1):
             out[f"phi_L{layer}"] = phi
@@ -111,6 +153,30 @@ class Solution:
         for key, value in self.stderr.items():
             out[f"{key}_stderr"] = value
         return {key: np.asarray(value) for key, value in out.items() if value is not None}
+
+
+def gauss_newton_sharpness(ntk: Float[np.ndarray, "... P P"], f: np.ndarray, loss
+                           ) -> Float[np.ndarray, "..."]:
+    """The Gauss–Newton sharpness in time units of the kernel `ntk` (..., P, P) at outputs `f`
+    (..., P) or (..., P, C) (`Solution.sharpness`): λ_max(K)/P for MSE; for cross-entropy
+    λ_max(H^{1/2} (K ⊗ I_C) H^{1/2})/P with the softmax Hessians H_μ = diag(p_μ) − p_μ p_μᵀ."""
+    ntk = np.asarray(ntk)
+    num_train = ntk.shape[-1]
+    if getattr(loss, "name", "mse") != "cross_entropy":
+        return np.linalg.eigvalsh(ntk)[..., -1] / num_train
+    f = np.asarray(f)
+    shifted = f - f.max(axis=-1, keepdims=True)
+    p = np.exp(shifted)
+    p /= p.sum(axis=-1, keepdims=True)
+    hessian = p[..., :, None] * np.eye(p.shape[-1]) - p[..., :, None] * p[..., None, :]
+    values, vectors = np.linalg.eigh(hessian)  # (..., P, C), (..., P, C, C)
+    root = (vectors * np.sqrt(np.clip(values, 0.0, None))[..., None, :]) @ np.swapaxes(
+        vectors, -1, -2)  # H_μ^{1/2}, (..., P, C, C)
+    # M[μc, αd] = Σ_e H_μ^{1/2}[c, e] K_μα H_α^{1/2}[e, d]  (H^{1/2} symmetric)
+    matrix = np.einsum("...mce,...ma,...aed->...mcad", root, ntk, root)
+    size = num_train * p.shape[-1]
+    matrix = matrix.reshape(*matrix.shape[:-4], size, size)
+    return np.linalg.eigvalsh(matrix)[..., -1] / num_train
 
 
 def diagnostics(method: str, settings: Any, start: float, iterations: int = 0,
