@@ -12,7 +12,8 @@ train × train. Each case runs in its own process, so the peak RSS is that of th
 ``--against COMMIT`` checks COMMIT out into a temporary git worktree and times it side by side with
 this tree: per case and round, one process each (old first in odd rounds, new first in even
 ones, so that a drifting machine load favours neither), and the table gives the medians over
-rounds of each side's median and of the per-round ratio new/old.
+rounds of each side's median and of the per-round ratio new/old, for wall-clock and for process
+CPU time.
 """
 
 from __future__ import annotations
@@ -54,13 +55,15 @@ def worker(activation: str, size: int, repeats: int) -> dict:
     start = time.perf_counter()
     run()
     first = time.perf_counter() - start
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         run()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - start_cpu)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"first_s": first, "median_s": statistics.median(times), "peak_mib": peak_mib, "tree": tree}
+    return {"first_s": first, "median_s": statistics.median(times), "cpu_s": statistics.median(cpu_times),
+            "peak_mib": peak_mib, "tree": tree}
 
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,21 +94,27 @@ def side_by_side(commit: str, activations: list[str], sizes: list[int], repeats:
                              capture_output=True, text=True).stdout.strip()
         print(f"old = {sha} (worktree {old}), new = {new} ({_ROOT}); {rounds} rounds of "
               f"{repeats} warm repeats each; medians over rounds")
-        header = f"{'activation':>10} {'P':>6} {'old (s)':>9} {'new (s)':>9} {'new/old':>8}  per-round ratios"
+        print("wall: warm wall-clock seconds; CPU: process CPU seconds of the same calls (all threads),"
+              " less sensitive to other load on the machine")
+        header = (f"{'activation':>10} {'P':>6} {'old wall':>9} {'new wall':>9} {'new/old':>8} "
+                  f"{'old CPU':>9} {'new CPU':>9} {'new/old':>8}  per-round wall ratios")
         print(header)
         print("-" * len(header))
         for activation in activations:
             for size in sizes:
-                olds, news, ratios = [], [], []
+                rows = {old: [], _ROOT: []}
                 for r in range(rounds):
-                    order = (old, _ROOT) if r % 2 == 0 else (_ROOT, old)
-                    times = {tree: _measure(tree, activation, size, repeats)["median_s"] for tree in order}
-                    olds.append(times[old])
-                    news.append(times[_ROOT])
-                    ratios.append(times[_ROOT] / times[old])
-                print(f"{activation:>10} {size:>6} {statistics.median(olds):>9.4f} "
-                      f"{statistics.median(news):>9.4f} {statistics.median(ratios):>8.3f}  "
-                      + " ".join(f"{x:.3f}" for x in ratios), flush=True)
+                    for tree in (old, _ROOT) if r % 2 == 0 else (_ROOT, old):
+                        rows[tree].append(_measure(tree, activation, size, repeats))
+                cells = []
+                for key in ("median_s", "cpu_s"):
+                    olds = [row[key] for row in rows[old]]
+                    news = [row[key] for row in rows[_ROOT]]
+                    ratios = [n / o for n, o in zip(news, olds)]
+                    cells.append((statistics.median(olds), statistics.median(news), statistics.median(ratios), ratios))
+                (wo, wn, wr, wall_ratios), (co, cn, cr, _) = cells
+                print(f"{activation:>10} {size:>6} {wo:>9.4f} {wn:>9.4f} {wr:>8.3f} {co:>9.4f} {cn:>9.4f} "
+                      f"{cr:>8.3f}  " + " ".join(f"{x:.3f}" for x in wall_ratios), flush=True)
     finally:
         subprocess.run(["git", "-C", _ROOT, "worktree", "remove", "--force", old], check=False,
                        capture_output=True)
