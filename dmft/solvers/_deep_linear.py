@@ -1,27 +1,27 @@
 """Deep linear networks (φ = identity, any L): the exact Gaussian closure, time-marched.
 
 With φ = id every field is linear in the Gaussian sources (u^ℓ, r^ℓ), so the single-site process
-closes on covariances and responses: no sampling. On the grid t_k = k dt the fields of layer ℓ are
-(derivations/dmft.md, eq:deep_linear_fields)
+closes on covariances and responses: no sampling. On a grid t_k the fields of layer ℓ are
+(derivations/dmft.md eq:deep_linear_fields, derivations/deep_linear_gd_residual.md §1)
 
-    h^ℓ_k = u^ℓ_k + Σ_{s<k} C^ℓ_{ks} z^ℓ_s,     C^ℓ_{ks} = ∂h^{ℓ-1}_k/∂r^{ℓ-1}_s + (γ0 dt/P) Φ^{ℓ-1}_{ks} Δ_s
-    z^ℓ_k = r^ℓ_k + Σ_{s<k} D^ℓ_{ks}·h^ℓ_s,     D^ℓ_{ks} = ∂z^{ℓ+1}_k/∂u^{ℓ+1}_s + (γ0 dt/P) G^{ℓ+1}_{ks} Δ_s
+    h^ℓ_k = u^ℓ_k + Σ_{s<k} C^ℓ_{ks} z^ℓ_s,     C^ℓ_{ks} = ∂h^{ℓ-1}_k/∂r^{ℓ-1}_s + (γ0/P) w_{ks} Φ^{ℓ-1}_{ks} Δ̃_s
+    z^ℓ_k = r^ℓ_k + Σ_{s<k} D^ℓ_{ks}·h^ℓ_s,     D^ℓ_{ks} = ∂z^{ℓ+1}_k/∂u^{ℓ+1}_s + (γ0/P) w_{ks} G^{ℓ+1}_{ks} Δ̃_s
 
-which is the exact infinite-width limit of gradient *descent* with step dt (the weights at step k
-have seen the updates s < k), with the output read from the exact identity
-f_k = γ0⁻¹ Cov(z^L_k, h^L_k). Writing each field through its propagators onto the sources
-(h^ℓ_k = Σ_j Hu_{kj} u_j + Hr_{kj} r_j, z^ℓ_k = Σ_j Zu_{kj}·u_j + Zr_{kj} r_j), the responses *are*
-the propagators (∂h/∂r = Hr, ∂z/∂u = Zu) and the kernels are Φ^ℓ = Hu Φ^{ℓ-1} Huᵀ + Hr G^{ℓ+1} Hrᵀ,
-G^ℓ = Zu Φ^{ℓ-1} Zuᵀ + Zr G^{ℓ+1} Zrᵀ. Everything is strictly causal, so one explicit march over
-k (forward sweep over layers for h, backward sweep for z, then f_k) solves the closure exactly: no
-outer fixed-point loop, no damping.
+for a strictly causal weight matrix w: the exact infinite-width limit of the discrete rule
+W_k = W_0 + Σ_{s<k} w_{ks} U_s, with the output read from the exact identity
+f_k = γ0⁻¹ Cov(z^L_k, h^L_k) and Δ̃ = ω ⊙ Δ. One explicit march over k (forward sweep over layers
+for h, backward sweep for z, then f_k) solves the closure exactly: no outer loop, no damping.
 
-Discretisation order: the march is first order in dt against gradient flow (Euler-like steps);
-with ``extrapolate=True`` (default) the solve is repeated at dt/2 and combined as
-2·x_{dt/2} − x_{dt} (Richardson), which is second order. Values at the spec times are 4-point
-Lagrange interpolants of the grid values (interpolation error O(dt⁴), below either order).
+Rules: ``training.optimizer = "gd"`` is w_{ks} = η0 (exact GD at N = ∞), ``"sgd"`` the same with
+the batch weights ω of `dmft.network`. Gradient flow: by default the two-step Adams–Bashforth
+weights (second order) on a graded grid whose nodes include every spec time; ``extrapolate =
+False`` is the Euler (GD-with-step-dt) march, first order; ``extrapolate = True`` its Richardson
+combination of dt and dt/2, second order, on a uniform grid with 4-point Lagrange interpolation.
 
-Cost: O(L (TQ)³) time and (2L − 1)(TQ)² memory for T grid points and Q = P + P_test points.
+Cost: the march never forms ∂h/∂u and runs in the input basis (Φ^ℓ = B Φ̂^ℓ Bᵀ, R = rank Φ^0 <=
+Q points): O(L T³ R²) time and L (TR)² memory for T grid points (derivations §2). Residual
+blocks (``architecture.residual_scale``) use a joint-source march over all layers of a neuron,
+O(L² T³ R³) time and O(L² (TR)²) memory (derivations §4).
 """
 
 from __future__ import annotations
