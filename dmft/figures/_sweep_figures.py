@@ -312,6 +312,7 @@ def plot_width_deviation(data: SweepData, time: float | None = None, wide: bool 
     ax.set_xlabel(r"width $N$")
     when = f"$t = {_format(shown_t.pop())}$" if len(shown_t) == 1 else "the last saved time"
     ax.set_ylabel(r"$\langle\Vert f_N - f_\infty\Vert^2\rangle / P$" + f" at {when}")
+    ax.set_title("mean over seeds, bars $\\pm 2$ s.e.", fontsize=7)
     ax.legend(loc="best")
     return figure
 
@@ -399,13 +400,13 @@ def _transfer_panel(ax, data: SweepData, points: list[int], time: float | None,
     return marked
 
 
-def _transfer_legend(ax, marked: bool, star_color) -> None:
+def _transfer_legend(ax, marked: bool, star_color, title: str | None = None) -> None:
     ax.plot([], [], "*", color=star_color, markersize=8, label="predicted optimum")
     if marked:
         ax.plot([], [], "x", color="0.3", markersize=4, label="diverged")
     # above the panel: the curves of a transfer figure fill the axes
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=6.5,
-              columnspacing=1.0, handlelength=1.8)
+              columnspacing=1.0, handlelength=1.8, title=title, title_fontsize=6.5)
 
 
 def _loss_label(data: SweepData, points: list[int], time: float | None) -> str:
@@ -433,7 +434,8 @@ def plot_lr_transfer(data: SweepData, time: float | None = None, wide: bool = Fa
         ax.set_xlabel(r"learning rate $\eta_0$")
         if items:
             ax.text(0.98, 0.02, _label(items), transform=ax.transAxes, ha="right", va="bottom")
-        _transfer_legend(ax, marked, "black")
+        _transfer_legend(ax, marked, "black",
+                         r"finite $N$: mean over seeds $\pm 2$ s.e." if data.widths else None)
     axes[0][0].set_ylabel(_loss_label(data, data.point_ids, time))
     return figure
 
