@@ -22,6 +22,17 @@ moves the weights by η0 γ0² N ∇𝓛_k, which moves each particle exactly by
 e_k = ω_k ⊙ Δ_k with the batch weights ω of `dmft.network.SGD` (ones for GD) and Δ_k = y − f_k
 from the read-out of the particles at step k. Both solvers take these steps exactly (the moment
 closure in closed form, eq:gd_moments of that file); nothing assumes the steps are stable.
+
+Several outputs and cross-entropy (docs/conventions.md §2b): with C outputs the read-out weight
+of a particle is a vector z ∈ R^C, z(0) = r ~ N(0, I_C), f_{μc} = γ0⁻¹⟨z_c φ(h_μ)⟩, and with the
+error signal Δ (P, C) of the loss (y − f for MSE, y − softmax(f) for cross-entropy)
+
+    ∂t h_μ = (γ0/P) Σ_α Φ^0_{μα} φ'(h_α) Σ_c Δ_{αc} z_c,   ∂t z_c = (γ0/P) Σ_α Δ_{αc} φ(h_α)
+
+(the μP gradient flow of w^L ∈ R^{N×C}, particle by particle); GD / SGD take the same steps with
+e = ω_k ⊙ Δ_k. The NTK over (point, output) pairs is K_{μα,cd} = δ_cd ⟨φ(h_μ)φ(h_α)⟩ +
+Φ^0_{μα}⟨z_c z_d φ'(h_μ)φ'(h_α)⟩, K ⊗ I_C at t = 0; the reported ``ntk`` and ``g_L1`` are the
+output averages (1/C) Σ_c of its diagonal blocks (G^1 = (1/C)⟨‖z‖² φ'φ'⟩).
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ from .._ode import integrate_flow
 from .._options import check_bool, check_int, check_ode_options, options_from_table
 from .._precision import require_float64
 from .._progress import progress_enabled
+from ..network import loss_from_name
 from ..spec import Spec
 from ._common import LOSS, draw_normal, first_bad_time, layer_ntk, network_of
 from ._dmft import (
@@ -55,7 +67,7 @@ from ._dmft import (
     readout_terms,
 )
 from ._lazy import march_steps
-from ._solution import Solution, diagnostics
+from ._solution import Solution, diagnostics, gauss_newton_sharpness
 
 
 def _check_two_layer(spec: Spec, method: str, solver=None) -> None:
@@ -108,6 +120,8 @@ class TwoLayerDMFT:
     """
 
     optimizers = ("flow", "gd", "sgd")
+    losses = ("mse", "cross_entropy")
+    multi_output = True
 
     particles: int = 8192
     batches: int = 8
@@ -161,17 +175,20 @@ class TwoLayerDMFT:
                           "dt", stacklevel=2)
         kx = jnp.asarray(input_kernel(spec))
         times = np.asarray(spec.training.times, dtype=np.float64)
+        num_outputs = data.num_outputs
         sources = _sources(
             jax.random.PRNGKey(self.seed), kx, self.batches, per_batch,
-            self.antithetic, self.moment_matching,
+            self.antithetic, self.moment_matching, num_outputs,
         )
-        y = jnp.asarray(data.y_train)
+        loss = loss_from_name(spec.training.loss)
+        y_rows = np.asarray(data.y_train).reshape(num_train, num_outputs)  # (P, C), C = 1 too
+        y = jnp.asarray(y_rows)
         gamma0 = jnp.asarray(spec.architecture.gamma0, kx.dtype)
         dynamics = spec.training.dynamics
         if dynamics.name == "flow":
             saved, stats, result = _integrate_particles(
                 activation, kx, y, gamma0, sources, jnp.asarray(times), jnp.asarray(self.rtol),
-                jnp.asarray(self.atol), self.max_steps,
+                jnp.asarray(self.atol), self.max_steps, loss,
             )
             if not diffrax.is_successful(result):
                 raise SolveError(f"two_layer DMFT: the ODE solve failed ({result}); the dynamics "
@@ -183,21 +200,24 @@ class TwoLayerDMFT:
             weights = dynamics.batch_weights(num_train, max(int(steps[-1]), 1))
             saved, bad_step = _march_particles(
                 activation, kx, y, gamma0, sources, jnp.asarray(weights), jnp.asarray(steps),
-                jnp.asarray(dynamics.learning_rate, kx.dtype),
+                jnp.asarray(dynamics.learning_rate, kx.dtype), loss,
             )
-            _check_diverged(saved[2], int(bad_step), data.y_train, dynamics.learning_rate,
-                            f"the two_layer DMFT ({dynamics.name.upper()})")
+            _check_diverged(saved[2][:, :, :num_train], int(bad_step), y_rows,
+                            dynamics.learning_rate,
+                            f"the two_layer DMFT ({dynamics.name.upper()})", loss)
             extra = dict(steps=int(steps[-1]), learning_rate=dynamics.learning_rate)
         saved = jax.tree_util.tree_map(np.asarray, saved)
-        phi, g, delta, f_test = saved  # leading axes (T, B)
-        bad = first_bad_time(times, phi, g, delta, f_test)
+        phi, g, f_all = saved  # leading axes (T, B); f_all (T, B, Q, C)
+        bad = first_bad_time(times, phi, g, f_all)
         if bad is not None:
             raise SolveError(f"two_layer DMFT diverged at t = {bad:g} (non-finite kernels)")
 
         kx_np = np.asarray(kx)
         # K = G^1 ⊙ Φ^0 + Φ^1, (T, B, Q, P)
         ntk = layer_ntk(network_of(spec), kx_np[None, None, :, :num_train], [phi], [g])
-        f_train = data.y_train - delta
+        f_train, f_test = f_all[:, :, :num_train], f_all[:, :, num_train:]
+        if num_outputs == 1:  # one output: the shapes of docs/conventions.md §5
+            f_train, f_test = f_train[..., 0], f_test[..., 0]
         per_batch_out = {
             "f_train": f_train,
             "ntk": ntk[:, :, :num_train],
@@ -213,13 +233,14 @@ class TwoLayerDMFT:
             stderr = {key: value.std(axis=1, ddof=1) / np.sqrt(self.batches)
                       for key, value in per_batch_out.items()}
             # the spread of each population's λ_max(K)/P (the reported value is that of the mean K)
-            per_batch_sharpness = np.linalg.eigvalsh(ntk[:, :, :num_train])[..., -1] / num_train
+            per_batch_sharpness = gauss_newton_sharpness(ntk[:, :, :num_train], f_train, loss)
             stderr["sharpness"] = per_batch_sharpness.std(axis=1, ddof=1) / np.sqrt(self.batches)
-            losses = {"loss_train": LOSS.value(f_train, data.y_train)}
+            rows = num_outputs > 1
+            losses = {"loss_train": loss.value(f_train, data.y_train, rows=rows)}
             if data.num_test and data.y_test is not None:
-                losses["loss_test"] = LOSS.value(f_test, data.y_test)
+                losses["loss_test"] = loss.value(f_test, data.y_test, rows=rows)
             for key, value in losses.items():  # (T, B): each population's own loss
-                stderr[key] = value.std(axis=1, ddof=1) / np.sqrt(self.batches)
+                stderr[key] = np.asarray(value).std(axis=1, ddof=1) / np.sqrt(self.batches)
         num_times = times.shape[0]
         return Solution(
             t=times,
@@ -236,43 +257,54 @@ class TwoLayerDMFT:
                 **extra,
                 saved_times=num_times,
             ),
+            loss=loss,
+            data=data,
         )
 
 
-def _check_diverged(delta, bad_step: int, y, learning_rate: float, what: str) -> None:
+def _check_diverged(f_train, bad_step: int, y, learning_rate: float, what: str,
+                    loss_object=LOSS) -> None:
     """SolveError naming the first step whose loss passed the divergence threshold
-    (`dmft._divergence`), from a march that stopped there (its last save repeats that state)."""
+    (`dmft._divergence`), from a march that stopped there (its last save repeats that state);
+    `f_train` (T, [B,] P[, C]) the saved train outputs, `y` (P,) or (P, C) rows."""
     if bad_step < 0:
         return
     y = np.asarray(y)
+    rows = y.ndim == 2
     with np.errstate(over="ignore", invalid="ignore"):
-        loss = np.asarray(LOSS.value(y - np.asarray(delta)[-1], y))  # (B,) or ()
-    reference = float(LOSS.value(np.zeros_like(y), y))
+        loss = np.asarray(loss_object.value(np.asarray(f_train)[-1], y, rows=rows))  # (B,) or ()
+    reference = float(loss_object.value(np.zeros_like(y), y, rows=rows))
     check_not_diverged([np.max(loss) if np.all(np.isfinite(loss)) else np.inf],
                        [bad_step * learning_rate], reference, what, steps=[bad_step])
     raise SolveError(f"{what} diverged at step {bad_step}")  # non-finite below the threshold
 
 
-def _sources(key, kx, batches: int, per_batch: int, antithetic: bool, moment_matching: bool):
-    """u (B, S_b, Q) ~ N(0, Φ^0) and r (B, S_b) ~ N(0, 1) per batch, with variance reduction:
-    antithetic pairs (u, r), (u, −r) and per-batch moment matching (`draw_normal`)."""
+def _sources(key, kx, batches: int, per_batch: int, antithetic: bool, moment_matching: bool,
+             num_outputs: int = 1):
+    """u (B, S_b, Q) ~ N(0, Φ^0) and r (B, S_b, C) ~ N(0, I_C) per batch, with variance
+    reduction: antithetic pairs (u, r), (u, −r) and per-batch moment matching (`draw_normal`)."""
     key_u, key_r = jax.random.split(key)
     options = dict(antithetic=antithetic, moment_matching=moment_matching)
     u = draw_normal(key_u, batches, per_batch, (kx.shape[0],), kx.dtype, flip=False, cov=kx,
                     **options)
-    rho = draw_normal(key_r, batches, per_batch, (), kx.dtype, flip=True, **options)
+    if num_outputs == 1:  # the scalar draws, with an output axis
+        rho = draw_normal(key_r, batches, per_batch, (), kx.dtype, flip=True, **options)[..., None]
+    else:
+        rho = draw_normal(key_r, batches, per_batch, (num_outputs,), kx.dtype, flip=True,
+                          **options)
     return u, rho
 
 
-def _particle_system(activation, kx, y, gamma0, sources):
+def _particle_system(activation, kx, y, gamma0, sources, loss=LOSS):
     """The particle system of one solve, shared by the flow and the discrete rules.
 
     State: per batch, the displacements (h − u, z − r) (∝ γ0, so nothing cancels as γ0 → 0) and
-    F, the lazy-NTK control variate of the read-out over all Q points. Returns ``(velocity, save,
-    losses, state0)``: ``velocity(state, weights)`` is the right-hand side of eq:two_layer_h (and
-    ∂t F = (1/P)(K_0 − K̂_0) e) for the error signal e = weights ⊙ Δ, with Δ from the read-out
-    of the state itself; ``save(state)`` the reported kernels, Δ and f_test; ``losses(state)``
-    each batch's train loss (B,)."""
+    F, the lazy-NTK control variate of the read-out over all Q points and C outputs. `y` is
+    (P, C) (C = 1 for one output), z and r (S, C). Returns ``(velocity, save, losses, state0)``:
+    ``velocity(state, weights)`` is the right-hand side of eq:two_layer_h with C read-outs (module
+    docstring; and ∂t F = (1/P)(K_0 − K̂_0) e) for the error signal e = weights ⊙ Δ, with Δ of
+    `loss` from the read-out of the state itself; ``save(state)`` the reported kernels and f over
+    all Q points (Q, C); ``losses(state)`` each batch's train loss (B,)."""
     num_train = y.shape[0]
     u, r = sources
     phi, dphi = activation.phi, activation.dphi
@@ -282,61 +314,72 @@ def _particle_system(activation, kx, y, gamma0, sources):
     dphi_exact = activation.dual_derivative(q[:, None], q[None, :], kx)
 
     def lazy_kernels(u, r):
-        """One population's sampled Φ̂_0, Ĝ_0 at t = 0, (Q, Q) each."""
-        act, grad = phi(u), r[:, None] * dphi(u)
-        return act.T @ act / u.shape[0], grad.T @ grad / u.shape[0]
+        """One population's sampled Φ̂_0 (Q, Q), Ĝ_0 per output pair (Q, P, C, C) at t = 0."""
+        act, dact = phi(u), dphi(u)
+        g_pairs = jnp.einsum("sq,sp,sc,sd->qpcd", dact, dact[:, :num_train], r, r) / u.shape[0]
+        return act.T @ act / u.shape[0], g_pairs
 
-    phi_lazy, g_lazy = jax.vmap(lazy_kernels)(u, r)  # (B, Q, Q)
+    phi_lazy, g_lazy = jax.vmap(lazy_kernels)(u, r)  # (B, Q, Q), (B, Q, P, C, C)
     phi_shift = phi_exact - phi_lazy  # control-variate shifts of the reported kernels
-    g_shift = dphi_exact - g_lazy
-    ntk_shift = phi_shift + kx * g_shift  # K_0 − K̂_0
+    g_diagonal = jnp.einsum("bqpcc->bqp", g_lazy) / r.shape[-1]  # (1/C) Σ_c Ĝ_cc
+    g_shift = dphi_exact[:, :num_train] - g_diagonal  # (B, Q, P)
+    kx_g_exact = kx_train * dphi_exact[:, :num_train]
+
+    def shift_velocity(phi_shift, g_lazy, e):
+        """(K_0 − K̂_0) e / P over the Q points, (Q, C): K_0 = (Φ + Φ^0 ⊙ Ġ) ⊗ I_C exact."""
+        exact = (phi_shift[:, :num_train] + kx_g_exact) @ e
+        sampled = jnp.einsum("qp,qpcd,pd->qc", kx_train, g_lazy, e)
+        return (exact - sampled) / num_train
 
     def readout(u, r, dh, dz, corr):
-        """One population: h, z, φ(h), Δ (P,) and f over all Q points (eq:mc_readout)."""
+        """One population: h (S, Q), z (S, C), φ(h), f over all Q points (Q, C) (eq:mc_readout)."""
         h, z, act = u + dh, r + dz, phi(u + dh)
-        f = jnp.mean(readout_terms(r[:, None], dz[:, None], phi(u), act, gamma0), axis=0) + corr
-        return h, z, act, LOSS.error_signal(f[:num_train], y), f
+        terms = readout_terms(r[:, None, :], dz[:, None, :], phi(u)[:, :, None],
+                              act[:, :, None], gamma0)  # (S, Q, C)
+        return h, z, act, jnp.mean(terms, axis=0) + corr
 
     def velocity(state, weights):
-        def one(u, r, dh, dz, corr, ntk_shift):
-            h, z, act, delta, _ = readout(u, r, dh, dz, corr)
-            e = weights * delta
+        def one(u, r, dh, dz, corr, phi_shift, g_lazy):
+            h, z, act, f = readout(u, r, dh, dz, corr)
+            e = weights[:, None] * loss.error_signal(f[:num_train], y, rows=True)  # (P, C)
             dact = dphi(h)  # (S, Q)
-            # v_{iμ} = Σ_α Φ^0_{μα} e_α φ'(h_{iα}): the feature-gradient direction of particle i
-            v = (dact[:, :num_train] * e) @ kx_train.T  # (S, Q)
-            d_dh = (gamma0 / num_train) * v * z[:, None]
-            d_dz = (gamma0 / num_train) * (act[:, :num_train] @ e)
-            return d_dh, d_dz, ntk_shift[:, :num_train] @ e / num_train
+            # v_{iμ} = Σ_α Φ^0_{μα} φ'(h_{iα}) Σ_c e_{αc} z_{ic}: particle i's feature gradient
+            v = (dact[:, :num_train] * (z @ e.T)) @ kx_train.T  # (S, Q)
+            d_dh = (gamma0 / num_train) * v
+            d_dz = (gamma0 / num_train) * (act[:, :num_train] @ e)  # (S, C)
+            return d_dh, d_dz, shift_velocity(phi_shift, g_lazy, e)
 
-        return jax.vmap(one)(u, r, *state, ntk_shift)
+        return jax.vmap(one)(u, r, *state, phi_shift, g_lazy)
 
     def save(state):
         def one(u, r, dh, dz, corr, phi_shift, g_shift):
-            h, z, act, delta, f = readout(u, r, dh, dz, corr)
+            h, z, act, f = readout(u, r, dh, dz, corr)
             dact = dphi(h)
             s = h.shape[0]
             phi_k = act.T @ act[:, :num_train] / s + phi_shift[:, :num_train]  # (Q, P)
-            grad = z[:, None] * dact
-            g_k = grad.T @ grad[:, :num_train] / s + g_shift[:, :num_train]
-            return phi_k, g_k, delta, f[num_train:]
+            weight = jnp.mean(z**2, axis=1)  # (1/C) ‖z‖²
+            g_k = (dact * weight[:, None]).T @ dact[:, :num_train] / s + g_shift
+            return phi_k, g_k, f
 
         return jax.vmap(one)(u, r, *state, phi_shift, g_shift)
 
     def losses(state):
         def one(u, r, dh, dz, corr):
-            return LOSS.value(readout(u, r, dh, dz, corr)[4][:num_train], y)
+            return loss.value(readout(u, r, dh, dz, corr)[3][:num_train], y, rows=True)
 
         return jax.vmap(one)(u, r, *state)
 
-    state0 = (jnp.zeros_like(u), jnp.zeros_like(r), jnp.zeros(u.shape[::2], u.dtype))
+    state0 = (jnp.zeros_like(u), jnp.zeros_like(r),
+              jnp.zeros((u.shape[0], u.shape[2], r.shape[2]), u.dtype))
     return velocity, save, losses, state0
 
 
 @eqx.filter_jit
-def _integrate_particles(activation, kx, y, gamma0, sources, times, rtol, atol, max_steps):
+def _integrate_particles(activation, kx, y, gamma0, sources, times, rtol, atol, max_steps,
+                         loss=LOSS):
     """Gradient flow of the particle system (`_particle_system`) with Diffrax."""
-    velocity, save, _, state0 = _particle_system(activation, kx, y, gamma0, sources)
-    ones = jnp.ones_like(y)
+    velocity, save, _, state0 = _particle_system(activation, kx, y, gamma0, sources, loss)
+    ones = jnp.ones(y.shape[0], y.dtype)
     solution = integrate_flow(lambda t, state, args: velocity(state, ones), state0, times, rtol,
                               atol, max_steps, save=lambda t, state, args: save(state),
                               progress=progress_enabled())
@@ -344,22 +387,24 @@ def _integrate_particles(activation, kx, y, gamma0, sources, times, rtol, atol, 
 
 
 @eqx.filter_jit
-def _march_particles(activation, kx, y, gamma0, sources, weights, steps, learning_rate):
+def _march_particles(activation, kx, y, gamma0, sources, weights, steps, learning_rate,
+                     loss=LOSS):
     """Exact GD / SGD of the particle system (derivations/finite_step_two_layer.md): every
     particle takes the step θ ← θ + η0·velocity(θ, ω_k) of its own parameters, with Δ from the
     read-out of the current particles (not an Euler step of f). Returns the saves after each of
     `steps` steps and the first step at which a batch's loss passed the divergence threshold
     (−1 if none)."""
-    velocity, save, losses, state0 = _particle_system(activation, kx, y, gamma0, sources)
-    threshold = DIVERGENCE_FACTOR * jnp.maximum(LOSS.value(jnp.zeros_like(y), y), 1e-300)
+    velocity, save, losses, state0 = _particle_system(activation, kx, y, gamma0, sources, loss)
+    threshold = DIVERGENCE_FACTOR * jnp.maximum(loss.value(jnp.zeros_like(y), y, rows=True),
+                                                1e-300)
 
     def step(state, k):
         return jax.tree_util.tree_map(lambda x, dx: x + learning_rate * dx, state,
                                       velocity(state, weights[k]))
 
     def diverged(state):
-        loss = losses(state)
-        return jnp.any(~jnp.isfinite(loss) | (loss > threshold))
+        value = losses(state)
+        return jnp.any(~jnp.isfinite(value) | (value > threshold))
 
     return march_steps(step, state0, steps, save, diverged)
 
@@ -430,8 +475,8 @@ class TwoLayerMoments:
             (big_h, m, a), bad_step = _march_moments(
                 jnp.asarray(kx), jnp.asarray(data.y_train), jnp.asarray(spec.architecture.gamma0),
                 jnp.asarray(weights), jnp.asarray(steps), jnp.asarray(dynamics.learning_rate))
-            delta = data.y_train - np.asarray(m)[:, :num_train] / spec.architecture.gamma0
-            _check_diverged(delta, int(bad_step), data.y_train, dynamics.learning_rate,
+            f_moments = np.asarray(m)[:, :num_train] / spec.architecture.gamma0
+            _check_diverged(f_moments, int(bad_step), data.y_train, dynamics.learning_rate,
                             f"two_layer_moments ({dynamics.name.upper()})")
             extra = dict(steps=int(steps[-1]), learning_rate=dynamics.learning_rate)
         big_h, m, a = np.asarray(big_h), np.asarray(m), np.asarray(a)
