@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import dmft
+import dmft._progress
 from dmft import InputError
 from dmft.cli import main
 from dmft.spec import Training
@@ -332,3 +333,17 @@ def test_sweep_with_widths_writes_sampler_columns(tmp_path):
     np.testing.assert_allclose(summary["N16_loss_train_stderr"],
                                loss.std(axis=0, ddof=1) / np.sqrt(3), rtol=1e-12)
     assert not summary["N16_diverged"].any()
+
+
+def test_progress_bar_over_points(tmp_path, capsys):
+    spec = _lazy_spec(tmp_path)
+    previous = dmft._progress.progress_enabled()
+    dmft.set_progress(True)
+    try:
+        dmft.sweep(spec, {"architecture.sigma_w": [1.0, 1.2]}, tmp_path / "bar",
+                   point_figures=False)
+    finally:
+        dmft.set_progress(previous)
+    err = capsys.readouterr().err
+    assert "sweep" in err and "2/2" in err  # one tick per point, with the point shown
+    assert "sigma_w=1.2" in err
