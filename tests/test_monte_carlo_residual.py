@@ -10,10 +10,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_monte_carlo_gd import (
+    _particle_network_gd,
+    network_ensemble,
+    p8_data,
+    pd4_data,
+)
 
 from dmft.solvers import MonteCarloDMFT, solve_lazy
 from dmft.spec import Architecture, Data, Spec, Training
-from test_monte_carlo_gd import _particle_network_gd, network_ensemble, p8_data, pd4_data
 
 
 def residual_spec(x, y, *, activation="tanh", hidden_layers=3, gamma0=1.0, alpha=1.0,

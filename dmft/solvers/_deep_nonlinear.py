@@ -93,14 +93,13 @@ import time
 import warnings
 from collections.abc import Mapping
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from typing import NamedTuple
-
+from .._divergence import check_not_diverged
 from .._errors import InputError, SolveError
 from .._options import (
     check_bool,
@@ -114,7 +113,6 @@ from .._options import (
 from .._precision import require_float64
 from .._progress import StepTicker
 from .._resources import available_memory_bytes
-from .._divergence import check_not_diverged
 from ..network import MuP, Residual
 from ..spec import Spec
 from ._common import (
@@ -128,7 +126,12 @@ from ._common import (
     new_bar,
 )
 from ._dmft import check_mup, input_kernel, readout_terms
-from ._sharding import constrain_samples, largest_divisor_at_most, sample_mesh, shard_samples
+from ._sharding import (
+    constrain_samples,
+    largest_divisor_at_most,
+    sample_mesh,
+    shard_samples,
+)
 from ._solution import Solution, diagnostics
 
 
@@ -1128,12 +1131,12 @@ def _backward_layer(config: _Config, phase: _Phase, st: _StepState, weights: _We
         grad = st.grad[l + 1] + beta * dphi * z
         lazy = st.g_lazy[l + 1] + beta * dphi_lazy * r
         # E[g_lazy g_lazyᵀ]: the layer above's plus β² G^{ℓ+1} ⊙ K̇ (r^ℓ ⟂ the rest, zero mean)
-        exact = lambda: st.g_exact[l + 1] + beta**2 * st.g_cv[l + 1] * kdot()  # noqa: E731
-        exact_b = lambda: st.g_exact_b[l + 1] + beta**2 * st.g_cv_b[l + 1] * kdot_b()  # noqa: E731
+        exact = lambda: st.g_exact[l + 1] + beta**2 * st.g_cv[l + 1] * kdot()
+        exact_b = lambda: st.g_exact_b[l + 1] + beta**2 * st.g_cv_b[l + 1] * kdot_b()
     else:
         grad, lazy = dphi * z, dphi_lazy * r
-        exact = lambda: st.g_cv[l + 1] * kdot()  # noqa: E731  (mean G^{ℓ+1} ⊙ K̇(Φ^{ℓ-1}))
-        exact_b = lambda: st.g_cv_b[l + 1] * kdot_b()  # noqa: E731
+        exact = lambda: st.g_cv[l + 1] * kdot()  # mean G^{ℓ+1} ⊙ K̇(Φ^{ℓ-1})
+        exact_b = lambda: st.g_cv_b[l + 1] * kdot_b()
     grad = constrain_samples(grad, mesh)
     st.g_h[l - 1] = _set_block(st.g_h[l - 1], grad, k, Q)
     if l > 1:  # the row of G^ℓ: covariance of the source r^{ℓ-1}
