@@ -777,3 +777,67 @@ def _residual_march(basis, y, gamma0, branch, weights, omega, num_layers: int, s
     phis = jnp.stack([p[diag, :, diag, :] for p in carry["phi"]], axis=1)
     gs = jnp.stack([g[diag, diag] for g in carry["g"]], axis=1)
     return carry["f"], phis, gs
+
+
+# ----------------------------------------------------------------------------------------------
+# The infinite-depth limit of residual networks
+
+
+@dataclasses.dataclass(frozen=True)
+class DepthLimit:
+    """Residual solves at growing depth and their extrapolation to L → ∞ in 1/L.
+
+    Attributes:
+        depths: the depths L solved (increasing).
+        t: the spec times.
+        loss: training loss (len(depths), T) at each depth.
+        limit: the extrapolated loss (T,) from the two deepest solves, x∞ = x_L2 + (x_L2 − x_L1)
+            L1/(L2 − L1) (the fit x = x∞ + c/L through them).
+        error: its error estimate (T,): the distance to the same extrapolation from the
+            next-to-deepest pair (NaN with fewer than three depths).
+        rate: the observed order p of x_L → x∞ from the last three depths,
+            p = log(|x_{L2} − x_{L1}| / |x_{L3} − x_{L2}|) / log(L3/L2) for depths in geometric
+            progression (max over times of the differences; NaN with fewer than three depths).
+    """
+
+    depths: tuple[int, ...]
+    t: np.ndarray
+    loss: np.ndarray
+    limit: np.ndarray
+    error: np.ndarray
+    rate: float
+
+
+def infinite_depth_limit(spec: Spec, depths, method: DeepLinearDMFT | None = None) -> DepthLimit:
+    """Solve the residual spec (``architecture.residual_scale`` set) at each of `depths` with the
+    deep-linear closure (other keys fixed; the branch scale α/L^β follows L) and extrapolate the
+    training loss to L → ∞ in 1/L (`DepthLimit`)."""
+    depths = tuple(int(d) for d in depths)
+    if spec.architecture.residual_scale is None:
+        raise InputError("infinite_depth_limit needs architecture.residual_scale (a residual spec)")
+    if len(depths) < 2 or any(b <= a for a, b in zip(depths, depths[1:])) or depths[0] < 2:
+        raise InputError(f"infinite_depth_limit: depths must be at least two increasing integers "
+                         f">= 2, got {depths}")
+    method = method or DeepLinearDMFT()
+    y = np.asarray(spec.data.y_train, dtype=np.float64)
+    losses = []
+    for depth in depths:
+        arch = dataclasses.replace(spec.architecture, hidden_layers=depth)
+        solution = method.solve(dataclasses.replace(spec, architecture=arch))
+        losses.append(0.5 * np.mean((solution.f_train - y) ** 2, axis=1))
+    losses = np.array(losses)
+
+    def extrapolate(i, j):
+        a, b = depths[i], depths[j]
+        return losses[j] + (losses[j] - losses[i]) * a / (b - a)
+
+    limit = extrapolate(-2, -1)
+    error = np.abs(limit - extrapolate(-3, -2)) if len(depths) >= 3 else np.full_like(limit, np.nan)
+    rate = math.nan
+    if len(depths) >= 3:
+        first = np.max(np.abs(losses[-2] - losses[-3]))
+        second = np.max(np.abs(losses[-1] - losses[-2]))
+        if first > 0 and second > 0:
+            rate = math.log(first / second) / math.log(depths[-1] / depths[-2])
+    return DepthLimit(depths, np.asarray(spec.training.times, dtype=np.float64), losses, limit,
+                      error, rate)
