@@ -1,6 +1,7 @@
-"""The learning-curve figure of ``dmft run``: the loss against time, and for the discrete rules
-("gd", "sgd") a second panel with the sharpness λ_max(K)/P and the edge-of-stability line 2/η0
-(docs/conventions.md §2a, §5)."""
+"""The learning-curve figure of ``dmft run``: the loss against time, for the discrete rules
+("gd", "sgd") a panel with the sharpness λ_max(K)/P and the edge-of-stability line 2/η0
+(docs/conventions.md §2a, §5), and where the data have class labels a panel with the train (and
+test) accuracy."""
 
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ def lazy_dense_losses(arrays: dict[str, np.ndarray], spec) -> dict[str, np.ndarr
         return None
     if getattr(spec.training, "optimizer", "flow") != "flow":
         return None  # discrete steps: the saved points are the curve
+    if getattr(spec.training, "loss", "mse") != "mse":
+        return None  # cross-entropy has no closed form: the saved points are the curve
     import jax.numpy as jnp
 
     from ..network import MSE
@@ -86,31 +89,43 @@ def _rule_text(spec) -> str:
 def plot_learning_curve(
     arrays: dict[str, np.ndarray], stem: str | Path, title: str | None = None, spec=None
 ) -> list[Path]:
-    """Train (and test) loss 𝓛(t) = (1/2P)Σ(f − y)², with Monte Carlo bands (±2 s.e.) when present.
+    """Train (and test) loss 𝓛(t), with Monte Carlo bands (±2 s.e.) when present: the MSE
+    (1/2P)Σ‖f − y‖² or, for a cross-entropy spec, (1/P)Σ[logsumexp(f) − y·f].
 
     With `spec` the title names the run (`run_title`), the time axis its units, and the lazy
-    closed form is drawn on a dense time grid, the saved times as markers. For a "gd" / "sgd" spec
-    a second panel below (``figure.axes[1]``) draws the sharpness λ_max(K)/P (``arrays
-    ["sharpness"]``, with its ±2 s.e. band when ``sharpness_stderr`` is given) against the line
-    2/η0 above which GD on the linearised model is unstable.
+    closed form (MSE, one output) is drawn on a dense time grid, the saved times as markers. For a
+    "gd" / "sgd" spec a second panel (``figure.axes[1]``) draws the sharpness λ_max(K)/P
+    (``arrays["sharpness"]``, with its ±2 s.e. band when ``sharpness_stderr`` is given) against
+    the line 2/η0 above which GD on the linearised model is unstable. When `arrays` hold
+    ``accuracy_train`` (data with class labels) the last panel draws the train and test accuracy.
     """
     t = np.asarray(arrays["t"])
     dense = lazy_dense_losses(arrays, spec)
     rule = discrete_rule(spec)
+    cross_entropy = getattr(getattr(spec, "training", None), "loss", "mse") == "cross_entropy"
     if title is None and spec is not None:
         regime = "lazy limit (closed form)" if spec.architecture.parameterization == "ntk" \
             else "DMFT limit"
+        if cross_entropy and spec.architecture.parameterization == "ntk":
+            regime = "lazy limit (kernel ODE)" if rule is None else "lazy limit"
         if rule is not None:
             regime = regime.replace(" (closed form)", "") + "; " + _rule_text(spec)
         title = run_title(spec, regime)
     with paper_style():
-        if rule is not None and "sharpness" in arrays:
-            figure, (ax, sharp_ax) = plt.subplots(
-                2, 1, sharex=True, figsize=(COLUMN_WIDTH, 1.45 * 0.74 * COLUMN_WIDTH),
-                gridspec_kw={"height_ratios": (3, 2)})
+        sharp = rule is not None and "sharpness" in arrays
+        accuracy = "accuracy_train" in arrays
+        extra = int(sharp) + int(accuracy)
+        if extra:
+            figure, axes = plt.subplots(
+                1 + extra, 1, sharex=True,
+                figsize=(COLUMN_WIDTH, (1.0 + 0.45 * extra) * 0.74 * COLUMN_WIDTH),
+                gridspec_kw={"height_ratios": (3,) + (2,) * extra})
+            ax, others = axes[0], list(axes[1:])
         else:
             figure, ax = plt.subplots()
-            sharp_ax = None
+            others = []
+        sharp_ax = others.pop(0) if sharp else None
+        accuracy_ax = others.pop(0) if accuracy else None
         banded = False
         for key, label in (("loss_train", "train"), ("loss_test", "test")):
             if key not in arrays:
@@ -134,20 +149,38 @@ def plot_learning_curve(
         label = time_label(spec)
         if rule is not None:
             label += r", step $k = t/\eta_0$"
-        time_axis(ax, t, None if sharp_ax is not None else label)
-        if sharp_ax is not None:
+        bottom = accuracy_ax if accuracy_ax is not None else sharp_ax
+        time_axis(ax, t, None if bottom is not None else label)
+        if bottom is not None:
             ax.set_xlabel("")
+        if sharp_ax is not None:
             _sharpness_panel(sharp_ax, t, arrays, rule[1])
-            time_axis(sharp_ax, t, label)
+            time_axis(sharp_ax, t, label if bottom is sharp_ax else None)
+            if bottom is not sharp_ax:
+                sharp_ax.set_xlabel("")
+        if accuracy_ax is not None:
+            _accuracy_panel(accuracy_ax, t, arrays)
+            time_axis(accuracy_ax, t, label)
         ax.set_yscale("log")
         initial = np.nanmax(np.asarray(arrays["loss_train"]))
         if np.isfinite(initial) and initial > 0:
             ax.set_ylim(bottom=max(ax.get_ylim()[0], 1e-10 * initial))  # show ten decades at most
-        ax.set_ylabel(r"loss $\mathcal{L}(t) = \Vert f - y\Vert^2 / 2P$")
+        ax.set_ylabel(r"loss $\mathcal{L}(t)$ (cross-entropy)" if cross_entropy
+                      else r"loss $\mathcal{L}(t) = \Vert f - y\Vert^2 / 2P$")
         if title:
             ax.set_title(title)
         ax.legend()
         return save_figure(figure, stem)
+
+
+def _accuracy_panel(ax, t, arrays) -> None:
+    """Train (and test) accuracy at the saved times, on [0, 1]."""
+    for key, label in (("accuracy_train", "train"), ("accuracy_test", "test")):
+        if key in arrays:
+            ax.plot(t, np.asarray(arrays[key]), "o-", markersize=2.5, label=label)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_ylabel("accuracy")
+    ax.legend()
 
 
 def _sharpness_panel(ax, t, arrays, learning_rate: float) -> None:
