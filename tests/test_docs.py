@@ -50,7 +50,11 @@ SHORT_FORMS: dict[str, list[tuple[str, str]]] = {
         ("particles = 4096", "particles = 512"),
         ("--widths 64,256 --seeds 4", "--widths 16,32 --seeds 2"),
     ],
-    "edge_of_stability.md": [],
+    "edge_of_stability.md": [
+        ("particles = 4096", "particles = 512"),
+        ("training.learning_rate=0.25,0.5,1,2 --set training.steps=10", "training.learning_rate=0.5,1 --set training.steps=2"),
+        ("--widths 64,256 --seeds 4", "--widths 16,32 --seeds 2"),
+    ],
 }
 
 _FENCE = re.compile(r"^(?P<indent>[ ]*)(?P<fence>`{3,})(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)(?P=fence)[ ]*$",
