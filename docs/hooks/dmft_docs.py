@@ -89,7 +89,7 @@ def _map_link(page_uri: str, target: str, files: Files) -> str | None:
 
 
 API_MODULES = ["dmft.spec", "dmft.network", "dmft.kernels", "dmft.solvers", "dmft.sampler",
-               "dmft.symbolic", "dmft.figures", "dmft.io"]
+               "dmft.symbolic", "dmft.figures", "dmft.io", "dmft.sweep"]
 _API_MARKER = re.compile(r"^<!-- dmft-api: ([\w.]+) -->$", re.M)
 
 
