@@ -239,8 +239,8 @@ class DeepLinearDMFT:
         finally:
             bar.close()
         y = np.asarray(data.y_train, dtype=np.float64)
-        losses = np.array([float(LOSS.value(f_k[:num_train], y)) for f_k in f])
-        with np.errstate(invalid="ignore", over="ignore"):
+        with np.errstate(invalid="ignore", over="ignore"):  # a diverged run overflows here
+            losses = np.array([float(LOSS.value(f_k[:num_train], y)) for f_k in f])
             check_not_diverged(losses, eta * np.arange(num_grid),
                                float(LOSS.value(np.zeros_like(y), y)),
                                "the deep_linear DMFT", steps=np.arange(num_grid))
