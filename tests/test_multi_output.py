@@ -14,9 +14,9 @@ from dmft import Architecture, Data, Spec, Training, solve_lazy
 from dmft.solvers import ClosedForm, KernelODE, TwoLayerDMFT
 
 RULES = {
-    "flow": dict(),
-    "gd": dict(optimizer="gd", learning_rate=0.25),
-    "sgd": dict(optimizer="sgd", learning_rate=0.25, batch_size=2, seed=3),
+    "flow": {},
+    "gd": {"optimizer": "gd", "learning_rate": 0.25},
+    "sgd": {"optimizer": "sgd", "learning_rate": 0.25, "batch_size": 2, "seed": 3},
 }
 TIMES = (0.0, 0.5, 1.0, 2.5)
 
@@ -101,7 +101,7 @@ def test_a_rotation_commutes_with_the_linear_two_layer_dmft(seed, rule):
     y, y_test = rng.standard_normal((x.shape[0], 2)), rng.standard_normal((x_test.shape[0], 2))
     turn = rotation(rng, 2)
     method = TwoLayerDMFT(particles=256, batches=2)
-    args = dict(activation="linear", parameterization="mup", gamma0=1.5)
+    args = {"activation": "linear", "parameterization": "mup", "gamma0": 1.5}
     plain = method.solve(spec_of(x, y, x_test, y_test, rule, **args))
     turned = method.solve(spec_of(x, y @ turn, x_test, y_test @ turn, rule, **args))
     # the ODE (flow) is solved to rtol 1e-8 on each side; GD is exact up to round-off
