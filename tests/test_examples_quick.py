@@ -76,8 +76,9 @@ def test_catapult_quick(tmp_path):
     assert loss[-1] < loss[first]  # and ends below where the spike began
     assert sharp.max() > 2.0  # past the edge of stability
     assert sharp[-1] < 2.0  # the kernel flattens below 2/η0
-    summary = last_json(text)
-    assert summary["lazy_higher_ratio"].startswith("diverged")
+    # above 2 the lazy limit's top mode grows: |1 - eta0 lambda_max/P| > 1
+    factors = re.search(r"lazy GD factors .*?: \[(.*?)\]", text)
+    assert factors and max(float(v) for v in factors.group(1).split(",")) > 1.0
     for width in (256, 512):
         w_loss = np.nanmean(data[f"N{width}_loss"], axis=0)
         assert np.argmax(np.diff(w_loss) > 0) >= 1  # the finite widths rise too, after a fall
