@@ -61,8 +61,10 @@ from ._solution import Solution, diagnostics
 @dataclasses.dataclass(frozen=True)
 class ClosedForm:
     """Exact lazy dynamics from the eigendecomposition of the NTK (``solver.method =
-    "closed_form"``, the default): gradient flow and GD in closed form, SGD by the exact
-    recursion over its steps (module docstring)."""
+    "closed_form"``, the default): for MSE gradient flow and GD in closed form (per output), SGD
+    by the exact recursion over its steps; for cross-entropy the flow by the kernel ODE at
+    `KernelODE`'s default tolerances and GD / SGD by the exact step recursion (module
+    docstring)."""
 
     optimizers = ("flow", "gd", "sgd")
     losses = ("mse", "cross_entropy")
