@@ -166,7 +166,7 @@ def test_three_class_two_layer_dmft_matches_finite_width_networks():
     rng = np.random.default_rng(31)
     x = rng.standard_normal((6, 3))
     labels = np.array([0, 1, 2, 0, 1, 2], float)
-    gamma0, eta, steps = 1.0, 1.0, (0, 1, 2, 4, 8)
+    gamma0, eta, steps = 1.0, 1.0, (0, 3, 8, 16, 24)
     spec = Spec(Architecture(1, "tanh", "mup", gamma0=gamma0), Data(x, labels),
                 Training(tuple(eta * k for k in steps), optimizer="gd", learning_rate=eta,
                          loss="cross_entropy"))
