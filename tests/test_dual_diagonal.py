@@ -372,3 +372,51 @@ def test_kinked_quadrature_is_snapped_too():
         off = np.asarray(act.dual_derivative(q, q, q * (1 - k * EPS)))
         # the stated quadrature error (1e-10, relative to the scale ~1): was ~1e-8 unsnapped
         np.testing.assert_allclose(off, exact, rtol=0, atol=act.dual_error)
+
+
+# ----------------------------------------------------------------------------------------------
+# Extreme variances: √(q1 q2) is √q1·√q2, so q1 q2 may overflow or underflow float64.
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["relu", "abs", "leaky_relu(0.2)"])
+def test_kinked_dual_maps_at_extreme_variances(name):
+    """q1, q2 from 1e-300 to 1e300 (q1 q2 beyond float64 either way) and ρ anywhere in [−1, 1]:
+    K and K̇ are the 50-digit values (K = √(q1q2)·(a function of ρ) stays representable)."""
+    act = get_activation(name)
+    rng = np.random.default_rng(3)
+    log_q = rng.uniform(-300, 300, size=(2, 60))
+    log_q[1, :20] = log_q[0, :20]  # some equal variances
+    q1, q2 = 10.0 ** log_q
+    rho = np.concatenate([rng.uniform(-1, 1, 50), [1.0, -1.0, 0.0, 0.999, -0.999] * 2])
+    c = rho * np.sqrt(q1) * np.sqrt(q2)
+    K = np.asarray(act.dual(q1, q2, c))
+    Kd = np.asarray(act.dual_derivative(q1, q2, c))
+    mp.mp.dps = 50
+    for i in range(len(c)):
+        k, kd = _exact_dual(name, _mp(q1[i]), _mp(q2[i]), _mp(c[i]))
+        scale_k, scale_kd = _scales(name, _mp(q1[i]), _mp(q2[i]))
+        # 8ε of the Cauchy–Schwarz scale: a few correctly rounded operations (as above); the
+        # snapping of |ρ| within SNAP_ULPS·ε of 1 moves K by less than that (K is Lipschitz in c)
+        assert abs(K[i] - float(k)) <= (SNAP_ULPS + 8) * EPS * float(scale_k), (name, i, K[i], k)
+        if abs(rho[i]) < 1 - 1e-6:  # K̇ away from its √(1 − |ρ|) edge
+            # 8ε of the scale over sin θ: K̇'s slope in ρ is ∝ 1/sin θ, times the few-ulp rounding
+            # of ρ = c/√(q1 q2) (inherent: it is the conditioning of K̇ in c)
+            sine = math.sqrt(1 - rho[i] ** 2)
+            assert abs(Kd[i] - float(kd)) <= 8 * EPS * float(scale_kd) / sine, (name, i, Kd[i], kd)
+
+
+@pytest.mark.parametrize("q", [1e155, 1e200, 1e300])
+def test_smooth_determinants_do_not_overflow_on_the_diagonal(q):
+    """q q overflows float64 for q > 1e154; the determinants 1 + 2(q1 + q2) + 4(q1q2 − c²) of
+    erf and 1 + q1 + q2 + (q1q2 − c²) of the Gaussian stay exact (q1 q2 − c² = 0 there)."""
+    mp.mp.dps = 40
+    qq = _mp(q)
+    erf, gaussian = get_activation("erf"), get_activation("gaussian")
+    for c in (q, q * (1 - 3 * EPS)):
+        got = (float(erf.dual(q, q, c)), float(erf.dual_derivative(q, q, c)), float(gaussian.dual(q, q, c)))
+        want = (2 / mp.pi * mp.asin(2 * qq / (1 + 2 * qq)), 4 / (mp.pi * mp.sqrt(1 + 4 * qq)),
+                1 / mp.sqrt(1 + 2 * qq))
+        for g, w in zip(got, want):
+            # 1e-13 relative: ulps of the closed forms (c's 3-ulp offset is inside the snap band)
+            assert abs(g - float(w)) <= 1e-13 * abs(float(w)), (q, c, g, w)

@@ -126,3 +126,18 @@ def test_residual_kernels_equal_the_derived_depth_mup_recursion(rng):
             np.testing.assert_allclose(a, np.asarray(b), rtol=1e-12, atol=1e-12)
         plain = layer_kernels(arch.__class__(3, name, "ntk", sigma_w=1.3, sigma_b=0.2), x)
         assert np.max(np.abs(plain.ntk[-1] - ours.ntk[-1])) > 1e-2  # the option changes the kernel
+
+
+@pytest.mark.parametrize("name", ["relu", "abs"])
+def test_homogeneous_kernels_at_extreme_scales(rng, name):
+    # φ positively homogeneous and σ_b = 0: Σ(a x, a x') = a² Σ(x, x') at every layer. With
+    # a = 2^±450 the variances are ~1e±270, where q1·q2 over- or underflows float64.
+    x = rng.standard_normal((7, 5))
+    arch = Architecture(3, name, "ntk", sigma_w=1.4)
+    base = layer_kernels(arch, x, x[:4])
+    for a in (2.0**450, 2.0**-450):
+        scaled = layer_kernels(arch, a * x, a * x[:4])
+        for got, want in zip(scaled.nngp + scaled.ntk, base.nngp + base.ntk):
+            # a power of two scales every operation exactly (the angles see the same ρ): only
+            # a different order of summation in the matmul could move the last bits
+            np.testing.assert_allclose(got, a * a * want, rtol=1e-14, atol=0)

@@ -4,9 +4,9 @@ Shared by the closed-form table and the kinked quadrature: every dual map with a
 singularity at |ρ| = 1 (φ with kinks or jumps) takes its angle and √(q1 q2 − c²) from here.
 
 Cost: in the kernel recursion q1 is a column (P1, 1) and q2 a row (1, P2), so everything computed
-from q1 or q2 alone (their square roots and reciprocals) is a vector, and per kernel entry there is
-one square root, one division and one arctangent, with no division or square root whose result
-has several users (XLA would keep such a value in memory, one extra pass over the tile).
+from q1 or q2 alone (their square roots and reciprocals) is a vector; per kernel entry there are
+one square root, one division and one arctangent (which dominates: XLA's atan on a half angle,
+cheaper than its atan2).
 """
 
 from __future__ import annotations
@@ -21,26 +21,25 @@ _PI = math.pi
 SNAP_ULPS = 64
 
 
-def _root_and_inverse(q):
-    """(√|q|, 1/√|q|), with 1/√0 taken as 0 (and no infinite branch to differentiate)."""
-    root = jnp.sqrt(jnp.abs(q))
-    nonzero = root > 0
-    return root, jnp.where(nonzero, 1.0 / jnp.where(nonzero, root, 1.0), 0.0)
-
-
 def root_product(q1, q2):
     """√(q1 q2) as √q1·√q2: no overflow or underflow of the product q1 q2 (q > 1e154 would
-    overflow it), and for a column q1 and a row q2 the square roots are vectors (a few ulps; the
-    snapping of `angles` and `_table._gram` absorbs them, so diagonals stay exact)."""
+    overflow it), and for a column q1 and a row q2 the square roots are vectors, so per kernel
+    entry this is one multiplication (within two ulps; the snapping of `angles` and
+    `_table._gram` absorbs that on the diagonal)."""
     return jnp.sqrt(jnp.abs(q1)) * jnp.sqrt(jnp.abs(q2))
+
+
+def _nonzero(x):
+    return jnp.where(x > 0, x, 1.0)  # the guard: no 1/0 in a discarded branch
 
 
 def angles(q1, q2, c):
     """(θ, π − θ, s) for the angle θ ∈ [0, π] between u and v, cos θ = ρ = c/√(q1 q2), and
     s = √(q1 q2 − c²) = √(q1 q2) sin θ, computed so that their error is a few ulps uniformly:
 
-    - ρ = (c · q1^{-1/2}) · q2^{-1/2} (a few ulps; in this order no intermediate overflows, since
-      |c| ≤ √(q1 q2)), clipped to [−1, 1]; zero variance counts as ρ = 1;
+    - ρ = c·(1/√q1)(1/√q2), or c·(1/q) where q1 = q2 = q (a few ulps, no overflow of q1 q2;
+      within an ulp of 1 on the diagonal, well inside the snap band), clipped to [−1, 1]; zero
+      variance counts as ρ = 1;
     - the gap g = 1 − |ρ| is exact for |ρ| ≥ 1/2 (Sterbenz), sin θ = √(g (2 − g)) has no
       cancellation, and the smaller of the two angles is the half-angle form
       2·atan(sin θ/(2 − g)) = 2·atan(tan(θ/2)) (no acos, whose slope is infinite at 1; a
@@ -60,11 +59,16 @@ def angles(q1, q2, c):
     derivatives of the formulas above (0 inside the snapped band, where they are constant).
     """
     eps = jnp.finfo(jnp.result_type(q1, q2, c)).eps
-    r1, inverse1 = _root_and_inverse(q1)
-    r2, inverse2 = _root_and_inverse(q2)
-    root = r1 * r2
-    # multiplications only: a division here would be a second pass over the tile (see above)
-    rho = jnp.clip(jnp.where(root > 0, (c * inverse1) * inverse2, 1.0), -1.0, 1.0)
+    r1, r2 = jnp.sqrt(jnp.abs(q1)), jnp.sqrt(jnp.abs(q2))
+    root = r1 * r2  # `root_product`
+    # 1/√(q1 q2) from vectors, so that ρ is a multiplication: a division per entry would have
+    # many users, and XLA would keep it in memory (one more pass over the tile per layer).
+    # Where q1 = q2 it is (1/q1 + 1/q2)/2: exact (ρ as c/q, as rounded as c/√fl(q·q) was), with
+    # the derivatives of 1/√(q1 q2).
+    inverse = jnp.where(q1 == q2, 0.5 / _nonzero(jnp.abs(q1)) + 0.5 / _nonzero(jnp.abs(q2)),
+                        (1.0 / _nonzero(r1)) * (1.0 / _nonzero(r2)))
+    rho = jnp.where(root > 0, c * inverse, 1.0)  # zero variance: ρ = 1
+    rho = jnp.clip(rho, -1.0, 1.0)
     positive = rho >= 0
     gap = jnp.where(positive, 1.0 - rho, 1.0 + rho)  # 1 − |ρ|, with slope ∓1 also at ρ = 0
     open_ = gap > SNAP_ULPS * eps
