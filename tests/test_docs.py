@@ -134,7 +134,14 @@ def run_tutorial(name: str) -> None:
             Path(block["title"]).write_text(block["body"])
 
 
-@pytest.mark.parametrize("name", sorted(SHORT_FORMS))
+# The tutorials that solve DMFTs and train ensembles take minutes each on a 2-core CI machine even
+# in short form; they run with `pytest -m slow`, the others in every run.
+_HEAVY_TUTORIALS = {"lazy_rich_finite.md", "sweep_figure.md", "edge_of_stability.md"}
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.slow) if name in _HEAVY_TUTORIALS else name
+    for name in sorted(SHORT_FORMS)])
 def test_tutorial_runs(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
