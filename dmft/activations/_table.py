@@ -22,7 +22,7 @@ import jax.scipy.special as jsp
 import sympy as sp
 
 from ._activation import Activation
-from ._angles import SNAP_ULPS, angles as _angles, root_product
+from ._angles import SNAP_ULPS, angles as _angles
 from ._symbols import C, Q1, Q2, X
 
 # Every closed form is a handful of correctly rounded operations: a few ulps, relative to the
@@ -41,10 +41,10 @@ def _psi(q1, q2, c):
 
 def _gram(q1, q2, c):
     """q1 q2 − c² = (√(q1q2) − |c|)(√(q1q2) + |c|) ≥ 0: the difference is exact where the two
-    are close (Sterbenz), so there is no cancellation, and it is 0 on the diagonal and within
-    SNAP_ULPS ulps of it. √(q1q2) = √q1·√q2 (`root_product`): no overflow of q1 q2, and for a
-    column q1 and a row q2 no square root per kernel entry."""
-    root = root_product(q1, q2)
+    are close (Sterbenz), so there is no cancellation, and it is 0 on the diagonal
+    (√q·√q = q to an ulp, snapped) and within SNAP_ULPS ulps of it. √q1·√q2 rather than √(q1 q2),
+    which overflows for q > 1e154. Two square roots per evaluation."""
+    root = jnp.sqrt(q1) * jnp.sqrt(q2)  # not √(q1 q2): that overflows for q > 1e154
     gap = root - jnp.abs(c)
     # |ρ| within SNAP_ULPS ulps of 1 counts as ±1, as in `_angles` (separately rounded c, q1, q2)
     gap = jnp.where(gap > SNAP_ULPS * jnp.finfo(gap.dtype).eps * root, gap, 0.0)
@@ -151,8 +151,7 @@ def erf() -> Activation:
         2 * sp.asin(2 * C / sp.sqrt((1 + 2 * Q1) * (1 + 2 * Q2))) / sp.pi,
         4 / (sp.pi * sp.sqrt((1 + 2 * Q1) * (1 + 2 * Q2) - 4 * C**2)),
         jsp.erf, lambda x: 2 / math.sqrt(_PI) * jnp.exp(-x * x),
-        # atan(2c/√det) = atan2(2c, √det) since det ≥ 1 (XLA's arctangent is the cheaper one)
-        lambda q1, q2, c: 2 / _PI * jnp.arctan(2 * c / jnp.sqrt(det(q1, q2, c))),
+        lambda q1, q2, c: 2 / _PI * jnp.arctan2(2 * c, jnp.sqrt(det(q1, q2, c))),
         lambda q1, q2, c: 4 / _PI / jnp.sqrt(det(q1, q2, c)),
         "K = (2/π) arcsin(2c/√((1+2q1)(1+2q2))) (Williams 1997)",
     )
@@ -168,18 +167,18 @@ def gelu() -> Activation:
     )
 
     # (1+q1)(1+q2) − c² = 1 + q1 + q2 + (q1q2 − c²) and (1 − q1q2)/P + 1 = (2 + q1 + q2)/P:
-    # the same values, without cancellation at large variances; atan(c/δ) = atan2(c, δ), δ ≥ 1.
+    # the same values, without cancellation at large variances.
     def dual(q1, q2, c):
         p = (1 + q1) * (1 + q2)
         dd2 = 1 + q1 + q2 + _gram(q1, q2, c)
         dd = jnp.sqrt(dd2)
-        return c / 4 + ((c * c + q1 * q2 * dd2) / (p * dd) + c * jnp.arctan(c / dd)) / (2 * _PI)
+        return c / 4 + ((c * c + q1 * q2 * dd2) / (p * dd) + c * jnp.arctan2(c, dd)) / (2 * _PI)
 
     def dual_derivative(q1, q2, c):
         p = (1 + q1) * (1 + q2)
         dd2 = 1 + q1 + q2 + _gram(q1, q2, c)
         dd = jnp.sqrt(dd2)
-        return 0.25 + jnp.arctan(c / dd) / (2 * _PI) + c / (2 * _PI * dd) * (
+        return 0.25 + jnp.arctan2(c, dd) / (2 * _PI) + c / (2 * _PI * dd) * (
             1 / dd2 + (2 + q1 + q2) / p
         )
 
