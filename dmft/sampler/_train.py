@@ -356,6 +356,12 @@ def train_ensemble(
                          f"{method!r}")
 
     mesh = seed_mesh() if mesh is None else mesh
+    if hessian_steps and mesh.devices.size > 1:
+        # The Lanczos loop of the Hessian sharpness deadlocks XLA's CPU runtime when its members are
+        # sharded over several devices (seen with 4 host devices); until that is understood the
+        # members of such a run share one device (same numbers, no device parallelism).
+        mesh = jax.sharding.Mesh(mesh.devices.reshape(-1)[:1], ("seeds",),
+                                 axis_types=(jax.sharding.AxisType.Auto,))
     devices = mesh.devices.size
     size = max(len(seeds), pad_to or 0)
     size += -size % devices
