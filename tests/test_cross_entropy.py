@@ -66,6 +66,7 @@ def rk4(ntk, cross, y, times, step=2e-3):
     return np.array(out_train), np.array(out_test)
 
 
+@pytest.mark.slow  # tens of seconds to minutes on 2 cores (ensembles, long solves): -m slow
 @settings(max_examples=3, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(2, 4))
 def test_lazy_kernel_ode_agrees_with_an_independent_rk4(seed, classes):

@@ -8,23 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import one_line_error
 
-from dmft import InputError
 from dmft.data import _datasets, known_datasets, load_dataset
 from dmft.spec import Architecture, Spec, Training, load_spec, spec_from_dict
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def one_line_error(build, *names):
-    """The InputError of `build`: one line that names every one of `names`."""
-    with pytest.raises(InputError) as info:
-        build()
-    message = str(info.value)
-    assert "\n" not in message, message
-    for name in names:
-        assert name in message, message
-    return message
 
 
 @pytest.fixture(scope="module")

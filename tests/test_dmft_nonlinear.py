@@ -311,6 +311,7 @@ def test_ntk_flow_overcounts_the_sliding_neurons_of_relu():
     assert fine > 0.01 and fine > 0.7 * coarse
 
 
+@pytest.mark.slow  # tens of seconds to minutes on 2 cores (ensembles, long solves): -m slow
 def test_two_layer_relu_dmft_matches_networks_where_the_ntk_flow_does_not():
     # L = 1 networks are cheap enough to resolve the sliding-neuron effect (eq:sliding): the NTK
     # flow of the same particles reaches 𝓛(4) ≈ 0.2455, 0.003 (6σ) below the networks' 0.2487

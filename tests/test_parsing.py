@@ -20,7 +20,7 @@ from dmft.activations import X, get_activation, parse_activation
 from dmft.activations import _registry
 from dmft.cli import main
 from dmft.symbolic import _verify
-from dmft.symbolic._verify import COVARIANCE_DOMAIN, parse_expression, verify, verify_dual
+from dmft.symbolic._verify import COVARIANCE_DOMAIN, parse_expression, verify
 
 SYMBOLS = COVARIANCE_DOMAIN.symbols()
 

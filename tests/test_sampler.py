@@ -10,13 +10,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import run_dmft
 
 from dmft import Architecture, Data, InputError, Spec, Training
 from dmft.kernels import layer_kernels
 from dmft.sampler import (
-    FixedSteps,
     AdaptiveSteps,
     FiniteNetwork,
+    FixedSteps,
     TangentPropagator,
     compare,
     fit_inverse_width,
@@ -295,6 +296,7 @@ def test_vertex_recursion_gives_five_l_minus_one_k_squared_for_critical_relu():
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.slow  # tens of seconds to minutes on 2 cores (ensembles, long solves): -m slow
 def test_vertex_prediction_matches_measured_kernel_fluctuations(activation):
     sigma_w = np.sqrt(2.0) if activation == "relu" else 1.2
     arch = Architecture(2, activation, "ntk", sigma_w=sigma_w, sigma_b=0.0)
@@ -323,6 +325,7 @@ def test_two_layer_propagator_at_initialization_is_output_variance():
                   < 5 * prediction.f_train_err[0] + 0.03 * target), (prediction.f_train[0], target)
 
 
+@pytest.mark.slow  # tens of seconds to minutes on 2 cores (ensembles, long solves): -m slow
 def test_two_layer_propagator_matches_finite_width_training_variance():
     data = teacher_data(num_train=4, num_test=0, input_dim=4, seed=2)
     spec = Spec(Architecture(1, "tanh", "mup", gamma0=1.0), data, Training((0.0, 1.0, 3.0)))
@@ -386,16 +389,10 @@ def _write_spec(folder, parameterization="ntk", hidden_layers=1):
     return folder / "spec.toml"
 
 
-def _dmft(*args):
-    env = dict(os.environ, DMFT_PROGRESS="0")
-    return subprocess.run([sys.executable, "-m", "dmft", *args], capture_output=True, text=True,
-                          env=env, timeout=600)
-
-
 def test_cli_sample_writes_samples_comparison_and_figure(tmp_path):
     spec = _write_spec(tmp_path)
     out = tmp_path / "out"
-    result = _dmft("sample", str(spec), "--widths", "8,32", "--seeds", "3", "--out", str(out))
+    result = run_dmft("sample", str(spec), "--widths", "8,32", "--seeds", "3", "--out", str(out))
     assert result.returncode == 0, result.stderr
     arrays = np.load(out / "samples.npz")
     assert arrays["N8_f_train"].shape == (3, 3, 5)
@@ -423,7 +420,7 @@ def test_cli_sample_writes_samples_comparison_and_figure(tmp_path):
 def test_cli_bad_flags_fail_with_one_line_and_write_nothing(tmp_path, flags, needle):
     spec = _write_spec(tmp_path)
     out = tmp_path / "out"
-    result = _dmft("sample", str(spec), "--out", str(out), *flags)
+    result = run_dmft("sample", str(spec), "--out", str(out), *flags)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], result.stderr

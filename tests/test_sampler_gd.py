@@ -6,9 +6,6 @@ loss §2, update §2a) and share nothing with dmft.sampler but the initial param
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 import textwrap
 import warnings
 
@@ -16,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import run_dmft
 from jax.flatten_util import ravel_pytree
 
 from dmft import Architecture, InputError, Spec, Training
@@ -426,19 +424,14 @@ def _write_spec(folder, training, residual=""):
     return folder / "spec.toml"
 
 
-def _dmft(*args):
-    env = dict(os.environ, DMFT_PROGRESS="0")
-    return subprocess.run([sys.executable, "-m", "dmft", *args], capture_output=True, text=True,
-                          env=env, timeout=600)
-
-
 GD_TRAINING = 'times = [0.0, 0.5, 2.0]\noptimizer = "gd"\nlearning_rate = 0.5'
 
 
+@pytest.mark.slow  # tens of seconds to minutes on 2 cores (ensembles, long solves): -m slow
 def test_cli_sample_gd_residual_writes_sharpness_keys(tmp_path):
     spec = _write_spec(tmp_path, GD_TRAINING, "residual_scale = 1.0")
     out = tmp_path / "out"
-    result = _dmft("sample", str(spec), "--widths", "8,16", "--seeds", "3", "--out", str(out),
+    result = run_dmft("sample", str(spec), "--widths", "8,16", "--seeds", "3", "--out", str(out),
                    "--hessian-steps", "8")
     assert result.returncode == 0, result.stderr
     arrays = np.load(out / "samples.npz")
@@ -460,7 +453,7 @@ def test_cli_sample_reports_diverged_members(tmp_path):
     training = 'times = [0.0, 100.0, 200.0]\noptimizer = "gd"\nlearning_rate = 10.0'
     spec = _write_spec(tmp_path, training)
     out = tmp_path / "out"
-    result = _dmft("sample", str(spec), "--widths", "8", "--seeds", "2", "--out", str(out),
+    result = run_dmft("sample", str(spec), "--widths", "8", "--seeds", "2", "--out", str(out),
                    "--hessian-steps", "0", "--no-predictions")
     assert result.returncode == 0, result.stderr
     arrays = np.load(out / "samples.npz")
@@ -484,7 +477,8 @@ def test_cli_sample_reports_diverged_members(tmp_path):
 def test_cli_gd_bad_flags_fail_with_one_line_and_write_nothing(tmp_path, flags, needle):
     spec = _write_spec(tmp_path, GD_TRAINING)
     out = tmp_path / "out"
-    result = _dmft("sample", str(spec), "--widths", "8", "--seeds", "2", "--out", str(out), *flags)
+    result = run_dmft("sample", str(spec), "--widths", "8", "--seeds", "2", "--out", str(out),
+                      *flags)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], result.stderr
@@ -494,12 +488,12 @@ def test_cli_gd_bad_flags_fail_with_one_line_and_write_nothing(tmp_path, flags, 
 def test_cli_sgd_batch_too_large_and_flow_euler_alias(tmp_path):
     sgd = 'times = [0.0, 0.5]\noptimizer = "sgd"\nlearning_rate = 0.5\nbatch_size = 9'
     spec = _write_spec(tmp_path, sgd)
-    result = _dmft("sample", str(spec), "--widths", "8", "--seeds", "2", "--out",
+    result = run_dmft("sample", str(spec), "--widths", "8", "--seeds", "2", "--out",
                    str(tmp_path / "a"))
     assert result.returncode != 0 and "batch_size" in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "a" / "samples.npz").exists()
     flow = _write_spec(tmp_path, "times = [0.0, 0.3]")
-    result = _dmft("sample", str(flow), "--widths", "8", "--seeds", "2", "--out",
+    result = run_dmft("sample", str(flow), "--widths", "8", "--seeds", "2", "--out",
                    str(tmp_path / "b"), "--method", "euler", "--dt", "0.25", "--no-predictions")
     assert result.returncode != 0 and "multiples" in result.stderr  # 0.3 is not k·0.25
 

@@ -148,6 +148,7 @@ def test_interrupted_sweep_resumes_without_redoing_finished_points(tmp_path, mon
     assert len(load_summary(out)["t"]) == 4 * 4
 
 
+@pytest.mark.slow  # tens of seconds to minutes on 2 cores (ensembles, long solves): -m slow
 def test_killed_sweep_process_resumes(tmp_path):
     """SIGKILL in the middle of a sweep (no clean-up at all): the rerun keeps every point that
     was complete and redoes only the rest."""

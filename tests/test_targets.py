@@ -2,22 +2,11 @@
 
 import numpy as np
 import pytest
+from conftest import one_line_error
 
-from dmft import InputError
 from dmft.spec import Architecture, Data, Spec, Training, spec_from_dict
 
 CE = Training(loss="cross_entropy")
-
-
-def one_line_error(build, *names):
-    """The InputError of `build`: one line that names every one of `names`."""
-    with pytest.raises(InputError) as info:
-        build()
-    message = str(info.value)
-    assert "\n" not in message, message
-    for name in names:
-        assert name in message, message
-    return message
 
 
 @pytest.fixture

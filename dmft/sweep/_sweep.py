@@ -433,6 +433,7 @@ def sweep(
                 records.append(_run_point(point, folder, key, widths, seeds, sampler_method,
                                           point_figures, kernels, vectorize))
             bar.update(1)
+            bar.refresh()  # a point is coarse work: show every finished one, not tqdm's sample
     finally:
         bar.close()
     cache: dict = dict(kernels)
