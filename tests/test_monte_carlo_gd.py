@@ -170,10 +170,27 @@ def _particle_network_gd(x, y, x_test, u, r, gamma0, eta, steps, activation):
     return np.stack(out)
 
 
-@pytest.mark.parametrize("activation", ["tanh", "relu"])
-def test_two_layer_march_is_exactly_a_width_s_network_trained_by_gd(activation):
+def march_and_its_particle_network(spec, samples: int, seed: int):
+    """The uncontrolled Monte Carlo march of `spec` and `_particle_network_gd` started from the
+    march's own draws (first-layer fields and read-out): both (sol, f)."""
     from dmft.solvers._deep_nonlinear import _draw
 
+    data, training = spec.data, spec.training
+    x, y, x_test = (np.asarray(a) for a in (data.x_train, data.y_train, data.x_test))
+    sol = MonteCarloDMFT(num_samples=samples, num_batches=2, kernel_control_variates=False,
+                         seed=seed).solve(spec)
+    xs = np.concatenate([x, x_test])
+    steps = len(training.times) - 1
+    draws = _draw(jax.random.PRNGKey(seed), jnp.asarray(xs @ xs.T / x.shape[1]), samples,
+                  steps + 1, spec.architecture.hidden_layers, 2, True)
+    f = _particle_network_gd(x, y, x_test, np.asarray(draws["u1"]), np.asarray(draws["r_last"]),
+                             spec.architecture.gamma0, training.learning_rate, steps,
+                             spec.architecture.activation)
+    return sol, f
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_two_layer_march_is_exactly_a_width_s_network_trained_by_gd(activation):
     x = np.random.default_rng(1).standard_normal((3, 5))
     y = np.array([1.0, -0.5, 0.8])
     x_test = np.random.default_rng(2).standard_normal((2, 5))
@@ -182,13 +199,7 @@ def test_two_layer_march_is_exactly_a_width_s_network_trained_by_gd(activation):
                      learning_rate=eta, steps=steps, x_test=x_test)
     # no kernel control variates: Δ is then the samples' own read-out, f = ⟨z φ(h)⟩/γ0 (the
     # antithetic pairs make ⟨r φ(u)⟩ = 0 exactly)
-    sol = MonteCarloDMFT(num_samples=samples, num_batches=2, kernel_control_variates=False,
-                         seed=3).solve(spec)
-    xs = np.concatenate([x, x_test])
-    draws = _draw(jax.random.PRNGKey(3), jnp.asarray(xs @ xs.T / 5), samples, steps + 1, 1, 2,
-                  True)
-    f = _particle_network_gd(x, y, x_test, np.asarray(draws["u1"]), np.asarray(draws["r_last"]),
-                             gamma0, eta, steps, activation)
+    sol, f = march_and_its_particle_network(spec, samples, seed=3)
     # the same arithmetic up to association order: round-off only
     np.testing.assert_allclose(sol.f_train, f[:, :3], rtol=0, atol=1e-10)
     np.testing.assert_allclose(sol.f_test, f[:, 3:], rtol=0, atol=1e-10)
@@ -220,8 +231,11 @@ def test_a_diverging_run_is_a_solve_error_naming_the_step():
     eta = 6.0 * 4 / np.linalg.eigvalsh(lazy_ntk(make_spec(x, y, steps=1))[0])[-1]
     spec = make_spec(x, y, learning_rate=eta, steps=40)
     with pytest.raises(SolveError, match=r"diverged at step \d+ \(t = .*\): loss .*"
-                                         r"learning_rate"):
+                                         r"learning_rate") as caught:
         MonteCarloDMFT(num_samples=64, num_batches=4).solve(spec)
+    error = caught.value
+    assert f"step {error.step} " in str(error) and error.time == pytest.approx(error.step * eta)
+    assert f"loss {error.loss:.3g} " in str(error)
 
 
 def test_solver_dt_is_refused_with_gradient_descent():

@@ -6,12 +6,10 @@ the first layer and the read-out (a width-S two-layer network trained by GD), ki
 φ = x against the deep-linear closure, and (slow) residual networks trained by plain GD.
 """
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from test_monte_carlo_gd import (
-    _particle_network_gd,
+    march_and_its_particle_network,
     network_ensemble,
     p8_data,
     pd4_data,
@@ -58,21 +56,13 @@ def test_small_gamma0_residual_gd_is_the_lazy_closed_form(activation, exponent):
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 def test_vanishing_branches_leave_the_first_layer_and_the_read_out(activation):
-    from dmft.solvers._deep_nonlinear import _draw
-
     x = np.random.default_rng(1).standard_normal((3, 5))
     y = np.array([1.0, -0.5, 0.8])
     x_test = np.random.default_rng(2).standard_normal((2, 5))
     eta, steps, gamma0, samples = 0.4, 10, 1.5, 64
     spec = residual_spec(x, y, activation=activation, hidden_layers=3, alpha=1e-8,
                          gamma0=gamma0, learning_rate=eta, steps=steps, x_test=x_test)
-    sol = MonteCarloDMFT(num_samples=samples, num_batches=2, kernel_control_variates=False,
-                         seed=4).solve(spec)
-    xs = np.concatenate([x, x_test])
-    draws = _draw(jax.random.PRNGKey(4), jnp.asarray(xs @ xs.T / 5), samples, steps + 1, 3, 2,
-                  True)
-    f = _particle_network_gd(x, y, x_test, np.asarray(draws["u1"]), np.asarray(draws["r_last"]),
-                             gamma0, eta, steps, activation)
+    sol, f = march_and_its_particle_network(spec, samples, seed=4)
     # the branches shift the fields by O(β) = O(1e-8/√3) relative: 1e-7 covers it and round-off
     np.testing.assert_allclose(sol.f_train, f[:, :3], rtol=0, atol=1e-7)
     np.testing.assert_allclose(sol.f_test, f[:, 3:], rtol=0, atol=1e-7)
