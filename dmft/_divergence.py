@@ -32,10 +32,10 @@ def check_not_diverged(losses, times, reference: float, what: str, steps=None) -
     index = first_divergent_index(losses, reference)
     if index is None:
         return
-    loss = np.asarray(losses)[index]
-    where = f"t = {float(np.asarray(times)[index]):g}"
-    if steps is not None:
-        where = f"step {int(np.asarray(steps)[index])} ({where})"
-    raise SolveError(f"{what} diverged at {where}: loss {np.max(loss):.3g} against "
+    loss = float(np.max(np.asarray(losses)[index]))
+    time = float(np.asarray(times)[index])
+    step = None if steps is None else int(np.asarray(steps)[index])
+    where = f"t = {time:g}" if step is None else f"step {step} (t = {time:g})"
+    raise SolveError(f"{what} diverged at {where}: loss {loss:.3g} against "
                      f"{reference:.3g} at the start (threshold ×{DIVERGENCE_FACTOR:g}); "
-                     "lower training.learning_rate")
+                     "lower training.learning_rate", time=time, step=step, loss=loss)

@@ -28,6 +28,18 @@ class InputError(DmftError, ValueError):
 
 
 class SolveError(DmftError, RuntimeError):
-    """A solve diverged (non-finite values) or did not converge; the message says by how much."""
+    """A solve diverged (non-finite values) or did not converge; the message says by how much.
+
+    Where the solve knows them, `time` (in the time units of docs/conventions.md §2), `step` (of a
+    discrete training rule or of the solver's grid) and `loss` (at that point) say where it failed;
+    each is None otherwise.
+    """
 
     exit_code = 3
+
+    def __init__(self, *args: object, time: float | None = None, step: int | None = None,
+                 loss: float | None = None) -> None:
+        super().__init__(*args)
+        self.time = None if time is None else float(time)
+        self.step = None if step is None else int(step)
+        self.loss = None if loss is None else float(loss)

@@ -227,5 +227,6 @@ def test_catapult_runs_and_converges():
 def test_divergence_is_a_solve_error_naming_the_step():
     base = problem(1.0, eta=1.0)
     spec = problem(1.0, eta=eta_for(base, 6.0), steps=80)
-    with pytest.raises(SolveError, match=r"diverged at step \d+ .*loss"):
+    with pytest.raises(SolveError, match=r"diverged at step \d+ .*loss") as caught:
         DeepLinearDMFT().solve(spec)
+    assert f"step {caught.value.step} " in str(caught.value) and caught.value.loss > 0

@@ -208,6 +208,9 @@ def test_unstable_learning_rate_is_a_solve_error(rng, optimizer):
         solve_lazy(base.replace(training=Training(times, optimizer=optimizer, learning_rate=eta,
                                                   **extra)))
     step = int(str(caught.value).split("step ")[1].split()[0])
+    # the error carries the place it names, for callers that mark divergent runs
+    assert caught.value.step == step and caught.value.time == pytest.approx(step * eta)
+    assert caught.value.loss > 1e6 * float(np.mean(np.asarray(base.data.y_train) ** 2)) / 2
     # The top mode grows by |1 − 2.6| = 1.6 per step; its loss passes 1e6 × 𝓛(0) after about
     # log(1e6)/(2 log 1.6) ≈ 15 steps (less when it carries more than its share of y), and
     # the step is the first one past the threshold, not a saved one.

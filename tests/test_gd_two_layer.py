@@ -50,6 +50,7 @@ def test_linear_particles_take_the_exact_moment_map(seed, gamma0, ratio):
         moments = TwoLayerMoments().solve(spec)
     except SolveError as error:  # large γ0 η0 can blow up: then both blow up at the same step
         step = str(error).split("diverged at step ")[1].split()[0]
+        assert error.step == int(step)
         with pytest.raises(SolveError, match=f"diverged at step {step} "):
             SMALL.solve(spec)
         return

@@ -158,7 +158,7 @@ class DeepLinearDMFT:
                     hint = (f"dt was enlarged from solver.dt = {self.dt:g} to fit solver.max_memory_gb "
                             f"= {self.max_memory_gb:g}: raise it or shorten training.times")
                 raise SolveError(f"deep_linear DMFT diverged at t = {bad:g} (grid step "
-                                 f"{t_max / n:g}); {hint}")
+                                 f"{t_max / n:g}); {hint}", time=bad)
         if len(runs) == 2:  # Richardson: 2 x_{dt/2} − x_{dt} on the coarse grid
             coarse, fine = runs
             values = jax.tree_util.tree_map(lambda c, f: 2.0 * f[::2] - c, coarse, fine)
@@ -205,7 +205,7 @@ class DeepLinearDMFT:
         bad = first_bad_time(nodes, f, ntk, phis, gs)
         if bad is not None:
             raise SolveError(f"deep_linear DMFT diverged at t = {bad:g} (largest grid step "
-                             f"{np.max(np.diff(nodes)):g}); decrease solver.dt")
+                             f"{np.max(np.diff(nodes)):g}); decrease solver.dt", time=bad)
         return Solution.from_augmented(
             np.asarray(spec.training.times, dtype=np.float64), f[saved], ntk[saved], num_train,
             phi=tuple(phis[saved, layer] for layer in range(num_layers)),
@@ -247,7 +247,8 @@ class DeepLinearDMFT:
         bad = first_bad_time(eta * np.arange(num_grid), f, ntk, phis, gs)
         if bad is not None:  # finite losses but overflowing kernels
             raise SolveError(f"the deep_linear DMFT diverged at step {round(bad / eta)} "
-                             f"(t = {bad:g}); lower training.learning_rate")
+                             f"(t = {bad:g}); lower training.learning_rate", time=bad,
+                             step=round(bad / eta))
         return Solution.from_augmented(
             np.asarray(training.times, dtype=np.float64), f[saved], ntk[saved], num_train,
             phi=tuple(phis[saved, layer] for layer in range(num_layers)),

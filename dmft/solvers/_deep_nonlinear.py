@@ -781,7 +781,7 @@ def _check_diverged(out, grid: _Grid, y):
         if bad.any():
             k = int(np.argmax(bad))
             raise SolveError(f"DMFT diverged: non-finite {name} at t = {k * grid.dt:g} (step {k}); "
-                             + hint)
+                             + hint, time=k * grid.dt, step=k)
 
 
 def _residual(new, old) -> float:

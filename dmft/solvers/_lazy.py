@@ -360,8 +360,9 @@ def _check_lazy_divergence(spec: Spec, method: LazyMethod, f_train, locate) -> N
     check_not_diverged([loss], [step * training.learning_rate], reference,
                        f"the lazy {training.optimizer.upper()} solve ({type(method).__name__})",
                        steps=[step])
+    # a saved loss passed the threshold
     raise SolveError(f"the lazy {training.optimizer.upper()} solve diverged by step "
-                     f"{training.steps[index]}")  # a saved loss passed the threshold
+                     f"{training.steps[index]}", step=training.steps[index])
 
 
 def _solve(spec: Spec, method: LazyMethod, integrate) -> Solution:

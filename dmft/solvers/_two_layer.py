@@ -210,7 +210,8 @@ class TwoLayerDMFT:
         phi, g, f_all = saved  # leading axes (T, B); f_all (T, B, Q, C)
         bad = first_bad_time(times, phi, g, f_all)
         if bad is not None:
-            raise SolveError(f"two_layer DMFT diverged at t = {bad:g} (non-finite kernels)")
+            raise SolveError(f"two_layer DMFT diverged at t = {bad:g} (non-finite kernels)",
+                             time=bad)
 
         kx_np = np.asarray(kx)
         # K = G^1 ⊙ Φ^0 + Φ^1, (T, B, Q, P)
@@ -276,7 +277,8 @@ def _check_diverged(f_train, bad_step: int, y, learning_rate: float, what: str,
     reference = float(loss_object.value(np.zeros_like(y), y, rows=rows))
     check_not_diverged([np.max(loss) if np.all(np.isfinite(loss)) else np.inf],
                        [bad_step * learning_rate], reference, what, steps=[bad_step])
-    raise SolveError(f"{what} diverged at step {bad_step}")  # non-finite below the threshold
+    raise SolveError(f"{what} diverged at step {bad_step}", step=bad_step,
+                     time=bad_step * learning_rate)  # non-finite below the threshold
 
 
 def _sources(key, kx, batches: int, per_batch: int, antithetic: bool, moment_matching: bool,
@@ -482,7 +484,7 @@ class TwoLayerMoments:
         big_h, m, a = np.asarray(big_h), np.asarray(m), np.asarray(a)
         bad = first_bad_time(times, big_h, m, a)
         if bad is not None:
-            raise SolveError(f"two_layer_moments diverged at t = {bad:g}")
+            raise SolveError(f"two_layer_moments diverged at t = {bad:g}", time=bad)
         gamma0 = spec.architecture.gamma0
         ntk = layer_ntk(network_of(spec), kx[None], [big_h], [a[:, None, None]])  # aΦ^0 + H
         f = m / gamma0

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -151,15 +150,6 @@ def _finished(folder: Path, key: str) -> dict[str, Any] | None:
     return meta
 
 
-def _divergence_where(message: str) -> tuple[float, float]:
-    """Step and time named by a divergence message ("... at step 7 (t = 0.7) ..."), NaN when
-    the message names none."""
-    step = re.search(r"\bstep (\d+)", message)
-    where = re.search(r"\bt = ([-+0-9.eE]+)", message)
-    return (float(step.group(1)) if step else float("nan"),
-            float(where.group(1)) if where else float("nan"))
-
-
 # ---------------------------------------------------------------------------------------------
 # One point
 
@@ -252,12 +242,15 @@ def _run_point(point: Point, folder: Path, key: str, widths, seeds, sampler_meth
     start = time.perf_counter()
     files: dict[str, dict[str, np.ndarray]] = {}
     status, message, solution, arrays = "done", None, None, None
+    step = t_div = float("nan")  # where the limit diverged, when it names a step or time
     try:
         solution = _solve_limit(spec, kernels, vectorize)
         arrays = solution.arrays(data.y_train, data.y_test)
         files["result.npz"] = arrays
     except SolveError as error:
         status, message = "diverged", str(error)
+        step = float("nan") if error.step is None else float(error.step)
+        t_div = float("nan") if error.time is None else error.time
     wall_time = time.perf_counter() - start
     sampler_record: dict[str, Any] = {}
     if widths:
@@ -265,7 +258,6 @@ def _run_point(point: Point, folder: Path, key: str, widths, seeds, sampler_meth
         files["samples.npz"] = sample_arrays
         sampler_record = {"widths": list(widths), "seeds": seeds, "diagnostics": diagnostics,
                           "diverged": {str(w): m for w, m in sample_diverged.items()}}
-    step, t_div = _divergence_where(message) if message else (float("nan"), float("nan"))
     metadata = {
         "command": "sweep",
         "spec": spec.to_dict(),
