@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from .._errors import InputError
 from ..io import OutputError
 from ..spec import Spec, default_spec, load_spec
 
@@ -115,3 +116,15 @@ def output_file(text: str | None, flag: str = "--out", suffixes: tuple[str, ...]
         return path
     _creatable(flag, text, path)
     return path
+
+
+def positive_ints(flag: str, text) -> list[int]:
+    """Comma-separated positive integers (or a list of them) from flag `flag`; one-line error."""
+    values = text if isinstance(text, list) else str(text).replace(" ", "").split(",")
+    try:
+        numbers = [int(v) for v in values if v != ""]
+    except (TypeError, ValueError):
+        raise InputError(f"{flag} must be comma-separated positive integers, got {text!r}") from None
+    if not numbers or min(numbers) <= 0:
+        raise InputError(f"{flag} must be positive integers, got {text!r}")
+    return numbers

@@ -9,7 +9,7 @@ import time
 
 from .._errors import InputError
 from ..io import write_results
-from ._common import add_spec_argument, output_folder, read_spec, report_written
+from ._common import add_spec_argument, output_folder, positive_ints, read_spec, report_written
 
 
 def configure(parser) -> None:
@@ -46,17 +46,6 @@ def configure(parser) -> None:
                         help="random fluctuation directions K of that prediction (128; error ≈ √(2/K))")
     parser.add_argument("--no-predictions", action="store_true",
                         help="skip the predicted 1/N corrections (vertex, propagator)")
-
-
-def _positive_ints(flag: str, text) -> list[int]:
-    values = text if isinstance(text, list) else str(text).replace(" ", "").split(",")
-    try:
-        numbers = [int(v) for v in values if v != ""]
-    except (TypeError, ValueError):
-        raise InputError(f"{flag} must be comma-separated positive integers, got {text!r}") from None
-    if not numbers or min(numbers) <= 0:
-        raise InputError(f"{flag} must be positive integers, got {text!r}")
-    return numbers
 
 
 def _number(flag: str, text, positive: bool = True) -> float:
@@ -110,10 +99,10 @@ def execute(args) -> int:
     output_folder(args.out, names=("samples.npz", "metadata.json"))  # before any work
     spec = read_spec(args.spec)
     arch, data = spec.architecture, spec.data
-    widths = _positive_ints("--widths", args.widths if args.widths is not None
+    widths = positive_ints("--widths", args.widths if args.widths is not None
                             else spec.sampler.get("widths", [64, 256, 1024]))
     seeds_flag = args.seeds if args.seeds is not None else spec.sampler.get("seeds", 8)
-    seeds = _positive_ints("--seeds", [seeds_flag] if isinstance(seeds_flag, int) else seeds_flag)
+    seeds = positive_ints("--seeds", [seeds_flag] if isinstance(seeds_flag, int) else seeds_flag)
     if len(seeds) != 1:
         raise InputError(f"--seeds must be one positive count of ensemble members, got {seeds_flag!r}")
     seeds = seeds[0]
@@ -127,15 +116,15 @@ def execute(args) -> int:
                              f"{args.hessian_steps!r}") from None
         if hessian_steps < 0:
             raise InputError(f"--hessian-steps must be an integer >= 0, got {args.hessian_steps!r}")
-    batch_size = None if args.batch_size is None else _positive_ints("--batch-size", args.batch_size)[0]
+    batch_size = None if args.batch_size is None else positive_ints("--batch-size", args.batch_size)[0]
     max_memory = spec.sampler.get("max_memory_gib")
     if args.max_memory is not None:
         max_memory = _number("--max-memory", args.max_memory)
-    particles = _positive_ints("--particles", args.particles)[0]
+    particles = positive_ints("--particles", args.particles)[0]
     if particles < 2 or particles % 2:
         raise InputError(f"--particles must be an even number >= 2, got {args.particles!r}")
     propagator = TangentPropagator(particles=particles,
-                                   directions=_positive_ints("--directions", args.directions)[0])
+                                   directions=positive_ints("--directions", args.directions)[0])
     plan = plan_batches(spec, widths, seeds, method, max_memory, batch_size)  # fail before work
 
     training = spec.training

@@ -7,7 +7,7 @@ import sys
 import time
 
 from .._errors import InputError
-from ._common import add_spec_argument, output_folder
+from ._common import add_spec_argument, output_folder, positive_ints
 
 
 def configure(parser) -> None:
@@ -31,27 +31,17 @@ def configure(parser) -> None:
                         help="top NTK eigenvalues in the summary (4)")
 
 
-def _positive_ints(flag: str, text: str) -> list[int]:
-    try:
-        values = [int(v) for v in str(text).replace(" ", "").split(",") if v != ""]
-    except ValueError:
-        raise InputError(f"{flag} must be comma-separated positive integers, got {text!r}") from None
-    if not values or min(values) <= 0:
-        raise InputError(f"{flag} must be positive integers, got {text!r}")
-    return values
-
-
 def execute(args) -> int:
     from ..sweep import parse_assignment, sweep
 
     if not args.assignments:
         raise InputError("give at least one --set KEY=V1,V2,... (e.g. --set architecture.gamma0=0.5,1)")
     grid = [parse_assignment(text) for text in args.assignments]
-    widths = _positive_ints("--widths", args.widths) if args.widths is not None else None
-    seeds = _positive_ints("--seeds", args.seeds)
+    widths = positive_ints("--widths", args.widths) if args.widths is not None else None
+    seeds = positive_ints("--seeds", args.seeds)
     if len(seeds) != 1:
         raise InputError(f"--seeds must be one positive count, got {args.seeds!r}")
-    eigenvalues = _positive_ints("--eigenvalues", args.eigenvalues)[0]
+    eigenvalues = positive_ints("--eigenvalues", args.eigenvalues)[0]
     output_folder(args.out, names=("summary.npz", "summary.csv", "metadata.json"))
     count = 1
     for _, values in grid:
