@@ -73,14 +73,10 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def worker(num_points: int, steps: int, layers: int, samples: int, repeats: int) -> dict:
+def _timed_solve(method, spec, repeats: int) -> dict:
+    """Time the first solve (compile included) and the median of ``repeats`` more, wall and CPU."""
     import jax
 
-    jax.config.update("jax_enable_x64", True)
-    from dmft.solvers._deep_nonlinear import MonteCarloDMFT
-
-    spec = _problem(num_points, steps, layers)
-    method = MonteCarloDMFT(num_samples=samples, dt=0.1)
     start, cpu_start = time.perf_counter(), _cpu()
     sol = method.solve(spec)
     first, first_cpu = time.perf_counter() - start, _cpu() - cpu_start
@@ -91,12 +87,25 @@ def worker(num_points: int, steps: int, layers: int, samples: int, repeats: int)
         times.append(time.perf_counter() - start)
         cpu_times.append(_cpu() - cpu_start)
     loss = sol.losses(spec.data.y_train)["loss_train"]
+    stderr = sol.stderr.get("loss_train")
     return {"first_s": first, "median_s": statistics.median(times) if times else float("nan"),
             "first_cpu_s": first_cpu,
             "median_cpu_s": statistics.median(cpu_times) if cpu_times else float("nan"),
             "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "loss_end": float(loss[-1]), "loss_end_stderr": float(sol.stderr["loss_train"][-1]),
-            "devices": sol.diagnostics["devices"], "backend": jax.default_backend()}
+            "loss_end": float(loss[-1]),
+            "loss_end_stderr": float(stderr[-1]) if stderr is not None else 0.0,
+            "devices": sol.diagnostics.get("devices", len(jax.devices())),
+            "backend": jax.default_backend()}
+
+
+def worker(num_points: int, steps: int, layers: int, samples: int, repeats: int) -> dict:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from dmft.solvers._deep_nonlinear import MonteCarloDMFT
+
+    spec = _problem(num_points, steps, layers)
+    return _timed_solve(MonteCarloDMFT(num_samples=samples, dt=0.1), spec, repeats)
 
 
 def reference_worker(path: str, samples: int, damping: float, iterations: int) -> dict:
@@ -170,24 +179,7 @@ def rule_worker(family: str, optimizer: str, num_points: int, steps: int, sample
         spec = spec.replace(training=Training(spec.training.times, optimizer=optimizer,
                                               learning_rate=0.1, **extra))
     method = ClosedForm() if family == "lazy" else TwoLayerDMFT(particles=samples)
-    start, cpu_start = time.perf_counter(), _cpu()
-    sol = method.solve(spec)
-    first, first_cpu = time.perf_counter() - start, _cpu() - cpu_start
-    times, cpu_times = [], []
-    for _ in range(repeats):
-        start, cpu_start = time.perf_counter(), _cpu()
-        sol = method.solve(spec)
-        times.append(time.perf_counter() - start)
-        cpu_times.append(_cpu() - cpu_start)
-    loss = sol.losses(spec.data.y_train)["loss_train"]
-    stderr = sol.stderr.get("loss_train")
-    return {"first_s": first, "median_s": statistics.median(times) if times else float("nan"),
-            "first_cpu_s": first_cpu,
-            "median_cpu_s": statistics.median(cpu_times) if cpu_times else float("nan"),
-            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "loss_end": float(loss[-1]),
-            "loss_end_stderr": float(stderr[-1]) if stderr is not None else 0.0,
-            "backend": jax.default_backend(), "devices": len(jax.devices())}
+    return _timed_solve(method, spec, repeats)
 
 
 RESULT_ENV = "DMFT_BENCHMARK_RESULT"  # the file a worker writes its JSON result to

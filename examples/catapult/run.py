@@ -13,7 +13,6 @@ Writes catapult.pdf/.png and catapult.npz next to this file (or in --out).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -42,29 +41,18 @@ def outcome(result) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny version: 8 steps, 2 widths")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
-    parser.add_argument("--ratio", type=float, default=1.8, help="η0·λ_max(K0)/P")
-    parser.add_argument("--lazy-ratio", type=float, default=2.2,
-                        help="a second η0·λ_max(K0)/P for the lazy limit")
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--seeds", type=int, default=None)
-    args = parser.parse_args(argv)
-    steps = args.steps or (8 if args.quick else 30)
-    seeds = args.seeds or (2 if args.quick else 4)
-    widths = fs.QUICK_WIDTHS if args.quick else fs.WIDTHS
-    particles = 1024 if args.quick else 8192
-    spec, eta = fs.gd_spec(args.ratio, steps, particles)
-    print(f"lambda_max(K0)/P = {args.ratio / eta:.6f}; eta0 = {eta:.6f} "
-          f"(eta0*lambda_max(K0)/P = {args.ratio:g}); steps {steps}, widths {list(widths)}, "
-          f"seeds {seeds}, particles {particles}")
-    lim = fs.limit(spec)
-    if isinstance(lim, str):
-        print("the limit diverged:", lim)
+    def add_lazy_ratio(parser):
+        parser.add_argument("--lazy-ratio", type=float, default=2.2,
+                            help="a second η0·λ_max(K0)/P for the lazy limit")
+
+    args = fs.parse_args(__doc__, ratio=1.8, quick_steps=8, full_steps=30, argv=argv,
+                         add_arguments=add_lazy_ratio)
+    out = args.out or Path(__file__).resolve().parent
+    steps, particles = args.steps, args.particles
+    solved = fs.limit_and_widths(args)
+    if solved is None:
         return 1
-    ens = fs.ensembles(spec, widths, seeds)
-    fs.print_table(eta, lim, ens)
+    spec, eta, lim, ens = solved
 
     lazy, _ = lazy_run(args.ratio, steps)
     lazy_hi, eta_hi = lazy_run(args.lazy_ratio, steps)
@@ -100,19 +88,13 @@ def main(argv=None) -> int:
         "limit_final_eta_sharpness": float(sharp[-1]), "limit_final_loss": float(loss[-1]),
         "lazy_final_loss_same_eta": float(lazy["loss_train"][-1]),
         "lazy_higher_ratio": lazy_text, "mup_higher_ratio": mup_hi_text,
-        "max_deviation": {str(w): {"loss_over_L0": d[0], "sharpness_rel": d[1]}
-                          for w, d in fs.deviations(lim, ens, eta).items()},
+        "max_deviation": fs.deviation_summary(lim, ens, eta),
     }
     print(json.dumps(summary, indent=1))
-    args.out.mkdir(parents=True, exist_ok=True)
-    arrays = {"eta0": np.asarray(eta), "limit_loss": loss, "limit_sharpness": lim["sharpness"],
-              "lazy_loss": lazy["loss_train"], "lazy_sharpness": lazy["sharpness"]}
-    for w, a in ens.items():
-        arrays[f"N{w}_loss"] = a["loss"]
-        arrays[f"N{w}_sharpness"] = a["sharpness"]
-    np.savez(args.out / "catapult.npz", **arrays)
+    fs.save_arrays(out / "catapult.npz", eta, lim, ens, lazy_loss=lazy["loss_train"],
+                   lazy_sharpness=lazy["sharpness"])
     label = r"lazy limit (NTK param.), same $\eta_0$"
-    paths = fs.figure(eta, args.ratio, lim, ens, args.out / "catapult",
+    paths = fs.figure(eta, args.ratio, lim, ens, out / "catapult",
                       lazy=(np.arange(steps + 1), lazy["loss_train"], lazy["sharpness"], label))
     print("wrote", *paths)
     return 0

@@ -4,6 +4,7 @@ two-panel figure (loss and η0·λ_max(K)/P against the step)."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -23,6 +24,59 @@ from dmft.spec import Training, load_spec  # noqa: E402
 TASK = REPO / "examples" / "mup_two_layer_tanh.toml"  # two-layer tanh μP, γ0 = 1, P = 8, D = 4
 WIDTHS = (256, 512, 1024, 2048, 4096)
 QUICK_WIDTHS = (256, 512)
+
+
+def parse_args(doc: str, ratio: float, quick_steps: int, full_steps: int, argv=None,
+               add_arguments=None) -> argparse.Namespace:
+    """The examples' shared command line: --quick, --out, --ratio, --steps, --seeds, plus the
+    resolved ``steps``, ``seeds``, ``widths`` and ``particles``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help=f"tiny version: {quick_steps} steps, 2 widths")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--ratio", type=float, default=ratio, help="η0·λ_max(K0)/P")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--seeds", type=int, default=None)
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = parser.parse_args(argv)
+    args.steps = args.steps or (quick_steps if args.quick else full_steps)
+    args.seeds = args.seeds or (2 if args.quick else 4)
+    args.widths = QUICK_WIDTHS if args.quick else WIDTHS
+    args.particles = 1024 if args.quick else 8192
+    return args
+
+
+def limit_and_widths(args):
+    """The μP spec at ``args.ratio``, its η0, the limit's arrays and the width ensembles, with a
+    table printed; None (after saying why) when the limit diverges."""
+    spec, eta = gd_spec(args.ratio, args.steps, args.particles)
+    print(f"lambda_max(K0)/P = {args.ratio / eta:.6f}; eta0 = {eta:.6f} "
+          f"(eta0*lambda_max(K0)/P = {args.ratio:g}); steps {args.steps}, widths "
+          f"{list(args.widths)}, seeds {args.seeds}, particles {args.particles}")
+    lim = limit(spec)
+    if isinstance(lim, str):
+        print("the limit diverged:", lim)
+        return None
+    ens = ensembles(spec, args.widths, args.seeds)
+    print_table(eta, lim, ens)
+    return spec, eta, lim, ens
+
+
+def save_arrays(path: Path, eta: float, lim: dict, ens: dict, **extra: np.ndarray) -> None:
+    """eta0, the limit's loss and sharpness, every width's (seeds, T) loss and sharpness."""
+    arrays = {"eta0": np.asarray(eta), "limit_loss": lim["loss_train"],
+              "limit_sharpness": lim["sharpness"], **extra}
+    for w, a in ens.items():
+        arrays[f"N{w}_loss"] = a["loss"]
+        arrays[f"N{w}_sharpness"] = a["sharpness"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+
+
+def deviation_summary(lim: dict, ens: dict, eta: float) -> dict[str, dict[str, float]]:
+    return {str(w): {"loss_over_L0": d[0], "sharpness_rel": d[1]}
+            for w, d in deviations(lim, ens, eta).items()}
 
 
 def initial_sharpness(spec) -> float:
