@@ -59,6 +59,7 @@ def test_digits_targets_follow_the_order_of_classes(digits):
 
 
 def test_digits_splits_are_deterministic_in_the_seed():
+    pytest.importorskip("sklearn")
     first = load_dataset("digits", train_size=50, test_size=20, seed=3)
     again = load_dataset("digits", train_size=50, test_size=20, seed=3)
     other = load_dataset("digits", train_size=50, test_size=20, seed=4)
