@@ -36,7 +36,7 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 
 from dmft import Architecture, Data, Spec, Training  # noqa: E402
-from dmft.sampler import fit_inverse_width, sample  # noqa: E402
+from dmft.sampler import ensemble_statistics, fit_inverse_width, sample  # noqa: E402
 from dmft.solvers import MonteCarloDMFT  # noqa: E402
 
 
@@ -58,10 +58,10 @@ def networks_limit(spec: Spec, widths: list[int], seeds: int):
     samples = sample(spec, widths, seeds, hessian_steps=0)
     means, errors, diverged = [], [], 0
     for width in widths:
-        loss = np.asarray(samples[width]["loss_train"])  # (seeds, T)
+        stats = ensemble_statistics(samples[width]["loss_train"], width)  # over (seeds, T)
         diverged += int(np.sum(np.asarray(samples[width]["diverged_step"]) >= 0))
-        means.append(loss.mean(0))
-        errors.append(loss.std(0, ddof=1) / np.sqrt(loss.shape[0]))
+        means.append(stats["mean"])
+        errors.append(stats["stderr"])
     fit = fit_inverse_width(widths, np.stack(means), np.stack(errors))
     chi2 = float(np.max(fit.chi2 / fit.dof)) if fit.dof > 0 else float("nan")
     return np.asarray(fit.limit), np.asarray(fit.limit_err), chi2, diverged

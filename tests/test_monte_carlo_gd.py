@@ -182,7 +182,7 @@ def march_and_its_particle_network(spec, samples: int, seed: int):
     xs = np.concatenate([x, x_test])
     steps = len(training.times) - 1
     draws = _draw(jax.random.PRNGKey(seed), jnp.asarray(xs @ xs.T / x.shape[1]), samples,
-                  steps + 1, spec.architecture.hidden_layers, 2, True)
+                  len(training.times), spec.architecture.hidden_layers, 2, True)
     f = _particle_network_gd(x, y, x_test, np.asarray(draws["u1"]), np.asarray(draws["r_last"]),
                              spec.architecture.gamma0, training.learning_rate, steps,
                              spec.architecture.activation)

@@ -246,9 +246,9 @@ class DeepLinearDMFT:
                                "the deep_linear DMFT", steps=np.arange(num_grid))
         bad = first_bad_time(eta * np.arange(num_grid), f, ntk, phis, gs)
         if bad is not None:  # finite losses but overflowing kernels
-            raise SolveError(f"the deep_linear DMFT diverged at step {round(bad / eta)} "
-                             f"(t = {bad:g}); lower training.learning_rate", time=bad,
-                             step=round(bad / eta))
+            step = round(bad / eta)
+            raise SolveError(f"the deep_linear DMFT diverged at step {step} (t = {bad:g}); "
+                             "lower training.learning_rate", time=bad, step=step)
         return Solution.from_augmented(
             np.asarray(training.times, dtype=np.float64), f[saved], ntk[saved], num_train,
             phi=tuple(phis[saved, layer] for layer in range(num_layers)),

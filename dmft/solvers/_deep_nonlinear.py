@@ -780,8 +780,9 @@ def _check_diverged(out, grid: _Grid, y):
         bad = ~np.all(np.isfinite(value.reshape(value.shape[0], -1)), axis=1)
         if bad.any():
             k = int(np.argmax(bad))
-            raise SolveError(f"DMFT diverged: non-finite {name} at t = {k * grid.dt:g} (step {k}); "
-                             + hint, time=k * grid.dt, step=k)
+            t = k * grid.dt
+            raise SolveError(f"DMFT diverged: non-finite {name} at t = {t:g} (step {k}); " + hint,
+                             time=t, step=k)
 
 
 def _residual(new, old) -> float:
