@@ -25,11 +25,12 @@ from typing import Literal
 import sympy as sp
 
 from .._errors import InputError
-from ..spec import Architecture
+from ..spec import Architecture, Training
 from . import _ir as ir
 from ._ir import (
-    Act, DualKernel, Equation, ErrorSignal, Expect, Field, FuncDeriv, GaussianProcess, Kernel,
-    Node, Notation, Response, Scalar, TimeDerivative, add, data_sum, integral, mul,
+    Act, BatchWeight, DualKernel, Equation, ErrorSignal, Expect, Field, FuncDeriv,
+    GaussianProcess, Kernel, MatrixForm, Node, Notation, Response, Scalar, TimeDerivative, add,
+    data_sum, integral, mul, step_sum,
 )
 
 # Declared input symbols of the layer maps (what `dmft verify --quantity` accepts).
@@ -391,6 +392,230 @@ def _lazy_ntk(arch: Architecture) -> DMFTSystem:
 
 
 # ----------------------------------------------------------------------------------------------
+# Discrete training rules: gradient descent and SGD (docs/conventions.md §2a).
+#
+# Step k sits at t = k·η0. Every ∫_0^t ds of the flow becomes the left sum η0 Σ_{s<k} over the
+# completed steps (derivations/finite_step_dmft.md eq:gd_weights, eq:gd_process), the error
+# signal of step s is ω_s ⊙ Δ_s (ω = P/B on step s's batch, 0 elsewhere; 1 for GD), and the
+# output is the read-out identity at every step (eq:gd_output), never an Euler step of f.
+
+DISCRETE_RULES = ("gd", "sgd")
+
+
+def _signal(sgd: bool, time: str = "s", data: str = "alpha") -> Node:
+    """The step's error signal: ω_α(s) Δ_α(s) for SGD, Δ_α(s) for GD (ω ≡ 1)."""
+    delta = ErrorSignal(data, time)
+    return mul(BatchWeight(data, time), delta) if sgd else delta
+
+
+def _lazy_gd_closed_form(test: bool = False) -> MatrixForm:
+    """[(I − (I − η0K/P)^k) y]_μ, and [K_⋆X K⁻¹ (I − (I − η0K/P)^k) y]_⋆ with ``test``
+    (derivations/finite_step_two_layer.md eq:lazy_gd)."""
+    P, Q = ir.num_train, sp.Symbol("Q", positive=True, integer=True)
+    kernel, y = sp.MatrixSymbol("K", P, P), sp.MatrixSymbol("y", P, 1)
+    identity = sp.Identity(P)
+    step = sp.MatAdd(identity, sp.MatMul(-ir.eta0 / P, kernel, evaluate=False), evaluate=False)
+    train = sp.MatMul(sp.MatAdd(identity, -sp.MatPow(step, ir.step_k), evaluate=False), y,
+                      evaluate=False)
+    if not test:
+        return MatrixForm(train, "mu")
+    cross = sp.MatrixSymbol("K_starX", Q, P)
+    return MatrixForm(sp.MatMul(cross, sp.Inverse(kernel), train, evaluate=False), "star")
+
+
+def _lazy_step(sgd: bool, point: str = "mu") -> Equation:
+    """f_μ(k+1) = f_μ(k) + (η0/P) Σ_α K_μα [ω_α(k)] Δ_α(k): one step of the linearised model."""
+    kernel = Kernel("K", None, data=(point, "alpha"), time=(None, None))
+    rhs = add(Field("f", None, point, "k"), mul(Scalar(ir.eta0 / ir.num_train), data_sum(
+        "alpha", mul(kernel, _signal(sgd, "k")))))
+    return Equation(Field("f", None, point, "k+1"), rhs, "lazy_step" if point == "mu"
+                    else "lazy_step_test",
+                    note="f(0) = 0; the step of the linearised model, exact in the lazy limit"
+                    if point == "mu" else "every Σ_α runs over the training points")
+
+
+def _error_and_batches(sgd: bool, training) -> tuple[Equation, ...]:
+    """Δ_μ(k) = y_μ − f_μ(k), and for SGD the batch weights ω_μ(k) and how batches are drawn."""
+    eqs = [Equation(ErrorSignal("mu", "k"), Notation(r"y_\mu - f_\mu(k)", "y_μ − f_μ(k)"),
+                    "error_signal")]
+    if sgd:
+        eqs.append(Equation(
+            BatchWeight("mu", "k"),
+            Notation(r"\frac{P}{B}\,\mathbb{1}[\mu \in \mathcal{B}_k]", "(P/B) 1[μ ∈ batch k]"),
+            "batch_weights",
+            note=f"B = {training.batch_size}: every epoch a fresh permutation of the P points "
+                 f"from numpy.random.default_rng(seed = {training.seed}), cut into ⌊P/B⌋ "
+                 "consecutive batches of B points (a remainder sits out that epoch); the same "
+                 "batches in the limit and at finite width"))
+    return tuple(eqs)
+
+
+def _lazy_steps(arch: Architecture, training) -> DMFTSystem:
+    """The NTK parameterization under "gd" / "sgd": the lazy step recursion, and for GD its
+    closed form f_k = (I − (I − η0K/P)^k) y (test points through K_⋆X K⁻¹)."""
+    L = arch.hidden_layers
+    sgd = training.optimizer == "sgd"
+    theta = Notation(rf"\Theta^{{({L + 1})}}", f"Θ^({L + 1})")
+    eqs = [Equation(Kernel("K", None, time=(None, None)), theta, "lazy_ntk",
+                    note="static NTK of the output layer"),
+           *_error_and_batches(sgd, training), _lazy_step(sgd), _lazy_step(sgd, "star")]
+    if not sgd:
+        eqs += [
+            Equation(Field("f", None, "mu", "k"), _lazy_gd_closed_form(), "lazy_f",
+                     note="the step recursion summed: f(0) = 0, Δ(k) = (I − η0K/P)^k y; it "
+                          "diverges once η0 λ_max(K)/P > 2"),
+            Equation(Field("f", None, "star", "k"), _lazy_gd_closed_form(test=True), "lazy_test",
+                     note="K⁻¹(I − (I − η0K/P)^k) = (η0/P) Σ_{j<k} (I − η0K/P)^j, which also "
+                          "holds for singular K"),
+        ]
+    title = "Lazy (kernel " + ("SGD" if sgd else "gradient descent") + ") dynamics, step k at t = kη0"
+    return DMFTSystem(((title, tuple(eqs)),))
+
+
+def _forward_steps(op: Dense, beta, sgd: bool) -> tuple[Equation, Equation]:
+    """Source u^l and field h^l_μ(k) = u^l_μ(k) + γ0 η0 Σ_{s<k} Σ_α [A^{l-1}_μα(k,s)
+    + (1/P) Φ^{l-1}_μα(k,s) ω_α(s) Δ_α(s)] g^l_α(s) (eq:gd_process; residual: eq:res_process)."""
+    l = op.layer
+    strength = ir.gamma0 * beta if op.residual else ir.gamma0
+    static = l == 1
+    u = Field("u", l, "mu", None if static else "k")
+    source = Equation(u, GaussianProcess(u, _phi_kernel(l - 1, (None, None) if static
+                                                        else ("k", "s"))),
+                      f"source_u{l}", relation="~",
+                      note="static (step independent)" if static else "on the step grid")
+    memory = add(
+        Scalar(sp.Integer(0)) if l == 1 else Response("A", l - 1, time=("k", "s")),
+        mul(Scalar(1 / ir.num_train), _phi_kernel(l - 1, (None, None) if static else ("k", "s")),
+            _signal(sgd)),
+    )
+    branch = add(u, mul(Scalar(strength), step_sum("s", "k", data_sum(
+        "alpha", mul(memory, Field("g", l, "alpha", "s"))))))
+    if op.residual:
+        rhs = add(Field("h", l - 1, time="k"), mul(Scalar(beta), branch))
+        note = "residual: the same neuron's stream, branch scale β = α/L^e"
+    else:
+        rhs = branch
+        note = "A^0 = 0: the input layer has no backward source" if static else ""
+    return source, Equation(Field("h", l, time="k"), rhs, f"h{l}", note=note)
+
+
+def _backward_steps(op: Dense, L: int, beta, sgd: bool) -> tuple[Equation, Equation, Equation]:
+    """Source r^l, z^l_μ(k) = r^l_μ(k) + γ0 η0 Σ_{s≤k} Σ_α B^l_μα(k,s) φ(h^l_α(s)) + γ0 η0
+    Σ_{s<k} Σ_α (1/P) G^{l+1}_μα(k,s) ω_α(s) Δ_α(s) φ(h^l_α(s)), and g^l, for l = op.layer − 1."""
+    k = op.layer - 1
+    strength = ir.gamma0 * beta if op.residual else ir.gamma0
+    last = k == L
+    r = Field("r", k, None if last else "mu", None if last else "k")
+    source = Equation(r, GaussianProcess(r, _g_kernel(k + 1, L, ("k", "s"))), f"source_r{k}",
+                      relation="~", note="G^{L+1} = 1: one static N(0,1) scalar per neuron"
+                      if last else "on the step grid")
+    h = Act(Field("h", k, "alpha", "s"))
+    terms = [r]
+    if not last:  # ℬ reaches the current step: g^{l+1}(k) depends on u^{l+1}(k) through h^{l+1}(k)
+        terms.append(mul(Scalar(strength), step_sum("s", "k", data_sum(
+            "alpha", mul(Response("B", k, time=("k", "s")), h)), inclusive=True)))
+    terms.append(mul(Scalar(strength), step_sum("s", "k", data_sum("alpha", mul(
+        Scalar(1 / ir.num_train), _g_kernel(k + 1, L, ("k", "s")), _signal(sgd), h)))))
+    z = Field("z", k, None if last else "mu", "k")
+    z_eq = Equation(z, add(*terms), f"z{k}",
+                    note="B^L = 0; z^L = w^L carries no data index" if last else "")
+    if op.residual:  # skip connection: ∂f/∂h^k = ∂f/∂h^{k+1} + β φ'(h^k) ⊙ (branch)
+        g_rhs = add(Field("g", k + 1, time="k"), mul(Scalar(beta), Act(Field("h", k, time="k"), 1),
+                                                     z))
+    else:
+        g_rhs = mul(Act(Field("h", k, time="k"), 1), z)
+    return source, z_eq, Equation(Field("g", k, time="k"), g_rhs, f"g{k}")
+
+
+def _closure_and_responses(L: int, residual_ops, beta):
+    """Φ^l, G^l at the steps (k, s), and the responses normalised by γ0η0 (γ0βη0 in a residual
+    block), so that they enter the step sums like the flow's A, B enter its integrals."""
+    closure, responses = [], []
+    for l in range(1, L + 1):
+        closure.append(Equation(Kernel("Phi", l, time=("k", "s")), Expect(mul(
+            Act(Field("h", l, "mu", "k")), Act(Field("h", l, "alpha", "s")))), f"Phi{l}"))
+        closure.append(Equation(Kernel("G", l, time=("k", "s")), Expect(mul(
+            Field("g", l, "mu", "k"), Field("g", l, "alpha", "s"))), f"G{l}"))
+    for l in range(1, L):
+        norm = ir.gamma0 * ir.eta0 * (beta if (l + 1) in residual_ops else 1)
+        responses.append(Equation(Response("A", l, time=("k", "s")), mul(Scalar(1 / norm), Expect(
+            FuncDeriv(Act(Field("h", l, "mu", "k")), Field("r", l, "alpha", "s")))), f"A{l}",
+            note="strictly causal: 0 for s >= k; a derivative of the discrete process itself"))
+        responses.append(Equation(Response("B", l, time=("k", "s")), mul(Scalar(1 / norm), Expect(
+            FuncDeriv(Field("g", l + 1, "mu", "k"), Field("u", l + 1, "alpha", "s")))), f"B{l}",
+            note=f"0 for s > k; s = k included: g^{l + 1}(k) depends on u^{l + 1}(k) through "
+                 f"h^{l + 1}(k)"))
+    return closure, responses
+
+
+def _dmft_mup_steps(arch: Architecture, ops: tuple[Dense, ...], training) -> DMFTSystem:
+    """The μP single-site process of "gd" / "sgd" (derivations/finite_step_dmft.md §2, §5):
+    the flow's process of `_dmft_mup` with η0 Σ_{s<k} for ∫_0^t ds, ω ⊙ Δ for Δ, and the
+    read-out f_μ(k) = γ0⁻¹⟨z^L(k) φ(h^L_μ(k))⟩ at every step in place of ∂_t f = KΔ/P."""
+    L = arch.hidden_layers
+    sgd = training.optimizer == "sgd"
+    beta = _branch_scale(arch)
+    residual_ops = {op.layer for op in ops if op.residual}
+    sources, fields_eqs, backward_eqs = [], [], []
+    field_map, backward_map = {}, {}
+    for op in ops:
+        if not op.readout:
+            source, eq = _forward_steps(op, beta, sgd)
+            sources.append(source)
+            fields_eqs.append(eq)
+            field_map[op.layer] = eq
+        if op.layer >= 2:
+            source, z_eq, g_eq = _backward_steps(op, L, beta, sgd)
+            sources.append(source)
+            backward_eqs += [z_eq, g_eq]
+            backward_map[op.layer - 1] = z_eq
+    closure, responses = _closure_and_responses(L, residual_ops, beta)
+    ntk_terms = [mul(Scalar(beta**2) if (l + 1) in residual_ops else Scalar(sp.Integer(1)),
+                     _g_kernel(l + 1, L, ("k", "k")), _phi_kernel(l, ("k", "k")))
+                 for l in range(0, L + 1)]
+    readout = mul(Scalar(1 / ir.gamma0), Expect(mul(Field("z", L, None, "k"),
+                                                    Act(Field("h", L, "mu", "k")))))
+    output = [
+        Equation(Kernel("K", None, time=("k", None)), add(*ntk_terms), "ntk"),
+        Equation(Field("f", None, "mu", "k"), readout, "readout",
+                 note="the read-out identity at every step, f_μ(0) = 0; not an Euler step "
+                      "f(k+1) = f(k) + (η0/P) K ω⊙Δ, which misses the O(η0²γ0²) curvature of "
+                      "the step (derivations/finite_step_dmft.md §1)"),
+        *_error_and_batches(sgd, training),
+    ]
+    test = [Equation(Field("f", None, "star", "k"), ir.substitute(readout, {
+        Field("h", L, "mu", "k"): Field("h", L, "star", "k")}), "test",
+        note="test points x_⋆ join the index set: u^1 ~ N(0, K^x) over train ∪ test; every Σ_α "
+             "runs over train only")]
+    lazy = [
+        Equation(Field("h", "l", time="k"), add(Field("h", "l-1", time="k"),
+                                                mul(Scalar(beta), Field("u", "l", time="k")))
+                 if residual_ops else Field("u", "l", time="k"), "lazy_h",
+                 note="γ0 → 0" + (", residual blocks; h^1 = u^1" if residual_ops else "")),
+        Equation(Field("z", "l", time="k"), Field("r", "l", time="k"), "lazy_z", note="γ0 → 0"),
+        Equation(Kernel("K", None, time=("k", None)),
+                 Notation(r"\Theta^{(L+1)}(x_\mu,x_\alpha)\big|_{\sigma_w=1,\sigma_b=0}",
+                          "Θ^(L+1)(x_μ,x_α) at σ_w=1, σ_b=0"), "lazy_ntk", note="static"),
+        _lazy_step(sgd),
+    ]
+    if not sgd:
+        lazy.append(Equation(Field("f", None, "mu", "k"), _lazy_gd_closed_form(), "lazy_f",
+                             note="γ0 → 0: the lazy step recursion summed, f(0) = 0"))
+    sections = (
+        ("Gaussian sources (independent across layers), on the step grid k = 0, 1, …",
+         tuple(sources)),
+        ("Forward fields", tuple(fields_eqs)),
+        ("Backward fields", tuple(backward_eqs)),
+        ("Closure", tuple(closure)),
+        ("Response functions", tuple(responses)),
+        ("NTK and output at step k (t = kη0)", tuple(output)),
+        ("Test points", tuple(test)),
+        ("Lazy limit", tuple(lazy)),
+    )
+    return DMFTSystem(tuple((t, e) for t, e in sections if e), field_map, backward_map)
+
+
+# ----------------------------------------------------------------------------------------------
 # The Derivation object.
 
 
@@ -408,6 +633,8 @@ class Derivation:
             points; for "ntk" the lazy (kernel gradient flow) dynamics.
         residual_scale: α of residual blocks h^{l+1} = h^l + (α/L^e)·branch, or None
             (e = ``architecture.residual_exponent``).
+        training: the `dmft.spec.Training` of a discrete rule ("gd" / "sgd"), whose equations
+            `dmft` holds; None for gradient flow.
     """
 
     architecture: Architecture
@@ -421,6 +648,7 @@ class Derivation:
     dmft: DMFTSystem
     parameters: Mapping[sp.Symbol, sp.Expr]
     residual_scale: float | None = None
+    training: Training | None = None
 
     def quantities(self) -> tuple[str, ...]:
         maps = self.nngp_recursion + self.ntk_recursion + self.nngp_derivative
@@ -446,7 +674,18 @@ class Derivation:
         return derivation_text(self)
 
 
-def derive(arch: Architecture, *, residual_scale: float | None = None) -> Derivation:
+def _discrete_rule(training: Training | None) -> Training | None:
+    """The `Training` of a "gd" / "sgd" rule, None for gradient flow (or no training given)."""
+    if training is None:
+        return None
+    if not isinstance(training, Training):
+        raise InputError(f"derive's training must be a dmft.spec.Training, got "
+                         f"{type(training).__name__}")
+    return training if training.optimizer in DISCRETE_RULES else None
+
+
+def derive(arch: Architecture, *, residual_scale: float | None = None,
+           training: Training | None = None) -> Derivation:
     """Derive the kernel recursions and the training dynamics of ``arch``.
 
     Args:
@@ -454,9 +693,15 @@ def derive(arch: Architecture, *, residual_scale: float | None = None) -> Deriva
         residual_scale: α for a residual MLP, h^{l+1} = h^l + (α/√L)·(σ_w W^l φ(h^l)/√N
             + σ_b b^l) for the hidden-to-hidden layers (depth-μP branch scaling); None for a
             plain MLP.
+        training: the training rule (`dmft.spec.Training`). Gradient flow (None, the default)
+            gives the time integrals ∫_0^t ds and ∂_t f = KΔ/P; "gd" and "sgd" give the
+            discrete process the solvers march: step sums η0 Σ_{s<k}, the error signal
+            ω_k ⊙ Δ_k and the read-out f_k = γ0⁻¹⟨z^L_k φ(h^L_k)⟩ (μP), or the lazy step
+            recursion and, for GD, f_k = (I − (I − η0K/P)^k) y (NTK parameterization).
     """
     if not isinstance(arch, Architecture):
         raise InputError(f"derive needs a dmft.spec.Architecture, got {type(arch).__name__}")
+    discrete = _discrete_rule(training)
     if residual_scale is None:  # forward compatible with an `Architecture.residual_scale` field
         residual_scale = getattr(arch, "residual_scale", None)
     if residual_scale is not None:
@@ -476,7 +721,10 @@ def derive(arch: Architecture, *, residual_scale: float | None = None) -> Deriva
         parameters[ir.residual_alpha] = _exact(residual_scale)
     nngp, ntk, derivative = _recursions(arch, ops, dual, dual_derivative, parameters,
                                         residual_scale)
-    if arch.parameterization == "mup":
+    if discrete is not None:
+        dmft = (_dmft_mup_steps(arch, ops, discrete) if arch.parameterization == "mup"
+                else _lazy_steps(arch, discrete))
+    elif arch.parameterization == "mup":
         dmft = _dmft_mup(arch, ops)
     else:
         dmft = _lazy_ntk(arch)
@@ -492,4 +740,5 @@ def derive(arch: Architecture, *, residual_scale: float | None = None) -> Deriva
         dmft=dmft,
         parameters=parameters,
         residual_scale=float(residual_scale) if residual else None,
+        training=discrete,
     )

@@ -35,12 +35,17 @@ residual_alpha = sp.Symbol("alpha_res", positive=True)
 num_hidden = sp.Symbol("L", positive=True, integer=True)
 branch_scale = sp.Symbol("beta_res", positive=True)  # β of a residual block (dmft.network)
 sigmadot_prev = sp.Symbol("sigmadot_prev", real=True)  # Σ̇ entering a layer (dmft.network)
+eta0 = sp.Symbol("eta0", positive=True)  # the learning rate of "gd" / "sgd" in time units (§2a)
+step_k = sp.Symbol("k", integer=True, nonnegative=True)  # the step index of "gd" / "sgd"
+batch_size = sp.Symbol("B", positive=True, integer=True)
 
 _SCALAR_LATEX = {
     "gamma0": r"\gamma_0", "sigma_w": r"\sigma_w", "sigma_b": r"\sigma_b",
     "alpha_res": r"\alpha", "theta_prev": r"\Theta_{\mathrm{prev}}", "kx": "k_x",
+    "eta0": r"\eta_0", "K_starX": r"K_{\star X}",
 }
-_SCALAR_TEXT = {"gamma0": "γ0", "sigma_w": "σ_w", "sigma_b": "σ_b", "alpha_res": "α"}
+_SCALAR_TEXT = {"gamma0": "γ0", "sigma_w": "σ_w", "sigma_b": "σ_b", "alpha_res": "α", "eta0": "η0",
+                "K_starX": "K_⋆X"}
 
 
 def sympy_latex(expr: sp.Basic) -> str:
@@ -330,6 +335,71 @@ class TimeIntegral(Node):
 
 
 @dataclasses.dataclass(frozen=True)
+class StepSum(Node):
+    """η0 Σ_{var<upper} body: the discrete rule's sum over the completed steps (GD, SGD).
+
+    The analogue of `TimeIntegral` for ``training.optimizer = "gd"`` / ``"sgd"``: step k sits at
+    t = k·η0, so ∫_0^t ds F(s) of the flow becomes the left sum η0 Σ_{s<k} F(s) with no endpoint
+    term (derivations/finite_step_dmft.md, eq:gd_weights). ``inclusive`` adds the term s = upper
+    (the equal-step block of a response); ``step`` is the learning rate η0.
+    """
+
+    var: str
+    upper: str
+    body: Node
+    inclusive: bool = False
+    step: sp.Expr = eta0
+
+    def children(self) -> tuple[Node, ...]:
+        return (self.body,)
+
+    def latex(self) -> str:
+        rel = r"\le" if self.inclusive else "<"
+        return (rf"{sympy_latex(self.step)}\sum_{{{self.var}{rel}{self.upper}}}"
+                rf"\, {self.body.latex()}")
+
+    def text(self) -> str:
+        rel = "≤" if self.inclusive else "<"
+        return f"{sympy_text(self.step)} Σ_{{{self.var}{rel}{self.upper}}} {self.body.text()}"
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchWeight(Node):
+    """The SGD batch weight ω_α(s): P/B when α is in the batch of step s, else 0 (1 for GD)."""
+
+    data: str = "alpha"
+    time: str = "s"
+
+    def latex(self) -> str:
+        return rf"\omega_{{{_index_latex(self.data)}}}({self.time})"
+
+    def text(self) -> str:
+        return f"ω_{_index_text(self.data)}({self.time})"
+
+
+@dataclasses.dataclass(frozen=True)
+class MatrixForm(Node):
+    """Entry ``index`` of a SymPy matrix expression over the training points, e.g. the lazy GD
+    closed form [(I − (I − η0K/P)^k) y]_μ; lowered by `dmft.symbolic.lower_matrix_form`.
+
+    Its leaves are `MatrixSymbol`s K (P×P), y (P×1), K_starX (test × train), the identity
+    and the scalars η0, P and the step k.
+    """
+
+    expr: sp.Basic
+    index: str = "mu"
+
+    def latex(self) -> str:
+        body = sympy_latex(self.expr).replace(r"K_{starX}", r"K_{\star X}")
+        return rf"\left[{body}\right]_{{{_index_latex(self.index)}}}"
+
+    def text(self) -> str:
+        body = sympy_text(self.expr)
+        body = body.replace("*", " ").replace(" - ", " − ").replace("(-", "(−")
+        return f"[{body}]_{_index_text(self.index)}"
+
+
+@dataclasses.dataclass(frozen=True)
 class TimeDerivative(Node):
     """∂_var body."""
 
@@ -499,6 +569,11 @@ def integral(var: str, upper: str, body: Node, causal: bool = True) -> Node:
     return body if _is_zero(body) else TimeIntegral(var, upper, body, causal)
 
 
+def step_sum(var: str, upper: str, body: Node, inclusive: bool = False) -> Node:
+    """η0 Σ_{var<upper} body (≤ with ``inclusive``), simplified to 0 when the body vanishes."""
+    return body if _is_zero(body) else StepSum(var, upper, body, inclusive)
+
+
 def data_sum(index: str, body: Node) -> Node:
     return body if _is_zero(body) else DataSum(index, body)
 
@@ -546,7 +621,7 @@ def rename_index(node: Node, old: str, new: str) -> Node:
 
 def depends_on(node: Node, index: str) -> bool:
     """Whether ``node`` carries the free index ``index`` (bound integration/sum indices excluded)."""
-    if isinstance(node, (TimeIntegral,)):
+    if isinstance(node, (TimeIntegral, StepSum)):
         return (node.upper == index) or (node.var != index and depends_on(node.body, index))
     if isinstance(node, DataSum):
         return node.index != index and depends_on(node.body, index)

@@ -8,7 +8,10 @@ Two lowerings, both from the objects `derive` returns (one source of truth):
   which avoids the √ε loss of the arccos form at c = √(q1 q2).
 - `lower_expression`: an IR expression with data indices (μ, α) and time indices (t, s) on a
   time grid: index products become `einsum`, Σ_α a sum over an axis, and ∫_0^t ds a contraction
-  with a causal quadrature matrix W[t, s] (`CausalQuadrature`).
+  with a causal quadrature matrix W[t, s] (`CausalQuadrature`); the discrete rules' step sum
+  η0 Σ_{s<k} a contraction with η0 times the strictly lower-triangular mask M[k, s] = [s < k]
+  on the step grid (``times`` then only fixes the number of steps).
+- `lower_matrix_form`: the matrix closed forms (lazy GD) with JAX linear algebra.
 """
 
 from __future__ import annotations
@@ -178,6 +181,8 @@ def leaf_key(node: ir.Node) -> str:
     """The `env` key of a leaf: ``"h2"``, ``"Phi1"``, ``"A1"``, ``"Kx"``, ``"Delta"``."""
     if isinstance(node, ir.ErrorSignal):
         return "Delta"
+    if isinstance(node, ir.BatchWeight):
+        return "omega"
     if isinstance(node, ir.Kernel) and node.name == "Kx":
         return "Kx"
     layer = "" if node.layer is None else str(node.layer)
@@ -198,7 +203,7 @@ def _raw_axes(node: ir.Node) -> tuple[str, ...]:
     if isinstance(node, (ir.Kernel, ir.Response)):
         (d0, d1), (t0, t1) = node.data, node.time
         return tuple(a for a in (d0, t0, d1, t1) if a is not None)
-    if isinstance(node, ir.ErrorSignal):
+    if isinstance(node, (ir.ErrorSignal, ir.BatchWeight)):
         return tuple(a for a in (node.data, node.time) if a is not None)
     if isinstance(node, ir.Act):
         return _free_axes(node.arg)
@@ -209,7 +214,7 @@ def _raw_axes(node: ir.Node) -> tuple[str, ...]:
         return tuple(out)
     if isinstance(node, ir.DataSum):
         return tuple(a for a in _free_axes(node.body) if a != node.index)
-    if isinstance(node, ir.TimeIntegral):
+    if isinstance(node, (ir.TimeIntegral, ir.StepSum)):
         inner = [a for a in _free_axes(node.body) if a != node.var]
         return tuple(inner if node.upper in inner else [node.upper] + inner)
     raise InputError(f"cannot lower {type(node).__name__} nodes ({node.text()})")
@@ -241,7 +246,7 @@ def lower_expression(
             if value.free_symbols:
                 raise InputError(f"no value for scalar(s) {sorted(map(str, value.free_symbols))}")
             return jnp.asarray(float(value)), ()
-        if isinstance(n, (ir.Field, ir.Kernel, ir.Response, ir.ErrorSignal)):
+        if isinstance(n, (ir.Field, ir.Kernel, ir.Response, ir.ErrorSignal, ir.BatchWeight)):
             key = leaf_key(n)
             if key not in env:
                 raise InputError(f"no array given for {n.text()} (key {key!r})")
@@ -283,10 +288,57 @@ def lower_expression(
             array, axes = ev(n.body, env)
             parts = [(array, axes), (weights, (n.upper, n.var))]
             return _einsum(parts, _free_axes(n)), _free_axes(n)
+        if isinstance(n, ir.StepSum):
+            array, axes = ev(n.body, env)
+            step = ev(ir.Scalar(n.step), env)[0]
+            parts = [(array, axes), (step * _step_mask(len(times), n.inclusive), (n.upper, n.var))]
+            return _einsum(parts, _free_axes(n)), _free_axes(n)
         raise InputError(f"cannot lower {type(n).__name__} nodes ({n.text()})")
 
     axes = _free_axes(node)
     return LoweredExpression(node, axes, lambda env: ev(node, env)[0])
+
+
+def _step_mask(count: int, inclusive: bool) -> Float[Array, "T T"]:
+    """M[k, s] = 1 for s < k (s <= k when ``inclusive``): the steps a `StepSum` runs over."""
+    return jnp.tri(count, k=0 if inclusive else -1)
+
+
+def lower_matrix_form(node: ir.MatrixForm, env: Mapping[str, Array],
+                      scalars: Mapping[sp.Symbol, float]) -> Array:
+    """Evaluate a `MatrixForm` (a SymPy matrix expression) with JAX.
+
+    ``env`` maps the `MatrixSymbol` names (``"K"`` (P, P), ``"y"`` (P, 1), ``"K_starX"``
+    (Q, P)) to arrays and ``scalars`` gives η0, P and the step k (an integer). Identity →
+    ``eye``, products and sums as written, ``X^k`` → ``matrix_power``, ``X^{-1} Y`` → a solve.
+    Returns the column of the expression's values (its rows are the index μ or ⋆).
+    """
+    return _matrix(node.expr, env, {k: v for k, v in scalars.items()})
+
+
+def _matrix(expr, env, scalars):
+    if isinstance(expr, sp.MatrixSymbol):
+        return jnp.asarray(env[expr.name])
+    if isinstance(expr, sp.Identity):
+        return jnp.eye(int(expr.shape[0].xreplace(scalars)))
+    if isinstance(expr, sp.MatAdd):
+        return sum(_matrix(a, env, scalars) for a in expr.args)
+    if isinstance(expr, sp.MatMul):
+        out = None
+        args = list(expr.args)
+        while args:
+            a = args.pop()
+            if isinstance(a, sp.Inverse) or (isinstance(a, sp.MatPow) and a.exp == -1):
+                out = jnp.linalg.solve(_matrix(a.args[0], env, scalars), out)
+                continue
+            value = _matrix(a, env, scalars) if isinstance(a, sp.MatrixExpr) else \
+                jnp.asarray(float(a.xreplace(scalars)))
+            out = value if out is None else (value @ out if value.ndim == 2 else value * out)
+        return out
+    if isinstance(expr, sp.MatPow):
+        power = int(expr.exp.xreplace(scalars))
+        return jnp.linalg.matrix_power(_matrix(expr.base, env, scalars), power)
+    raise InputError(f"cannot lower the matrix expression {expr}")
 
 
 def _einsum(parts, out_axes) -> Array:
@@ -313,5 +365,6 @@ def field_velocity(equation: ir.Equation, var: str = "t") -> ir.Node:
 
 __all__ = [
     "CausalQuadrature", "JAX_FUNCTIONS", "LoweredExpression", "LoweredRecursion",
-    "field_velocity", "lambdify_jax", "leaf_key", "lower_expression", "lower_recursion",
+    "field_velocity", "lambdify_jax", "leaf_key", "lower_expression", "lower_matrix_form",
+    "lower_recursion",
 ]

@@ -24,9 +24,26 @@ def _header_lines(d) -> list[str]:
     if d.residual_scale is not None:
         lines.append(f"residual blocks h^(l+1) = h^l + (α/L^e)·branch, α = {d.residual_scale:g}, "
                      f"e = {d.architecture.residual_exponent:g}")
-    lines.append("conventions: loss (1/2P) Σ_μ (f_μ − y_μ)², Δ = y − f, gradient-flow time t; "
-                 "(u,v) ~ N(0, [[q1, c], [c, q2]])")
+    if d.training is None:
+        lines.append("conventions: loss (1/2P) Σ_μ (f_μ − y_μ)², Δ = y − f, gradient-flow time t; "
+                     "(u,v) ~ N(0, [[q1, c], [c, q2]])")
+    else:
+        lines += _rule_lines(d.training)
     return lines
+
+
+def _rule_lines(training) -> list[str]:
+    """The header of a discrete rule: θ_{k+1} = θ_k − η0 η ∇𝓛_k, step k at t = kη0."""
+    rule = (f"training: {training.optimizer}, learning rate η0 = {training.learning_rate:g}: "
+            "θ_(k+1) = θ_k − η0 η ∇_θ 𝓛_k(θ_k), step k at t = k·η0")
+    if training.optimizer == "sgd":
+        batch = (f"𝓛_k = (1/2B) Σ_(μ ∈ batch k) (f_μ − y_μ)², B = {training.batch_size}, "
+                 f"batches from seed {training.seed}; error signal ω_k ⊙ Δ_k with "
+                 "ω_kμ = P/B on the batch, 0 elsewhere")
+    else:
+        batch = "𝓛_k = (1/2P) Σ_μ (f_μ − y_μ)² (full batch, ω ≡ 1)"
+    return [rule, batch, "conventions: Δ = y − f; sums over past steps η0 Σ_(s<k) replace the "
+                         "flow's ∫_0^t ds; (u,v) ~ N(0, [[q1, c], [c, q2]])"]
 
 
 def _dual_lines(d) -> list[str]:
@@ -105,11 +122,16 @@ def _ascii_chars(note: str) -> str:
              "ν": r"$\nu$", "β": r"$\beta$", "δ": r"$\delta$", "≤": r"$\leq$",
              "×": r"$\times$", "₀": r"$_0$", "⁻": r"$^{-}$", "¹": r"$^{1}$", "̇": "",
              "K̇": r"$\dot K$", "§": r"\S{}", "'": "'",
+             "θ": r"$\theta$", "ω": r"$\omega$", "𝓛": r"$\mathcal{L}$", "∇": r"$\nabla$",
+             "∈": r"$\in$", "∫": r"$\int$", "⊙": r"$\odot$", "⌊": r"$\lfloor$",
+             "⌋": r"$\rfloor$", "≡": r"$\equiv$", "λ": r"$\lambda$",
              # OT1 text fonts print < > | as ¡ ¿ —: set them as maths
              "<": "$<$", ">": "$>$", "|": "$|$"}
     out = []
-    for ch in note:
-        if ch in table:
+    for ch in note.replace("⁻¹", "\x00"):  # one superscript −1, not two stacked ones
+        if ch == "\x00":
+            out.append(r"$^{-1}$")
+        elif ch in table:
             out.append(table[ch])
         elif ord(ch) < 128:
             out.append(_escape(ch))
