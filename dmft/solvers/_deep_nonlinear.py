@@ -113,7 +113,7 @@ from .._options import (
 from .._precision import require_float64
 from .._progress import StepTicker
 from .._resources import available_memory_bytes
-from ..network import MuP, Residual
+from ..network import MuP, Residual, loss_from_name
 from ..spec import Spec
 from ._common import (
     LOSS,
@@ -132,7 +132,7 @@ from ._sharding import (
     sample_mesh,
     shard_samples,
 )
-from ._solution import Solution, diagnostics
+from ._solution import Solution, diagnostics, gauss_newton_sharpness
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,8 +184,10 @@ class MonteCarloDMFT:
             at replicas × the cost, with each solve's O(1/S) bias (not O(B/S)).
     """
 
-    #: training rules and architectures this method honours (read by `check_mup`)
+    #: training rules, losses, outputs and architectures this method honours (read by `check_mup`)
     optimizers = ("flow", "gd", "sgd")
+    losses = ("mse", "cross_entropy")
+    multi_output = True
     residual = True
 
     num_samples: int = 4096
@@ -275,7 +277,8 @@ class MonteCarloDMFT:
         n_dev, mesh = self._mesh()
         inputs = _inputs(spec, grid)
         draws = _draw(jax.random.PRNGKey(self.seed), inputs.kx, self.num_samples, grid.steps + 1,
-                      spec.architecture.hidden_layers, self.num_batches, self.antithetic)
+                      spec.architecture.hidden_layers, self.num_batches, self.antithetic,
+                      num_outputs=spec.data.num_outputs)
         if mesh is not None:
             draws = jax.tree_util.tree_map(lambda x: shard_samples(x, mesh), draws)
         config = self._config(spec, grid, mesh)
@@ -323,6 +326,7 @@ class MonteCarloDMFT:
             keep_rows=self.check_sweeps > 0 or self.schedule == "picard",
             kernel_control_variates=self.kernel_control_variates,
             network=network, ticker=None, rule=grid.rule, branch=_branch_scale(network),
+            num_outputs=spec.data.num_outputs, loss=loss_from_name(spec.training.loss),
         )
 
     def _run_schedule(self, config: _Config, grid: _Grid, inputs: _Inputs, draws, y):
@@ -346,7 +350,7 @@ class MonteCarloDMFT:
             if self.independent_batches:
                 out = _combine_independent(out)
             if not picard:
-                _check_diverged(out, grid, y)
+                _check_diverged(out, grid, y, config)
             return self._picard_sweeps(sweeps, config, grid, inputs, draws, out, bar, y)
         finally:
             bar.close()
@@ -373,7 +377,7 @@ class MonteCarloDMFT:
         for _ in range(sweeps):
             new = _sweep(config, inputs, draws, frozen)
             new = jax.tree_util.tree_map(np.asarray, jax.block_until_ready(new))
-            _check_diverged(new, grid, y)
+            _check_diverged(new, grid, y, config)
             new_frozen = new.pop("frozen")
             residual = _residual(new_frozen, frozen)
             residuals.append(residual)
@@ -388,14 +392,19 @@ class MonteCarloDMFT:
 
     def _check_cost(self, spec: Spec, dt: float, num_grid: int, num_points: int) -> None:
         """InputError (one line, with the estimate) before a march that cannot fit in memory or
-        would unroll too many layers: per-sample histories (4L − 2)·S·T·Q and the inverse
-        Cholesky factors 2(L − 1)·(TQ)² (× B with independent batches), float64."""
+        would unroll too many layers: per-sample histories (2L − 1)(1 + C)·S·T·Q (the backward
+        ones carry the C outputs) and the inverse Cholesky factors (L − 1)(1 + C²)·(TQ)² (× B with
+        independent batches), float64; C = 1: (4L − 2)·S·T·Q and 2(L − 1)·(TQ)²."""
         num_layers, S = spec.architecture.hidden_layers, self.num_samples
+        outputs = spec.data.num_outputs
         TQ = num_grid * num_points
-        factors = 2 * (num_layers - 1) * (self.num_batches if self.independent_batches else 1)
-        need = 8.0 * ((4 * num_layers - 2) * S * TQ + factors * TQ**2)
+        factors = (num_layers - 1) * (1 + outputs**2) * (
+            self.num_batches if self.independent_batches else 1)
+        need = 8.0 * ((2 * num_layers - 1) * (1 + outputs) * S * TQ + factors * TQ**2)
         where = (f"S = {S} samples × T = {num_grid} grid points (dt = {dt:.3g} to t = "
                  f"{spec.training.times[-1]:g}) × Q = {num_points} points × L = {num_layers} layers")
+        if outputs > 1:
+            where += f" × C = {outputs} outputs"
         check_layers("monte_carlo", num_layers, f"≈ {gib(need)} for {where}")
         available = available_memory_bytes()
         if need > available:
@@ -428,25 +437,29 @@ class MonteCarloDMFT:
             phi=tuple(mean[f"phi_L{l}"] for l in layers), g=tuple(mean[f"g_L{l}"] for l in layers),
             stderr={key: value.std(axis=0, ddof=1) / math.sqrt(self.replicas)
                     for key, value in stacked.items()},
-            diagnostics=diagnostics,
+            diagnostics=diagnostics, loss=solutions[0].loss, data=data,
         )
 
     def _solution(self, spec, grid: _Grid, kx, out, residuals, n_dev, start) -> Solution:
         """The marched grid values at the spec times, with standard errors and diagnostics."""
         data = spec.data
-        num_train = data.num_train
+        num_train, outputs = data.num_train, data.num_outputs
         num_layers = spec.architecture.hidden_layers
         interp = lagrange_matrix(grid.steps + 1, grid.dt, grid.times)  # (T, T_grid)
 
         def at_times(x):
             return np.tensordot(interp, x, axes=(1, 0))
 
-        delta, ntk = out["delta"], out["ntk"]  # (Tg, P), (Tg, Q, Q)
-        phi_kk, g_kk = out["phi"], out["g"]  # (Tg, L, Q, Q)
-        f_train = data.y_train - delta
+        # over (point, output) pairs (μ, c), c fastest: Δ (Tg, P·C), f and K (Tg, Q·C[, Q·C])
+        delta, ntk_pairs, f_pairs = out["delta"], out["ntk"], out["f"]
+        ntk = _output_average(ntk_pairs, outputs)  # (Tg, Q, Q)
+        phi_kk, g_kk = out["phi"], _output_average(out["g"], outputs)  # (Tg, L, Q, Q)
+        f_all = _by_point(f_pairs, outputs)  # (Tg, Q) or (Tg, Q, C)
+        f_train = f_all[:, :num_train]
         has_test = data.num_test > 0
-        f_all = np.concatenate([f_train, out["f_test"]], axis=-1)
-        flow = _ntk_flow(ntk[..., :num_train], delta, grid)  # (1/P)∫KΔ or its GD sum, (Tg, Q)
+        omega = _expand(grid.omega, outputs, 1)
+        # (1/P)∫KΔ or its GD sum over the pairs, (Tg, Q·C)
+        flow = _ntk_flow(ntk_pairs[..., :num_train * outputs], delta, grid._replace(omega=omega))
         stderr = {}
         if self.num_batches > 1:
             per_batch = _per_batch(spec, grid, kx, out, flow)
@@ -456,7 +469,7 @@ class MonteCarloDMFT:
             t=grid.times,
             f_train=at_times(f_train),
             ntk=at_times(ntk[:, :num_train, :num_train]),
-            f_test=at_times(out["f_test"]) if has_test else None,
+            f_test=at_times(f_all[:, num_train:]) if has_test else None,
             ntk_test_train=at_times(ntk[:, num_train:, :num_train]) if has_test else None,
             phi=tuple(at_times(phi_kk[:, l, :num_train, :num_train]) for l in range(num_layers)),
             g=tuple(at_times(g_kk[:, l, :num_train, :num_train]) for l in range(num_layers)),
@@ -473,9 +486,10 @@ class MonteCarloDMFT:
                 # f − (1/P)∫KΔ (flow) or f − (η0/P)Σ_{s<k} K_s ω_s⊙Δ_s (GD): O(dt²) + MC for
                 # smooth φ under flow; the sliding-mode term for kinked φ; for GD the O(η0²)
                 # curvature of one step
-                ntk_flow_gap=float(np.max(np.abs(f_all - flow))),
+                ntk_flow_gap=float(np.max(np.abs(f_pairs - flow))),
                 devices=n_dev,
             ),
+            loss=loss_from_name(spec.training.loss), data=data,
         )
 
 
@@ -484,41 +498,47 @@ def _per_batch(spec: Spec, grid: _Grid, kx, out, flow) -> dict[str, np.ndarray]:
     (eq:mc_stderr): independent fixed points, or batch means of one fixed point whose read-out
     per batch includes its linear response to its own error signal."""
     data = spec.data
-    num_train = data.num_train
-    phi_b, g_b = out["phi_batches"], out["g_batches"]  # (Tg, L, B, Q, Q)
+    num_train, outputs = data.num_train, data.num_outputs
+    loss = loss_from_name(spec.training.loss)
+    phi_b, g_b = out["phi_batches"], out["g_batches"]  # (Tg, L, B, Q, Q), (Tg, L, B, QC, QC)
     if "ntk_batches" in out:  # independent fixed points
-        ntk_b, delta_b, ftest_b = out["ntk_batches"], out["delta_batches"], out["f_test_batches"]
+        ntk_b, f_b = out["ntk_batches"], out["f_batches"]
     else:  # batch means of one fixed point; f per batch from its own read-out (eq:mc_stderr)
-        kx_np = np.asarray(kx)
         network = _march_network(spec)
 
-        def batch_ntk(phi, g):  # per-layer (Tg, L, B, Q, Q) → (Tg, B, Q, Q)
-            return layer_ntk(network, kx_np, list(np.moveaxis(phi, 1, 0)),
-                             list(np.moveaxis(g, 1, 0)))
+        def batch_ntk(phi, g):  # per-layer (Tg, L, B, ...) → (Tg, B, QC, QC)
+            return _pair_ntk(network, np.asarray(kx), list(np.moveaxis(phi, 1, 0)),
+                             list(np.moveaxis(g, 1, 0)), outputs, np)
 
         ntk_b = batch_ntk(phi_b, g_b)
         ntk_raw_b = batch_ntk(out["phi_raw_batches"], out["g_raw_batches"])
         # f_b = f_id,b + (1/P)∫(K_b − K̂_b)Δ_b + (1/P)∫K(Δ_b − Δ): the last term is the linear
         # response of the batch's read-out had it been driven by its own Δ_b
-        delta_b, ftest_b = (np.asarray(x) for x in _readout_error(
+        y_pairs = np.asarray(data.y_train).reshape(-1)
+        _, f_b = (np.asarray(x) for x in _readout_error(
             out["f_identity_batches"] - flow[:, None], ntk_b - ntk_raw_b + out["ntk"][:, None],
-            data.y_train, grid.dt, grid.omega, grid.rule))
-    f_train_b = data.y_train - delta_b
-    ntk_train_b = ntk_b[..., :num_train, :num_train]
+            y_pairs, grid.dt, _expand(grid.omega, outputs, 1), grid.rule, loss, outputs))
+    f_b = _by_point(f_b, outputs)  # (Tg, B, Q[, C])
+    f_train_b = f_b[:, :, :num_train]
+    ntk_points_b = _output_average(ntk_b, outputs)  # (Tg, B, Q, Q)
+    ntk_train_b = ntk_points_b[..., :num_train, :num_train]
+    rows = outputs > 1
     per_batch = {
         "f_train": f_train_b,
         "ntk": ntk_train_b,
-        "loss_train": LOSS.value(f_train_b, data.y_train),
-        "sharpness": np.linalg.eigvalsh(ntk_train_b)[..., -1] / num_train,
+        "loss_train": np.asarray(loss.value(f_train_b, data.y_train, rows=rows)),
+        "sharpness": gauss_newton_sharpness(ntk_train_b, f_train_b, loss),
     }
+    g_b = _output_average(g_b, outputs)
     for layer in range(spec.architecture.hidden_layers):
         per_batch[f"phi_L{layer + 1}"] = phi_b[:, layer, :, :num_train, :num_train]
         per_batch[f"g_L{layer + 1}"] = g_b[:, layer, :, :num_train, :num_train]
     if data.num_test > 0:
+        ftest_b = f_b[:, :, num_train:]
         per_batch["f_test"] = ftest_b
-        per_batch["ntk_test_train"] = ntk_b[..., num_train:, :num_train]
+        per_batch["ntk_test_train"] = ntk_points_b[..., num_train:, :num_train]
         if data.y_test is not None:
-            per_batch["loss_test"] = LOSS.value(ftest_b, data.y_test)
+            per_batch["loss_test"] = np.asarray(loss.value(ftest_b, data.y_test, rows=rows))
     return per_batch
 
 
@@ -547,6 +567,13 @@ class _Config:
     ticker: StepTicker | None = None  # the solve's progress bar; None when bars are off
     rule: str = "flow"  # "flow" (trapezoid march of gradient flow) or "gd" (exact GD / SGD)
     branch: float | None = None  # residual branch scale α/L^β of layers 2..L (None: plain)
+    num_outputs: int = 1  # C: backward fields, Δ and f run over (point, output) pairs
+    loss: Any = LOSS  # the loss object that forms Δ (`dmft.network.MSE`, `CrossEntropy`)
+
+    @property
+    def num_pairs(self) -> int:
+        """Q·C: the index set of the backward fields g^ℓ, r^ℓ (point μ, output c; c fastest)."""
+        return self.num_points * self.num_outputs
 
 
 class _Grid(NamedTuple):
@@ -563,7 +590,8 @@ class _Grid(NamedTuple):
 
 
 class _Inputs(NamedTuple):
-    """The traced inputs of a march: dt (η0 for GD), γ0, Φ^0 (Q, Q), y (P,), ω (T, P)."""
+    """The traced inputs of a march: dt (η0 for GD), γ0, Φ^0 (Q, Q), y (P·C,) and ω (T, P·C)
+    over the training (point, output) pairs."""
 
     dt: Any
     gamma0: Any
@@ -583,9 +611,11 @@ def _batch_weights(spec: Spec, grid: _Grid) -> np.ndarray:
 
 def _inputs(spec: Spec, grid: _Grid) -> _Inputs:
     dtype = jnp.result_type(float)
+    y_pairs = np.asarray(spec.data.y_train).reshape(-1)  # (P·C,), c fastest
+    omega = _expand(grid.omega, spec.data.num_outputs, 1)
     return _Inputs(jnp.asarray(grid.dt, dtype), jnp.asarray(spec.architecture.gamma0, dtype),
-                   jnp.asarray(input_kernel(spec), dtype), jnp.asarray(spec.data.y_train, dtype),
-                   jnp.asarray(grid.omega, dtype))
+                   jnp.asarray(input_kernel(spec), dtype), jnp.asarray(y_pairs, dtype),
+                   jnp.asarray(omega, dtype))
 
 
 def _branch_scale(network) -> float | None:
@@ -603,12 +633,66 @@ def _march_network(spec: Spec):
     return dataclasses.replace(network_of(spec), parameterization=MuP(1.0))
 
 
+# ----------------------------------------------------------------------------------------------
+# Several outputs: the backward index runs over (point μ, output c) pairs, b = μ·C + c
+
+
+def _expand(x, num_outputs: int, axis: int):
+    """x with every entry along `axis` repeated C times: a point index μ → the pairs (μ, c)."""
+    if num_outputs == 1:
+        return x
+    return (np if isinstance(x, np.ndarray) else jnp).repeat(x, num_outputs, axis=axis)
+
+
+def _expand_kernel(x, num_outputs: int):
+    """A point kernel (..., Q, Q) on the pairs: X_{μc,αd} = X_{μα} (..., Q·C, Q·C)."""
+    return _expand(_expand(x, num_outputs, -1), num_outputs, -2)
+
+
+def _top_gradient_kernel(num_points: int, num_outputs: int):
+    """G^{L+1}_{μc,αd} = δ_cd (the read-out w^L ∈ R^{N×C}); the scalar 1 for C = 1."""
+    if num_outputs == 1:
+        return 1.0
+    return np.kron(np.ones((num_points, num_points)), np.eye(num_outputs))
+
+
+def _pair_ntk(network, kx, phis, gs, num_outputs: int, xp=jnp):
+    """K_{μc,αd} = Σ_ℓ G^{ℓ+1}_{μc,αd} Φ^ℓ_{μα} (eq:mo_ntk) from Φ^0 = `kx`, Φ^1..Φ^L (point
+    kernels) and G^1..G^L (pair kernels), G^{L+1} = δ_cd; `layer_ntk` for C = 1."""
+    if num_outputs == 1:
+        return layer_ntk(network, kx, phis, gs)
+    num_points = np.shape(kx)[-1]
+    features = [_expand_kernel(xp.asarray(phi), num_outputs) for phi in (kx, *phis)]
+    return network.ntk(features, [*gs, _top_gradient_kernel(num_points, num_outputs)])
+
+
+def _output_average(kernel, num_outputs: int):
+    """(1/C) Σ_c X_{μc,αc}: the output average of the diagonal blocks of a pair kernel
+    (..., Q·C, Q'·C) → (..., Q, Q') (the reported ``ntk`` and ``g_L{l}``, as the two-layer
+    solver's); the kernel itself for C = 1."""
+    if num_outputs == 1:
+        return kernel
+    kernel = np.asarray(kernel)
+    *lead, rows, cols = kernel.shape
+    blocks = kernel.reshape(*lead, rows // num_outputs, num_outputs, cols // num_outputs,
+                            num_outputs)
+    return np.einsum("...icjc->...ij", blocks) / num_outputs
+
+
+def _by_point(f, num_outputs: int):
+    """Outputs over the pairs (..., Q·C) → (..., Q, C); unchanged (..., Q) for C = 1."""
+    if num_outputs == 1:
+        return f
+    return np.asarray(f).reshape(*np.shape(f)[:-1], -1, num_outputs)
+
+
 def _draw(key, kx, num_samples: int, num_grid: int, num_layers: int, num_batches: int,
-          antithetic: bool):
+          antithetic: bool, num_outputs: int = 1):
     """All standard-normal draws, full (S, ...) arrays from the key (device-count independent).
 
-    u^1 ~ N(0, Φ^0) is static and r^L ~ N(0, 1) is one scalar per sample; the dynamic sources
-    u^ℓ (ℓ >= 2) and r^ℓ (ℓ <= L-1) get whitened draws ε of shape (S, T·Q), time-major.
+    u^1 ~ N(0, Φ^0) is static and r^L ~ N(0, I_C) is one scalar per sample (C = 1) or a C-vector
+    (S, C); the dynamic sources u^ℓ (ℓ >= 2) and r^ℓ (ℓ <= L-1) get whitened draws ε of shape
+    (S, T·Q) and (S, T·Q·C), time-major.
     With `antithetic`, each batch holds pairs (u-draws, r-draws) and (u-draws, −r-draws): the
     sample set is then closed under the symmetry (r, γ0) → (−r, −γ0) of the process, so every
     kernel is exactly even in γ0 (no O(γ0/√S) noise) and f(0) = γ0⁻¹⟨z^L φ(h^L)⟩ = 0 exactly.
@@ -623,10 +707,11 @@ def _draw(key, kx, num_samples: int, num_grid: int, num_layers: int, num_batches
         return x.reshape(num_samples, *x.shape[2:])
 
     u1 = normal(keys[0], (num_points,), False, cov=kx)
-    r_last = normal(keys[1], (), True)
+    r_last = normal(keys[1], () if num_outputs == 1 else (num_outputs,), True)
     shape = (num_grid * num_points,)
     eps_u = tuple(normal(keys[2 + i], shape, False) for i in range(num_layers - 1))
-    eps_r = tuple(normal(keys[1 + num_layers + i], shape, True) for i in range(num_layers - 1))
+    eps_r = tuple(normal(keys[1 + num_layers + i], (num_grid * num_points * num_outputs,), True)
+                  for i in range(num_layers - 1))
     return {"u1": u1, "r_last": r_last, "eps_u": eps_u, "eps_r": eps_r}
 
 
@@ -687,65 +772,105 @@ def _trapezoid_step(ntk, delta, c):
     return jnp.linalg.solve(eye + c * ntk, delta - c * ntk @ delta)
 
 
-def _readout_step(f_identity, shift_prev, shift, delta_prev, corr_prev, y, c):
+def _readout_step(f_identity, shift_prev, shift, delta_prev, corr_prev, y, c, loss=LOSS,
+                  num_outputs=1):
     """One step of the read-out error signal with the lazy-NTK control variate (eq:mc_readout).
 
     f = f_id + F with f_id = γ0⁻¹⟨z^L φ(h^L)⟩ and F(t) = (1/P)∫_0^t D(s)Δ(s)ds, D = K − K̂ the
     control-variate shift of the NTK (exact minus sampled lazy part, zero-mean); trapezoid in
-    time, so (I + cD_k)Δ_k = y − f_id,k − F_{k-1} − cD_{k-1}Δ_{k-1}, c = dt/(2P). Leading batch
-    axes are allowed. Returns (Δ_k (…, P), F_k (…, Q)).
+    time, so Δ_k = err(f_id,k + F_{k-1} + cD_{k-1}Δ_{k-1} + cD_kΔ_k), c = dt/(2P) (for MSE
+    (I + cD_k)Δ_k = y − f_id,k − F_{k-1} − cD_{k-1}Δ_{k-1}). Arrays run over the (point, output)
+    pairs; leading batch axes are allowed for MSE. Returns (Δ_k (…, P·C), F_k (…, Q·C)).
     """
     num_train = y.shape[-1]
 
     def apply(matrix, vector):
         return jnp.einsum("...ij,...j->...i", matrix[..., :num_train], vector)
 
-    # Δ_k + cD_kΔ_k = y − f_k^{explicit}: the error signal of the explicit part of the read-out
+    # the explicit part of the read-out; the implicit cD_kΔ_k is solved for
     f_explicit = (f_identity[..., :num_train] + corr_prev[..., :num_train]
                   + c * apply(shift_prev[..., :num_train, :], delta_prev))
-    rhs = LOSS.error_signal(f_explicit, y)
-    eye = jnp.eye(num_train, dtype=shift.dtype)
-    delta = jnp.linalg.solve(eye + c * shift[..., :num_train, :num_train], rhs[..., None])[..., 0]
+    delta = _implicit_error(loss, f_explicit, c * shift[..., :num_train, :num_train], y,
+                            num_outputs)
     corr = corr_prev + c * (apply(shift_prev, delta_prev) + apply(shift, delta))
     return delta, corr
 
 
-def _readout_step_gd(f_identity, shift_prev, signal_prev, corr_prev, y, c):
+def _readout_step_gd(f_identity, shift_prev, signal_prev, corr_prev, y, c, loss=LOSS,
+                     num_outputs=1):
     """One gradient-descent step of the read-out error signal (eq:gd_readout): f_k = f_id,k + F_k
     with F_k = F_{k−1} + c·D_{k−1}(ω_{k−1}⊙Δ_{k−1}), c = η0/P, D the control-variate shift of
-    the NTK; explicit, like gradient descent itself. `signal_prev` = ω_{k−1}⊙Δ_{k−1}. Leading
-    batch axes are allowed. Returns (Δ_k (…, P), F_k (…, Q))."""
+    the NTK; explicit, like gradient descent itself. `signal_prev` = ω_{k−1}⊙Δ_{k−1}; arrays run
+    over the (point, output) pairs. Leading batch axes are allowed. Returns (Δ_k (…, P·C),
+    F_k (…, Q·C))."""
     num_train = y.shape[-1]
     corr = corr_prev + c * jnp.einsum("...ij,...j->...i", shift_prev[..., :num_train],
                                       signal_prev)
-    return LOSS.error_signal(f_identity[..., :num_train] + corr[..., :num_train], y), corr
+    f_train = f_identity[..., :num_train] + corr[..., :num_train]
+    return _error(loss, f_train, y, num_outputs), corr
 
 
-@partial(jax.jit, static_argnums=5)
-def _readout_error(f_identity, shift, y, dt, omega, rule):
-    """Δ(t_k), f_*(t_k) on the whole grid from the read-out (`_readout_step`, or
-    `_readout_step_gd` for rule "gd"); f_identity (Tg, …, Q), shift (Tg, …, Q, Q), ω (Tg, P).
-    Used for the per-batch estimates of one fixed point."""
+#: Newton steps for the implicit error signal of a non-linear loss: they start from err(f0),
+#: which is O(‖M‖) from the root, and converge quadratically.
+_NEWTON_STEPS = 4
+
+
+def _error(loss, f, y, num_outputs: int):
+    """Δ = −P ∂𝓛/∂f from the loss object, over the (point, output) pairs (…, P·C), c fastest."""
+    lead = f.shape[:-1]
+    rows = loss.error_signal(f.reshape(*lead, -1, num_outputs), y.reshape(-1, num_outputs),
+                             rows=True)
+    return rows.reshape(*lead, -1)
+
+
+def _implicit_error(loss, f0, matrix, y, num_outputs: int):
+    """Δ (…, P·C) solving Δ = err(f0 + MΔ): for MSE the linear solve (I + M)Δ = y − f0 (leading
+    batch axes allowed), otherwise Newton's method with the Jacobian of the loss's own error
+    signal (autodiff; no batch axes)."""
+    rhs = _error(loss, f0, y, num_outputs)
+    if loss.name == "mse":
+        eye = jnp.eye(matrix.shape[-1], dtype=matrix.dtype)
+        return jnp.linalg.solve(eye + matrix, rhs[..., None])[..., 0]
+
+    def residual(delta):
+        return delta - _error(loss, f0 + matrix @ delta, y, num_outputs)
+
+    delta = rhs
+    for _ in range(_NEWTON_STEPS):
+        delta = delta - jnp.linalg.solve(jax.jacfwd(residual)(delta), residual(delta))
+    return delta
+
+
+@partial(jax.jit, static_argnums=(5, 6, 7))
+def _readout_error(f_identity, shift, y, dt, omega, rule, loss=LOSS, num_outputs=1):
+    """Δ(t_k) and f(t_k) over all points on the whole grid from the read-out (`_readout_step`,
+    or `_readout_step_gd` for rule "gd"), per batch; f_identity (Tg, B, Q·C), shift
+    (Tg, B, Q·C, Q·C), y and ω over the training pairs ((P·C,), (Tg, P·C)). Used for the
+    per-batch estimates of one fixed point."""
     num_train = y.shape[-1]
-    delta0 = jnp.broadcast_to(LOSS.error_signal(jnp.zeros_like(y), y),  # f(0) = 0
-                              f_identity.shape[1:-1] + (num_train,))
-    corr0 = jnp.zeros(f_identity.shape[1:], f_identity.dtype)
 
-    def step(carry, inputs):
-        delta_prev, corr_prev, shift_prev, w_prev = carry
-        f_id, shift_k, w_k = inputs
-        if rule == "gd":
-            delta, corr = _readout_step_gd(f_id, shift_prev, w_prev * delta_prev, corr_prev, y,
-                                           dt / num_train)
-        else:
-            delta, corr = _readout_step(f_id, shift_prev, shift_k, delta_prev, corr_prev, y,
-                                        dt / (2 * num_train))
-        return (delta, corr, shift_k, w_k), (delta, f_id[..., num_train:] + corr[..., num_train:])
+    def one_batch(f_identity, shift):  # (Tg, Q·C), (Tg, Q·C, Q·C)
+        delta0 = _error(loss, jnp.zeros_like(y), y, num_outputs)  # f(0) = 0
+        corr0 = jnp.zeros(f_identity.shape[1:], f_identity.dtype)
 
-    _, (delta, f_test) = jax.lax.scan(step, (delta0, corr0, shift[0], omega[0]),
-                                      (f_identity[1:], shift[1:], omega[1:]))
-    f_test0 = f_identity[:1, ..., num_train:] * 0.0
-    return jnp.concatenate([delta0[None], delta]), jnp.concatenate([f_test0, f_test])
+        def step(carry, inputs):
+            delta_prev, corr_prev, shift_prev, w_prev = carry
+            f_id, shift_k, w_k = inputs
+            if rule == "gd":
+                delta, corr = _readout_step_gd(f_id, shift_prev, w_prev * delta_prev, corr_prev,
+                                               y, dt / (num_train // num_outputs), loss,
+                                               num_outputs)
+            else:
+                delta, corr = _readout_step(f_id, shift_prev, shift_k, delta_prev, corr_prev, y,
+                                            dt / (2 * (num_train // num_outputs)), loss,
+                                            num_outputs)
+            return (delta, corr, shift_k, w_k), (delta, f_id + corr)
+
+        _, (delta, f) = jax.lax.scan(step, (delta0, corr0, shift[0], omega[0]),
+                                     (f_identity[1:], shift[1:], omega[1:]))
+        return jnp.concatenate([delta0[None], delta]), jnp.concatenate([f_identity[:1] * 0.0, f])
+
+    return jax.vmap(one_batch, in_axes=1, out_axes=1)(f_identity, shift)
 
 
 def _ntk_flow(ntk, delta, grid: _Grid):
@@ -765,13 +890,17 @@ def _ntk_flow(ntk, delta, grid: _Grid):
                            np.cumsum(0.5 * dt * (rate[1:] + rate[:-1]), axis=0)])
 
 
-def _check_diverged(out, grid: _Grid, y):
+def _check_diverged(out, grid: _Grid, y, config: _Config):
     """SolveError for a march that diverged: for GD the shared criterion of `dmft._divergence`
     on the loss at every step (naming the step and the loss), then any non-finite kernel."""
     if grid.rule == "gd":
-        losses = LOSS.value(y - out["delta"], y)
+        y = np.asarray(y)
+        rows = y.ndim == 2
+        f_train = _by_point(out["f"], config.num_outputs)[:, :config.num_train]
+        with np.errstate(over="ignore", invalid="ignore"):
+            losses = np.asarray(config.loss.value(f_train, y, rows=rows))
         check_not_diverged(losses, grid.dt * np.arange(losses.shape[0]),
-                           float(LOSS.value(np.zeros_like(y), y)),
+                           float(config.loss.value(np.zeros_like(y), y, rows=rows)),
                            "the monte_carlo DMFT (gradient descent)",
                            steps=np.arange(losses.shape[0]))
     hint = "try a smaller solver.dt" if grid.rule == "flow" else "lower training.learning_rate"
@@ -805,13 +934,12 @@ def _march_independent(config: _Config, inputs: _Inputs, draws):
 def _combine_independent(out):
     """Batch-leading outputs of `_march_independent` → means plus the per-batch layout."""
     mean = {key: value.mean(axis=0) for key, value in out.items()
-            if key in ("delta", "f_test", "ntk", "phi", "g")}
+            if key in ("delta", "f", "ntk", "phi", "g")}
     mean["rank"] = out["rank"].min(axis=0) if out["rank"].size else out["rank"][0]
     mean["phi_batches"] = np.moveaxis(out["phi"], 0, 2)  # (Tg, L, B, Q, Q)
     mean["g_batches"] = np.moveaxis(out["g"], 0, 2)
     mean["ntk_batches"] = np.moveaxis(out["ntk"], 0, 1)  # (Tg, B, Q, Q)
-    mean["delta_batches"] = np.moveaxis(out["delta"], 0, 1)
-    mean["f_test_batches"] = np.moveaxis(out["f_test"], 0, 1)
+    mean["f_batches"] = np.moveaxis(out["f"], 0, 1)
     return mean
 
 
@@ -832,21 +960,25 @@ def _run(config: _Config, inputs: _Inputs, draws, frozen):
         carry = _phase_carry(config, carry, end, inputs.kx.dtype)
         step = _make_step(config, end, inputs, draws, frozen)
         carry, outs = jax.lax.scan(step, carry, jnp.arange(start, end))
-        width = config.num_grid * config.num_points
-        outs["rows"] = {key: _pad_to(x, width, (2,)) for key, x in outs["rows"].items()}
+        outs["rows"] = {key: _pad_to(x, config.num_grid * _row_width(config, key), (2,))
+                        for key, x in outs["rows"].items()}
         outs_all.append(outs)
         start = end
     outs = jax.tree_util.tree_map(lambda *x: jnp.concatenate(x, axis=0), *outs_all)
     rows = outs.pop("rows")
     if config.keep_rows:  # what a check sweep freezes: kernel and response rows, and Δ
         outs["frozen"] = {"rows": rows, "delta": outs["delta"], "ntk_raw": outs["ntk_raw"]}
+        if config.loss.name != "mse":  # the flow predictor of a non-linear loss needs f too
+            outs["frozen"]["f"] = outs["f"]
     return outs
 
 
 class _Carry(NamedTuple):
     """What one step hands the next: per-sample histories φ(h^ℓ), g^ℓ (S, T·Q), the inverse
     Cholesky factors of the dynamic sources u^ℓ (ℓ >= 2), r^ℓ (ℓ <= L−1) (T·Q, T·Q), Δ on the grid,
-    the last sampled NTK, the last read-out control-variate shift and its integral F."""
+    the last sampled NTK, the last read-out control-variate shift and its integral F, and the last
+    train read-out f. The backward histories, Δ, f and the NTK run over the (point, output)
+    pairs (Q·C; C = 1: Q)."""
 
     phi_h: tuple
     g_h: tuple
@@ -856,6 +988,7 @@ class _Carry(NamedTuple):
     ntk_prev: Any
     shift_prev: Any
     corr_prev: Any
+    f_prev: Any
 
 
 def _pad_to(x, width, axes):
@@ -866,19 +999,25 @@ def _pad_to(x, width, axes):
 def _phase_carry(config: _Config, carry: _Carry | None, end: int, dtype) -> _Carry:
     """The carry of a phase whose histories span `end` grid points: zeros for the first phase,
     else the last phase's carry zero-padded."""
-    L, P, Q, S, mesh = (config.num_layers, config.num_train, config.num_points,
-                        config.num_samples, config.mesh)
-    width = end * Q
+    L, S, mesh = config.num_layers, config.num_samples, config.mesh
+    P, Q = config.num_train * config.num_outputs, config.num_pairs  # (point, output) pairs
+    width, width_r = end * config.num_points, end * Q  # forward and backward histories
+
+    def zeros(shape):
+        return jnp.zeros(shape, dtype)
+
     if carry is None:
-        hist = tuple(constrain_samples(jnp.zeros((S, width), dtype), mesh) for _ in range(L))
-        linv0 = tuple(jnp.zeros((width, width), dtype) for _ in range(L - 1))
-        return _Carry(hist, hist, linv0, linv0, jnp.zeros((config.num_grid, P), dtype),
-                      jnp.zeros((Q, Q), dtype), jnp.zeros((Q, Q), dtype), jnp.zeros((Q,), dtype))
+        phi_h = tuple(constrain_samples(zeros((S, width)), mesh) for _ in range(L))
+        g_h = tuple(constrain_samples(zeros((S, width_r)), mesh) for _ in range(L))
+        linv_u = tuple(zeros((width, width)) for _ in range(L - 1))
+        linv_r = tuple(zeros((width_r, width_r)) for _ in range(L - 1))
+        return _Carry(phi_h, g_h, linv_u, linv_r, zeros((config.num_grid, P)), zeros((Q, Q)),
+                      zeros((Q, Q)), zeros((Q,)), zeros((P,)))
     return carry._replace(
         phi_h=tuple(constrain_samples(_pad_to(x, width, (1,)), mesh) for x in carry.phi_h),
-        g_h=tuple(constrain_samples(_pad_to(x, width, (1,)), mesh) for x in carry.g_h),
+        g_h=tuple(constrain_samples(_pad_to(x, width_r, (1,)), mesh) for x in carry.g_h),
         linv_u=tuple(_pad_to(x, width, (0, 1)) for x in carry.linv_u),
-        linv_r=tuple(_pad_to(x, width, (0, 1)) for x in carry.linv_r))
+        linv_r=tuple(_pad_to(x, width_r, (0, 1)) for x in carry.linv_r))
 
 
 class _Phase(NamedTuple):
@@ -941,18 +1080,20 @@ class _StepState:
 def _make_step(config: _Config, T: int, inputs: _Inputs, draws, frozen):
     """The step of a phase whose histories span the first T grid points: the memory weights,
     the forward pass ℓ = 1..L, the backward pass ℓ = L..1, then the read-out."""
-    TQ = T * config.num_points
+    TQ, TQC = T * config.num_points, T * config.num_pairs
     phase = _Phase(T, jnp.arange(T), draws["u1"], draws["r_last"],
-                   tuple(e[:, :TQ] for e in draws["eps_u"]), tuple(e[:, :TQ] for e in draws["eps_r"]))
+                   tuple(e[:, :TQ] for e in draws["eps_u"]),
+                   tuple(e[:, :TQC] for e in draws["eps_r"]))
     L, kx = config.num_layers, inputs.kx
+    g_top = _top_gradient_kernel(config.num_points, config.num_outputs)
 
     def step(carry: _Carry, k):
-        fz = None if frozen is None else jax.tree_util.tree_map(lambda x: x[k][:, :TQ],
-                                                                 frozen["rows"])
+        fz = None if frozen is None else {
+            key: x[k][:, :T * _row_width(config, key)] for key, x in frozen["rows"].items()}
         st = _StepState(list(carry.phi_h), list(carry.g_h), list(carry.linv_u),
                         list(carry.linv_r))
         st.phi_cv[0], st.phi_cv_b[0] = kx, kx[None]  # Φ^0, exact and the same in every batch
-        st.g_cv[L + 1], st.g_cv_b[L + 1] = 1.0, 1.0  # G^{L+1} = 1
+        st.g_cv[L + 1], st.g_cv_b[L + 1] = g_top, g_top  # G^{L+1} = 1 (δ_cd for C outputs)
         weights = _memory_weights(config, phase, carry, frozen, k, inputs)
         for layer in range(1, L + 1):
             _forward_layer(config, phase, st, weights, fz, layer, k, kx)
@@ -963,14 +1104,22 @@ def _make_step(config: _Config, T: int, inputs: _Inputs, draws, frozen):
     return step
 
 
+def _row_width(config: _Config, key: str) -> int:
+    """Columns per grid point of a frozen row: Q for Φ^ℓ and ℬ^ℓ rows (sources u), Q·C for G^ℓ
+    and 𝒜^ℓ rows (sources r, over the (point, output) pairs)."""
+    return config.num_pairs if key[0] in "gA" else config.num_points
+
+
 def _memory_weights(config: _Config, phase: _Phase, carry: _Carry, frozen, k, inputs: _Inputs):
-    """(γ0/P)·w_s·Δ_α(s). Gradient descent (eq:gd_process): w_s = η0 on the past steps s < k and
-    the step's batch weights, Δ_s → ω_s⊙Δ_s; no endpoint. Flow: trapezoid on s < k, the
-    endpoint s = k separately, with Δ(t_k) predicted by the trapezoid step of the sampled NTK of
-    t_{k-1} (eq:mc_predictor): this keeps the lazy part of the march A-stable."""
-    P, Q, T = config.num_train, config.num_points, phase.T
+    """(γ0/P)·w_s·Δ_{αc}(s) over the (point, output) pairs. Gradient descent (eq:gd_process):
+    w_s = η0 on the past steps s < k and the step's batch weights, Δ_s → ω_s⊙Δ_s; no endpoint.
+    Flow: trapezoid on s < k, the endpoint s = k separately, with Δ(t_k) predicted by the
+    trapezoid step of the sampled NTK of t_{k-1} (eq:mc_predictor), f_k = f_{k−1} +
+    (dt/2P)K_{k−1}(Δ_{k−1} + Δ_k), Δ_k = err(f_k) (eq:mo_predictor): this keeps the lazy part
+    of the march A-stable."""
+    P, Q, T = config.num_train * config.num_outputs, config.num_pairs, phase.T  # pairs
     dt, dtype = inputs.dt, carry.delta_h.dtype
-    scale = inputs.gamma0 / P
+    scale = inputs.gamma0 / config.num_train
     delta_src = carry.delta_h if frozen is None else frozen["delta"]
     pad = jnp.zeros((T, Q - P), dtype)
     if config.rule == "gd":
@@ -981,7 +1130,13 @@ def _memory_weights(config: _Config, phase: _Phase, carry: _Carry, frozen, k, in
     w = jnp.where(phase.time_index < k, dt, 0.0).at[0].multiply(0.5)
     d1 = delta_src[jnp.maximum(k - 1, 0)]
     k_pred = carry.ntk_prev if frozen is None else frozen["ntk_raw"][jnp.maximum(k - 1, 0)]
-    delta_end = _trapezoid_step(k_pred[:P, :P], d1, dt / (2 * P))
+    c = dt / (2 * config.num_train)
+    if config.loss.name == "mse":  # Δ linear in f: the step acts on Δ alone
+        delta_end = _trapezoid_step(k_pred[:P, :P], d1, c)
+    else:
+        f1 = carry.f_prev if frozen is None else frozen["f"][jnp.maximum(k - 1, 0), :P]
+        delta_end = _implicit_error(config.loss, f1 + c * k_pred[:P, :P] @ d1,
+                                    c * k_pred[:P, :P], inputs.y, config.num_outputs)
     w_end = jnp.where(k >= 1, 0.5 * dt, 0.0)
     dw = scale * w[:, None] * jnp.concatenate([delta_src[:T], pad], axis=1)  # (T, Q)
     dend = jnp.concatenate([delta_end, jnp.zeros(Q - P, dtype)]) * (scale * w_end)  # (Q,)
@@ -1001,10 +1156,11 @@ def _batch_means(x, num_batches):
 
 
 def _conditional_source(config: _Config, st: _StepState, linv_list: list, index: int, eps,
-                        row, k):
+                        row, k, width: int):
     """A dynamic source at t_k conditioned on its past, L_{k,<k} ε_{<k} + L_kk ε_k, from its
-    covariance row `row` (the layer's Φ or G row); extends the inverse Cholesky factor."""
-    Q = config.num_points
+    covariance row `row` (the layer's Φ or G row, `width` columns per grid point: Q or Q·C);
+    extends the inverse Cholesky factor."""
+    Q = width
     linv, l_row, l_kk, kept = _cholesky_row(linv_list[index], row, k, Q, config.rcond)
     linv_list[index] = linv
     st.rank.append(kept)
@@ -1031,20 +1187,22 @@ def _kernel_estimates(config: _Config, x, lazy, exact, exact_b):
 def _forward_coefficients(config: _Config, phase: _Phase, st: _StepState, weights: _Weights,
                           fz, l, k, kx):
     """The source u^ℓ(t_k) and the memory coefficients of layer ℓ's (branch) field: returns
-    (u, coef (Q, T, Q) or None for ℓ = 1, Φ^{ℓ-1}(t_k, t_k) for the flow endpoint). coef holds
-    𝒜^{ℓ-1}(t_k, s) + (γ0/P) w_s Δ_s Φ^{ℓ-1}(t_k, s), the second term × β in a residual block."""
-    Q, T = config.num_points, phase.T
+    (u, coef (Q, T, Q·C) or None for ℓ = 1, Φ^{ℓ-1}(t_k, t_k) for the flow endpoint). coef holds
+    𝒜^{ℓ-1}_{μ,αc}(t_k, s) + (γ0/P) w_s Δ_{αc}(s) Φ^{ℓ-1}_{μα}(t_k, s) (eq:mo_process), the
+    second term × β in a residual block; it multiplies g^ℓ_{αc}(s)."""
+    Q, QC, T = config.num_points, config.num_pairs, phase.T
     if l == 1:  # u^1 ~ N(0, Φ^0) is static and there is no r^0: no response
         return phase.u1, None, kx
     src_row = st.phi_rows[l - 1] if fz is None else fz[f"phi{l - 1}"]
-    u = _conditional_source(config, st, st.linv_u, l - 2, phase.eps_u[l - 2], src_row, k)
-    coef = src_row.reshape(Q, T, Q) * (_branch(config) * weights.dw)[None]
+    u = _conditional_source(config, st, st.linv_u, l - 2, phase.eps_u[l - 2], src_row, k, Q)
+    coef = (_expand(src_row.reshape(Q, T, Q), config.num_outputs, 2)
+            * (_branch(config) * weights.dw)[None])
     # 𝒜^{l-1}(t_k, s<k): response of φ(h^{l-1}(t_k)) to r^{l-1}, by Stein
     a_row = _stein_response(config, st.act[l - 1], st.phi_u[l - 1], phase.eps_r[l - 2],
-                            st.linv_r[l - 2]).reshape(Q, T, Q)
-    st.rows_out[f"A{l - 1}"] = a_row.reshape(Q, T * Q)
+                            st.linv_r[l - 2]).reshape(Q, T, QC)
+    st.rows_out[f"A{l - 1}"] = a_row.reshape(Q, T * QC)
     if fz is not None:
-        a_row = fz[f"A{l - 1}"].reshape(Q, T, Q)
+        a_row = fz[f"A{l - 1}"].reshape(Q, T, QC)
     return u, coef + a_row, _block(src_row, k, Q)
 
 
@@ -1056,25 +1214,28 @@ def _branch(config: _Config) -> float:
 
 def _forward_layer(config: _Config, phase: _Phase, st: _StepState, weights: _Weights, fz, l, k,
                    kx):
-    """h^ℓ(t_k) = u^ℓ + [𝒜^{ℓ-1} g^ℓ] + (γ0/P) Σ_s w_s Σ_α Δ_α Φ^{ℓ-1}_{μα}(t_k, s) g^ℓ_α(s),
-    or for a residual block (ℓ >= 2) h^ℓ = h^{ℓ-1} + β·(the same with (γ0β/P)) (eq:res_process);
-    then φ(h^ℓ), its history and the Φ^ℓ estimates."""
-    Q, T, L, mesh = config.num_points, phase.T, config.num_layers, config.mesh
-    act = config.activation
+    """h^ℓ(t_k) = u^ℓ + [𝒜^{ℓ-1} g^ℓ] + (γ0/P) Σ_s w_s Σ_α Φ^{ℓ-1}_{μα}(t_k, s) Σ_c Δ_{αc}
+    g^ℓ_{αc}(s) (eq:mo_process), or for a residual block (ℓ >= 2) h^ℓ = h^{ℓ-1} + β·(the same
+    with (γ0β/P)) (eq:res_process); then φ(h^ℓ), its history and the Φ^ℓ estimates."""
+    Q, QC, T, L, mesh = (config.num_points, config.num_pairs, phase.T, config.num_layers,
+                         config.mesh)
+    C, act = config.num_outputs, config.activation
     u, coef, prev_kk = _forward_coefficients(config, phase, st, weights, fz, l, k, kx)
     u = constrain_samples(u, mesh)
     g_h = st.g_h[l - 1]
-    if coef is None:  # Σ_{s,α} Φ^0_{μα} w_s Δ_α(s) g_α(s) = [Φ^0 (Σ_s w_s Δ(s) g(s))]_μ
-        weighted = jnp.sum(g_h.reshape(g_h.shape[0], T, Q) * weights.dw[None], axis=1)
+    if coef is None:  # Σ_{s,α,c} Φ^0_{μα} w_s Δ_αc(s) g_αc(s) = [Φ^0 (Σ_{s,c} w_s Δ_c g_c)]_μ
+        weighted = jnp.sum(g_h.reshape(g_h.shape[0], T, QC) * weights.dw[None], axis=1)
+        if C > 1:
+            weighted = weighted.reshape(-1, Q, C).sum(axis=-1)
         memory = weighted @ kx.T
     else:
-        memory = g_h @ coef.reshape(Q, T * Q).T
+        memory = g_h @ coef.reshape(Q, T * QC).T
     if config.rule == "flow":  # the endpoint s = k, with g^ℓ(t_k) extrapolated
-        g_prev1 = _block(g_h, jnp.maximum(k - 1, 0), Q)
-        g_prev2 = _block(g_h, jnp.maximum(k - 2, 0), Q)
+        g_prev1 = _block(g_h, jnp.maximum(k - 1, 0), QC)
+        g_prev2 = _block(g_h, jnp.maximum(k - 2, 0), QC)
         g_end = jnp.where(k >= 2, 2 * g_prev1 - g_prev2, g_prev1)
         scale = _branch(config) if l > 1 else 1.0
-        memory = memory + g_end @ (prev_kk * (scale * weights.dend)[None, :]).T
+        memory = memory + g_end @ (_expand(prev_kk, C, 1) * (scale * weights.dend)[None, :]).T
     residual = config.branch is not None and l > 1
     if residual:
         h = st.h[l - 1] + config.branch * (u + memory)
@@ -1099,34 +1260,45 @@ def _forward_layer(config: _Config, phase: _Phase, st: _StepState, weights: _Wei
 
 
 def _backward_layer(config: _Config, phase: _Phase, st: _StepState, weights: _Weights, fz, l, k):
-    """z^ℓ(t_k) = r^ℓ + [ℬ^ℓ φ^ℓ] + (γ0/P) Σ_s w_s Σ_α Δ_α G^{ℓ+1}_{μα}(t_k, s) φ^ℓ_α(s) (the
-    endpoint s = k included for flow), then g^ℓ = φ'(h^ℓ) z^ℓ, or for a residual block (ℓ < L)
-    g^ℓ = g^{ℓ+1} + β φ'(h^ℓ) z^ℓ with (γ0β/P) in the memory; its history and the G^ℓ estimates."""
-    Q, T, L, S, mesh = (config.num_points, phase.T, config.num_layers, config.num_samples,
-                        config.mesh)
-    act = config.activation
+    """z^ℓ_c(t_k) = r^ℓ_c + [ℬ^ℓ φ^ℓ]_c + (γ0/P) Σ_s w_s Σ_{α,d} Δ_{αd} G^{ℓ+1}_{μc,αd}(t_k, s)
+    φ^ℓ_α(s) (eq:mo_process; the endpoint s = k included for flow), then g^ℓ_c = φ'(h^ℓ) z^ℓ_c,
+    or for a residual block (ℓ < L) g^ℓ_c = g^{ℓ+1}_c + β φ'(h^ℓ) z^ℓ_c with (γ0β/P) in the
+    memory; its history and the G^ℓ estimates. Fields run over the (point, output) pairs."""
+    Q, QC, T, L, S, mesh = (config.num_points, config.num_pairs, phase.T, config.num_layers,
+                            config.num_samples, config.mesh)
+    C, act = config.num_outputs, config.activation
     residual = config.branch is not None and l < L
-    if l == L:  # G^{L+1} = 1: one scalar r^L per sample and the same memory sum for every μ
-        r = jnp.broadcast_to(phase.r_last[:, None], (S, Q))
-        z_memory = (st.phi_h[l - 1] @ weights.dw_z.reshape(T * Q))[:, None]
+    if l == L:  # G^{L+1} = δ_cd: one r^L ∈ R^C per sample and the same memory sum for every μ
+        if C == 1:
+            r = jnp.broadcast_to(phase.r_last[:, None], (S, Q))
+            z_memory = (st.phi_h[l - 1] @ weights.dw_z.reshape(T * Q))[:, None]
+        else:  # z^L_c − r_c = Σ_{s,α} w_s Δ_αc(s) φ(h^L_α(s)), (S, C), the same for every μ
+            r = jnp.broadcast_to(phase.r_last[:, None, :], (S, Q, C)).reshape(S, QC)
+            z_out = st.phi_h[l - 1] @ weights.dw_z.reshape(T * Q, C)
+            z_memory = jnp.broadcast_to(z_out[:, None, :], (S, Q, C)).reshape(S, QC)
         r = constrain_samples(r, mesh)
         z = r + z_memory
         st.r_top, st.z_memory = r, z_memory
     else:
         src_row = st.g_rows[l + 1] if fz is None else fz[f"g{l + 1}"]
-        r = _conditional_source(config, st, st.linv_r, l - 1, phase.eps_r[l - 1], src_row, k)
-        coef = src_row.reshape(Q, T, Q) * (_branch(config) * weights.dw_z)[None]
+        r = _conditional_source(config, st, st.linv_r, l - 1, phase.eps_r[l - 1], src_row, k,
+                                QC)
+        dw_z = _branch(config) * weights.dw_z
+        if C == 1:
+            coef = src_row.reshape(Q, T, Q) * dw_z[None]
+        else:  # Σ_d G^{ℓ+1}_{μc,αd} w_s Δ_αd, (Q·C, T, Q)
+            coef = jnp.sum(src_row.reshape(QC, T, Q, C) * dw_z.reshape(T, Q, C)[None], axis=-1)
         # ℬ^l(t_k, s<=k): response of g^{l+1}(t_k) to u^{l+1}, by Stein
         b_row = _stein_response(config, st.grad[l + 1], st.g_lazy[l + 1], phase.eps_u[l - 1],
-                                st.linv_u[l - 1]).reshape(Q, T, Q)
-        st.rows_out[f"B{l}"] = b_row.reshape(Q, T * Q)
+                                st.linv_u[l - 1]).reshape(QC, T, Q)
+        st.rows_out[f"B{l}"] = b_row.reshape(QC, T * Q)
         if fz is not None:
-            b_row = fz[f"B{l}"].reshape(Q, T, Q)
+            b_row = fz[f"B{l}"].reshape(QC, T, Q)
         r = constrain_samples(r, mesh)
-        z = r + st.phi_h[l - 1] @ (coef + b_row).reshape(Q, T * Q).T
-    dphi, dphi_lazy = act.dphi(st.h[l]), act.dphi(st.h_lazy[l])
-    kdot, kdot_b = (lambda: _dual_derivative(act, st.cov_lazy[l]),
-                    lambda: _dual_derivative(act, st.cov_lazy_b[l]))
+        z = r + st.phi_h[l - 1] @ (coef + b_row).reshape(QC, T * Q).T
+    dphi, dphi_lazy = _expand(act.dphi(st.h[l]), C, 1), _expand(act.dphi(st.h_lazy[l]), C, 1)
+    kdot, kdot_b = (lambda: _expand_kernel(_dual_derivative(act, st.cov_lazy[l]), C),
+                    lambda: _expand_kernel(_dual_derivative(act, st.cov_lazy_b[l]), C))
     if residual:
         beta = config.branch
         grad = st.grad[l + 1] + beta * dphi * z
@@ -1139,7 +1311,7 @@ def _backward_layer(config: _Config, phase: _Phase, st: _StepState, weights: _We
         exact = lambda: st.g_cv[l + 1] * kdot()  # mean G^{ℓ+1} ⊙ K̇(Φ^{ℓ-1})
         exact_b = lambda: st.g_cv_b[l + 1] * kdot_b()
     grad = constrain_samples(grad, mesh)
-    st.g_h[l - 1] = _set_block(st.g_h[l - 1], grad, k, Q)
+    st.g_h[l - 1] = _set_block(st.g_h[l - 1], grad, k, QC)
     if l > 1:  # the row of G^ℓ: covariance of the source r^{ℓ-1}
         st.g_rows[l] = st.rows_out[f"g{l}"] = _mean_outer(grad, st.g_h[l - 1])
     st.grad[l], st.g_lazy[l] = grad, lazy
@@ -1151,33 +1323,35 @@ def _backward_layer(config: _Config, phase: _Phase, st: _StepState, weights: _We
 
 
 def _read_out(config: _Config, st: _StepState, carry: _Carry, k, inputs: _Inputs):
-    """The NTK of t_k (raw and control-variate) and the error signal Δ(t_k) from the read-out
-    f = γ0⁻¹⟨z^L φ(h^L)⟩ + F (eq:mc_readout; eq:gd_readout for GD); the step's outputs and the
-    next carry."""
-    L, P, B = config.num_layers, config.num_train, config.num_batches
+    """The NTK of t_k (raw and control-variate, over the (point, output) pairs) and the error
+    signal Δ(t_k) of the loss from the read-out f_c = γ0⁻¹⟨z^L_c φ(h^L)⟩ + F (eq:mc_readout;
+    eq:gd_readout for GD); the step's outputs and the next carry."""
+    L, P, B, C = config.num_layers, config.num_train, config.num_batches, config.num_outputs
     kx, y, dt = inputs.kx, inputs.y, inputs.dt
     layers = range(1, L + 1)
-    readout = readout_terms(st.r_top, st.z_memory, st.phi_u[L], st.act[L], inputs.gamma0)
+    readout = readout_terms(st.r_top, st.z_memory, _expand(st.phi_u[L], C, 1),
+                            _expand(st.act[L], C, 1), inputs.gamma0)  # (S, Q·C)
     f_identity = jnp.mean(readout, axis=0)
     f_identity_b = jnp.mean(readout.reshape(B, readout.shape[0] // B, -1), axis=1)
-    ntk_raw = layer_ntk(config.network, kx, [st.phi_raw[l] for l in layers],
-                        [st.g_raw[l] for l in layers])
-    ntk = layer_ntk(config.network, kx, [st.phi_cv[l] for l in layers],
-                    [st.g_cv[l] for l in layers])
+    ntk_raw = _pair_ntk(config.network, kx, [st.phi_raw[l] for l in layers],
+                        [st.g_raw[l] for l in layers], C)
+    ntk = _pair_ntk(config.network, kx, [st.phi_cv[l] for l in layers],
+                    [st.g_cv[l] for l in layers], C)
     shift = ntk - ntk_raw  # the lazy control variate of the read-out (0 without it)
     d_prev = carry.delta_h[jnp.maximum(k - 1, 0)]
     if config.rule == "gd":
         signal = inputs.omega[jnp.maximum(k - 1, 0)] * d_prev
         d_new, corr = _readout_step_gd(f_identity, carry.shift_prev, signal, carry.corr_prev, y,
-                                       dt / P)
+                                       dt / P, config.loss, C)
     else:
         d_new, corr = _readout_step(f_identity, carry.shift_prev, shift, d_prev, carry.corr_prev,
-                                    y, dt / (2 * P))
-    d_new = jnp.where(k == 0, LOSS.error_signal(jnp.zeros_like(y), y), d_new)  # f(0) = 0
+                                    y, dt / (2 * P), config.loss, C)
+    d_new = jnp.where(k == 0, _error(config.loss, jnp.zeros_like(y), y, C), d_new)  # f(0) = 0
     corr = jnp.where(k == 0, jnp.zeros_like(corr), corr)
+    f = jnp.where(k == 0, jnp.zeros_like(f_identity), f_identity + corr)  # (Q·C,)
     out = {
         "delta": d_new,
-        "f_test": f_identity[P:] + corr[P:],
+        "f": f,
         "ntk": ntk,
         "ntk_raw": ntk_raw,
         "phi": jnp.stack([st.phi_cv[l] for l in layers]),
@@ -1193,5 +1367,5 @@ def _read_out(config: _Config, st: _StepState, carry: _Carry, k, inputs: _Inputs
     if config.ticker is not None:
         config.ticker.tick(k)
     new_carry = _Carry(tuple(st.phi_h), tuple(st.g_h), tuple(st.linv_u), tuple(st.linv_r),
-                       carry.delta_h.at[k].set(d_new), ntk_raw, shift, corr)
+                       carry.delta_h.at[k].set(d_new), ntk_raw, shift, corr, f[:P * C])
     return new_carry, out
