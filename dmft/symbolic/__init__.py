@@ -4,7 +4,9 @@
   the scalar SymPy map), the μP DMFT single-site process (or the lazy dynamics for "ntk"),
   ``.latex()`` (a standalone document) and ``str()`` (terminal text).
 - The IR node classes (`Field`, `Kernel`, `Response`, `ErrorSignal`, `Act`, `Expect`,
-  `GaussianProcess`, `TimeIntegral`, `DataSum`, `Scalar`, `Equation`, …).
+  `GaussianProcess`, `TimeIntegral`, `DataSum`, `Scalar`, `Equation`, …); for the discrete rules
+  "gd" / "sgd" (`derive(arch, training=...)`) the step sum `StepSum` η0 Σ_{s<k}, the batch
+  weight `BatchWeight` ω and the matrix closed form `MatrixForm`.
 - `lower_recursion` / `lower_expression`: the same objects compiled to JAX.
 - `verify`, `verify_dual`, `verify_quantity`: proof, 30-digit numerics or a counterexample.
 """
@@ -29,6 +31,7 @@ from ._documents import (
 from ._ir import (
     Act as Act,
     Add as Add,
+    BatchWeight as BatchWeight,
     DataSum as DataSum,
     DualKernel as DualKernel,
     Equation as Equation,
@@ -38,15 +41,19 @@ from ._ir import (
     FuncDeriv as FuncDeriv,
     GaussianProcess as GaussianProcess,
     Kernel as Kernel,
+    MatrixForm as MatrixForm,
     Mul as Mul,
     Node as Node,
     Notation as Notation,
     Response as Response,
     Scalar as Scalar,
+    StepSum as StepSum,
     TimeDerivative as TimeDerivative,
     TimeIntegral as TimeIntegral,
+    eta0 as eta0,
     gamma0 as gamma0,
     num_train as num_train,
+    step_k as step_k,
     substitute as substitute,
     time_derivative as time_derivative,
 )
@@ -58,6 +65,7 @@ from ._lower import (
     lambdify_jax as lambdify_jax,
     leaf_key as leaf_key,
     lower_expression as lower_expression,
+    lower_matrix_form as lower_matrix_form,
     lower_recursion as lower_recursion,
 )
 from ._printing import braces_balanced as braces_balanced

@@ -354,7 +354,7 @@ class StepSum(Node):
         return (self.body,)
 
     def latex(self) -> str:
-        rel = r"\le" if self.inclusive else "<"
+        rel = r"\le " if self.inclusive else "<"
         return (rf"{sympy_latex(self.step)}\sum_{{{self.var}{rel}{self.upper}}}"
                 rf"\, {self.body.latex()}")
 

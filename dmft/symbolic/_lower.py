@@ -291,7 +291,8 @@ def lower_expression(
         if isinstance(n, ir.StepSum):
             array, axes = ev(n.body, env)
             step = ev(ir.Scalar(n.step), env)[0]
-            parts = [(array, axes), (step * _step_mask(len(times), n.inclusive), (n.upper, n.var))]
+            mask = _step_mask(len(times), n.inclusive, jnp.result_type(array, step))
+            parts = [(array, axes), (step * mask, (n.upper, n.var))]
             return _einsum(parts, _free_axes(n)), _free_axes(n)
         raise InputError(f"cannot lower {type(n).__name__} nodes ({n.text()})")
 
@@ -299,9 +300,9 @@ def lower_expression(
     return LoweredExpression(node, axes, lambda env: ev(node, env)[0])
 
 
-def _step_mask(count: int, inclusive: bool) -> Float[Array, "T T"]:
+def _step_mask(count: int, inclusive: bool, dtype) -> Float[Array, "T T"]:
     """M[k, s] = 1 for s < k (s <= k when ``inclusive``): the steps a `StepSum` runs over."""
-    return jnp.tri(count, k=0 if inclusive else -1)
+    return jnp.tri(count, k=0 if inclusive else -1, dtype=dtype)
 
 
 def lower_matrix_form(node: ir.MatrixForm, env: Mapping[str, Array],
