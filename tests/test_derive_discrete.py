@@ -411,3 +411,133 @@ def test_derive_refuses_a_training_of_the_wrong_type():
                    "Training")
     with pytest.raises(InputError):
         derive(Architecture(1, "relu"), training="gd")
+
+
+# ----------------------------------------------------------------------------------------------
+# μP, deep linear (L = 2): the printed step sums with their responses, on the Gaussian sources.
+
+
+class LinearSources:
+    """φ = identity makes every field linear in the sources: a field is its coefficient array
+    over the M source coordinates (u^1 (Q), r^1 (Q, T), u^2 (Q, T), r^2 (1)), whose covariance C
+    is block diagonal (K^x, G^2, Φ^1, 1); the blocks G^2 and Φ^1 are entered as they are built."""
+
+    def __init__(self, kx, num_steps):
+        q, t = kx.shape[0], num_steps + 1
+        self.q, self.t = q, t
+        self.offsets = {"u1": 0, "r1": q, "u2": q + q * t, "r2": q + 2 * q * t}
+        self.size = q + 2 * q * t + 1
+        self.cov = np.zeros((self.size, self.size))
+        self.cov[:q, :q] = kx
+        self.cov[-1, -1] = 1.0
+
+    def unit(self, name):
+        """The source itself: (M, Q) for u^1, (M, Q, T) for r^1 and u^2, (M,) for r^2."""
+        shape = {"u1": (self.q,), "r1": (self.q, self.t), "u2": (self.q, self.t), "r2": ()}[name]
+        count = int(np.prod(shape, dtype=int))
+        out = np.zeros((self.size, count))
+        out[self.offsets[name] + np.arange(count), np.arange(count)] = 1.0
+        return out.reshape((self.size, *shape))
+
+    def set_block(self, name, kernel):
+        """The covariance of u^2 (Φ^1) or r^1 (G^2): ``kernel`` (Q, T, Q, T), zero where unknown."""
+        start, n = self.offsets[name], self.q * self.t
+        self.cov[start:start + n, start:start + n] = kernel.reshape(n, n)
+
+    def expect(self, a, b):
+        """⟨a b⟩ = aᵀ C b for coefficient arrays a (M, ...), b (M, ...): shape a[1:] + b[1:]."""
+        left = np.tensordot(a, self.cov, axes=(0, 0))
+        return np.tensordot(left, b, axes=(left.ndim - 1, 0))
+
+    def derivative(self, field, name):
+        """∂field/∂source for a source of shape (Q, T): field.shape[1:] + (Q, T)."""
+        start, n = self.offsets[name], self.q * self.t
+        block = field[start:start + n].reshape(self.q, self.t, *field.shape[1:])
+        return np.moveaxis(block, (0, 1), (-2, -1))
+
+
+def _coefficient(rhs, scalars):
+    """``c ⟨…⟩`` → (c, the node inside ⟨⟩)."""
+    coefficient, expect = rhs.factors if isinstance(rhs, Mul) else (Scalar(sp.Integer(1)), rhs)
+    assert isinstance(expect, Expect), rhs.text()
+    return float(coefficient.value.xreplace(scalars)), expect.body
+
+
+def march_printed_deep_linear(derivation, kx, y, omega, eta, num_steps):
+    """f(k) (train ∪ test) and K(k) (train) of the printed L = 2 step equations for φ = identity.
+
+    Within step k, in the order the printed dependencies allow: h^1(k), Φ^1 row k, the responses
+    A^1(k, s) = ∂h^1(k)/∂r^1(s)/(γ0η0), h^2(k), z^2(k), g^2(k), G^2 row k, B^1(k, s) =
+    ∂g^2(k)/∂u^2(s)/(γ0η0) (s <= k), z^1(k), g^1(k), then the read-out f(k) and Δ(k).
+    """
+    arch = derivation.architecture
+    p, q, t = y.size, kx.shape[0], num_steps + 1
+    scalars = {gamma0: arch.gamma0, eta0: eta, num_train: p}
+    activation = get_activation("linear")
+    eqs = _equations(derivation)
+    fns = {n: _lower(eqs[n].rhs, num_steps, scalars, activation)
+           for n in ("h1", "h2", "z1", "z2", "g1", "g2", "ntk")}
+    src = LinearSources(kx, num_steps)
+    m = src.size
+    h1, g1, z1, h2, g2 = (np.zeros((m, q, t)) for _ in range(5))
+    z2 = np.zeros((m, t))
+    phi1, g2_kernel, a1, b1 = (np.zeros((q, t, q, t)) for _ in range(4))
+    delta, f = np.zeros((p, t)), []
+    a_scale, a_body = _coefficient(eqs["A1"].rhs, scalars)
+    b_scale, b_body = _coefficient(eqs["B1"].rhs, scalars)
+    assert a_body.num.arg.name == "h" and a_body.den.name == "r"  # ⟨δφ(h^1)/δr^1⟩
+    assert a_body.num.arg.layer == a_body.den.layer == 1
+    assert (b_body.num.name, b_body.num.layer, b_body.den.name, b_body.den.layer) == ("g", 2,
+                                                                                     "u", 2)
+
+    def step(name, k, fields):
+        fn = fns[name]
+        shared = {"Kx": kx[:, :p], "Delta": delta, "omega": omega[:t].T, "Phi1": phi1[:, :, :p],
+                  "G2": g2_kernel[:, :, :p], "A1": a1[:, :, :p], "B1": b1[:, :, :p]}
+        values = jax.vmap(lambda fl: fn({**shared, **fl}))(
+            {key: jnp.asarray(v) for key, v in fields.items()})
+        return np.take(np.asarray(values), k, axis=1 + fn.axes.index("k"))
+
+    for k in range(t):
+        h1[:, :, k] = step("h1", k, {"u1": src.unit("u1"), "g1": g1[:, :p]})
+        phi1[:, k, :, : k + 1] = src.expect(h1[:, :, k], h1[:, :, : k + 1])
+        phi1[:, : k + 1, :, k] = np.moveaxis(phi1[:, k, :, : k + 1], (0, 1, 2), (2, 0, 1))
+        src.set_block("u2", phi1)
+        a1[:, k] = a_scale * src.derivative(h1[:, :, k], "r1")
+        h2[:, :, k] = step("h2", k, {"u2": src.unit("u2"), "g2": g2[:, :p]})
+        z2[:, k] = step("z2", k, {"r2": src.unit("r2"), "h2": h2[:, :p]})
+        g2[:, :, k] = step("g2", k, {"h2": h2, "z2": z2})
+        g2_kernel[:, k, :, : k + 1] = src.expect(g2[:, :, k], g2[:, :, : k + 1])
+        g2_kernel[:, : k + 1, :, k] = np.moveaxis(g2_kernel[:, k, :, : k + 1], (0, 1, 2),
+                                                  (2, 0, 1))
+        src.set_block("r1", g2_kernel)
+        b1[:, k] = b_scale * src.derivative(g2[:, :, k], "u2")
+        z1[:, :, k] = step("z1", k, {"r1": src.unit("r1"), "h1": h1[:, :p]})
+        g1[:, :, k] = step("g1", k, {"h1": h1, "z1": z1})
+        scale, _ = _coefficient(eqs["readout"].rhs, scalars)
+        f.append(scale * src.expect(z2[:, k], h2[:, :, k]))
+        delta[:, k] = y - f[-1][:p]
+    kernels = {"Phi1": phi1[:p, :, :p], "G2": g2_kernel[:p, :, :p], "Kx": kx[:p, :p],
+               "G1": src.expect(g1[:, :p], g1[:, :p]), "Phi2": src.expect(h2[:, :p], h2[:, :p])}
+    ntk = np.asarray(fns["ntk"](kernels))
+    return np.array(f), np.transpose(ntk, [fns["ntk"].axes.index(a) for a in ("k", "mu", "alpha")])
+
+
+@pytest.mark.parametrize("optimizer,seed", [("gd", 0), ("gd", 1), ("sgd", 2)])
+def test_printed_deep_linear_step_sums_equal_the_deep_linear_solver(optimizer, seed):
+    data = _data(seed, num_train=4, num_test=1, input_dim=6)
+    x = np.concatenate([data.x_train, data.x_test])
+    kx = x @ x.T / x.shape[1]
+    eta = (1.2 if optimizer == "gd" else 0.5) * 4 / np.linalg.eigvalsh(3 * kx[:4, :4])[-1]
+    rule = {"optimizer": optimizer, **({"batch_size": 2, "seed": seed} if optimizer == "sgd"
+                                       else {})}
+    training, steps = _gd(eta, 6, **rule), 6
+    spec = Spec(Architecture(2, "linear", "mup", gamma0=1.2), data, training)
+    omega = np.asarray(training.dynamics.batch_weights(4, steps + 1))
+    f, ntk = march_printed_deep_linear(derive(spec.architecture, training=training), kx,
+                                       data.y_train, omega, eta, steps)
+    solution = DeepLinearDMFT().solve(spec)
+    reference = np.concatenate([solution.f_train, solution.f_test], axis=1)
+    np.testing.assert_allclose(f, reference, atol=1e-10, rtol=0)
+    np.testing.assert_allclose(ntk, solution.ntk, atol=1e-10, rtol=0)
+    assert np.abs(f[-1, :4] - f[1, :4]).max() > 0.05
