@@ -468,11 +468,12 @@ def march_printed_deep_linear(derivation, kx, y, omega, eta, num_steps):
 
     Within step k, in the order the printed dependencies allow: h^1(k), Φ^1 row k, the responses
     A^1(k, s) = ∂h^1(k)/∂r^1(s)/(γ0η0), h^2(k), z^2(k), g^2(k), G^2 row k, B^1(k, s) =
-    ∂g^2(k)/∂u^2(s)/(γ0η0) (s <= k), z^1(k), g^1(k), then the read-out f(k) and Δ(k).
+    ∂g^2(k)/∂u^2(s)/(γ0η0) (s <= k), z^1(k), g^1(k), then the read-out f(k) and Δ(k). A
+    residual block (h^2 = h^1 + β[…], g^1 = g^2 + β φ'(h^1) z^1) keeps this order.
     """
     arch = derivation.architecture
     p, q, t = y.size, kx.shape[0], num_steps + 1
-    scalars = {gamma0: arch.gamma0, eta0: eta, num_train: p}
+    scalars = {**derivation.parameters, gamma0: arch.gamma0, eta0: eta, num_train: p}
     activation = get_activation("linear")
     eqs = _equations(derivation)
     fns = {n: _lower(eqs[n].rhs, num_steps, scalars, activation)
@@ -504,7 +505,7 @@ def march_printed_deep_linear(derivation, kx, y, omega, eta, num_steps):
         phi1[:, : k + 1, :, k] = np.moveaxis(phi1[:, k, :, : k + 1], (0, 1, 2), (2, 0, 1))
         src.set_block("u2", phi1)
         a1[:, k] = a_scale * src.derivative(h1[:, :, k], "r1")
-        h2[:, :, k] = step("h2", k, {"u2": src.unit("u2"), "g2": g2[:, :p]})
+        h2[:, :, k] = step("h2", k, {"u2": src.unit("u2"), "g2": g2[:, :p], "h1": h1})
         z2[:, k] = step("z2", k, {"r2": src.unit("r2"), "h2": h2[:, :p]})
         g2[:, :, k] = step("g2", k, {"h2": h2, "z2": z2})
         g2_kernel[:, k, :, : k + 1] = src.expect(g2[:, :, k], g2[:, :, : k + 1])
@@ -513,7 +514,7 @@ def march_printed_deep_linear(derivation, kx, y, omega, eta, num_steps):
         src.set_block("r1", g2_kernel)
         b1[:, k] = b_scale * src.derivative(g2[:, :, k], "u2")
         z1[:, :, k] = step("z1", k, {"r1": src.unit("r1"), "h1": h1[:, :p]})
-        g1[:, :, k] = step("g1", k, {"h1": h1, "z1": z1})
+        g1[:, :, k] = step("g1", k, {"h1": h1, "z1": z1, "g2": g2})
         scale, _ = _coefficient(eqs["readout"].rhs, scalars)
         f.append(scale * src.expect(z2[:, k], h2[:, :, k]))
         delta[:, k] = y - f[-1][:p]
@@ -523,8 +524,12 @@ def march_printed_deep_linear(derivation, kx, y, omega, eta, num_steps):
     return np.array(f), np.transpose(ntk, [fns["ntk"].axes.index(a) for a in ("k", "mu", "alpha")])
 
 
-@pytest.mark.parametrize("optimizer,seed", [("gd", 0), ("gd", 1), ("sgd", 2)])
-def test_printed_deep_linear_step_sums_equal_the_deep_linear_solver(optimizer, seed):
+@pytest.mark.parametrize("optimizer,seed,residual", [("gd", 0, None), ("gd", 1, None),
+                                                     ("sgd", 2, None), ("gd", 3, 1.3),
+                                                     ("sgd", 4, 0.8)])
+def test_printed_deep_linear_step_sums_equal_the_deep_linear_solver(optimizer, seed, residual):
+    # residual: h^2 = h^1 + β[u^2 + …] with β = α/√L (derivations/finite_step_dmft.md
+    # eq:res_process; DeepLinearDMFT's residual march, derivations/deep_linear_gd_residual.md §4)
     data = _data(seed, num_train=4, num_test=1, input_dim=6)
     x = np.concatenate([data.x_train, data.x_test])
     kx = x @ x.T / x.shape[1]
@@ -532,7 +537,8 @@ def test_printed_deep_linear_step_sums_equal_the_deep_linear_solver(optimizer, s
     rule = {"optimizer": optimizer, **({"batch_size": 2, "seed": seed} if optimizer == "sgd"
                                        else {})}
     training, steps = _gd(eta, 6, **rule), 6
-    spec = Spec(Architecture(2, "linear", "mup", gamma0=1.2), data, training)
+    spec = Spec(Architecture(2, "linear", "mup", gamma0=1.2, residual_scale=residual), data,
+                training)
     omega = np.asarray(training.dynamics.batch_weights(4, steps + 1))
     f, ntk = march_printed_deep_linear(derive(spec.architecture, training=training), kx,
                                        data.y_train, omega, eta, steps)
