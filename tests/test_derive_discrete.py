@@ -387,6 +387,8 @@ def test_cli_derive_overrides_the_training_rule(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout == str(derive(Architecture(2, "tanh", "ntk"),
                                        training=_gd(0.5, optimizer="sgd", batch_size=3)))
+    bad = run_dmft("derive", spec, "--optimizer", "adam", "--learning-rate", "0.5")
+    assert bad.returncode == 2 and "training.optimizer must be one of" in bad.stderr
 
 
 @pytest.mark.parametrize("training,key", [

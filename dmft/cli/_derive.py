@@ -24,8 +24,9 @@ def add_architecture_arguments(parser) -> None:
 
 
 def add_training_arguments(parser) -> None:
-    parser.add_argument("--optimizer", default=None, choices=("flow", "gd", "sgd"),
-                        help="training rule, in place of the spec's training.optimizer")
+    parser.add_argument("--optimizer", default=None, metavar="{flow,gd,sgd}",
+                        help="training rule, in place of the spec's training.optimizer "
+                             "(checked as the spec's value is)")
     parser.add_argument("--learning-rate", type=float, default=None, metavar="ETA0",
                         help='learning rate η0 of "gd" / "sgd" (training.learning_rate)')
     parser.add_argument("--batch-size", type=int, default=None, metavar="B",
