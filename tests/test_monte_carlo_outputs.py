@@ -256,3 +256,15 @@ def test_small_gamma0_is_the_lazy_limit(loss, rule):
     np.testing.assert_allclose(sol.ntk, lazy.ntk, rtol=0, atol=1e-7)  # K0 ⊗ I_C at O(γ0²)
     np.testing.assert_allclose(sol.sharpness, lazy.sharpness, rtol=0, atol=1e-7)
     assert np.max(np.abs(lazy.f_train[-1])) > 0.1  # it trained
+
+
+def test_cross_entropy_flow_march_is_the_fixed_point_of_its_picard_map():
+    # the flow's endpoint predictor and read-out are implicit in Δ for cross-entropy (Newton,
+    # eq:mo_predictor): a sweep with every row, Δ and f frozen at the marched values reproduces
+    # them to round-off (1e-10: the round-off of one sweep through 𝐋⁻¹, as in test_monte_carlo_gd)
+    x, y, x_test, _ = classification(4, classes=3)
+    spec = make_spec(x, y, hidden_layers=2, rule="flow", eta=0.5, steps=3, loss="cross_entropy",
+                     x_test=x_test)
+    sol = MonteCarloDMFT(num_samples=128, num_batches=4, check_sweeps=1).solve(spec)
+    assert sol.diagnostics["residuals"][0] < 1e-10
+    assert np.max(np.abs(sol.f_train[-1])) > 0.05  # it trained

@@ -42,6 +42,22 @@ memory), β = α/L^{exponent}, and g^ℓ = g^{ℓ+1} + βφ'(h^ℓ)z^ℓ for ℓ
 follow the stream (h_lazy = u^1 + βΣu^m, g_lazy likewise) and their exact means the residual
 kernel recursion (eq:res_kernel_cv), so K(0) is exact here too.
 
+**Several outputs and losses** (docs/conventions.md §2b; derivations/multi_output_dmft.md). With
+C outputs the read-out w^L ∈ R^{N×C} gives each output its backward field: g^ℓ, z^ℓ, r^ℓ, their
+histories and responses run over the (point, output) pairs b = μ·C + c, while h^ℓ, u^ℓ and Φ^ℓ
+keep the point index (eq:mo_process, eq:mo_ntk):
+
+    h^ℓ_μ = u^ℓ_μ + [𝒜^{ℓ-1} g^ℓ]_μ + (γ0/P) ∫ds Σ_α Φ^{ℓ-1}_{μα} Σ_c Δ_{αc} g^ℓ_{αc}
+    z^ℓ_{μc} = r^ℓ_{μc} + [ℬ^ℓ φ^ℓ]_{μc} + (γ0/P) ∫ds Σ_{α,d} G^{ℓ+1}_{μc,αd} Δ_{αd} φ^ℓ_α,
+    G^{L+1}_{μc,αd} = δ_cd,   K_{μc,αd} = Σ_ℓ G^{ℓ+1}_{μc,αd} Φ^ℓ_{μα},
+    f_{μc} = γ0⁻¹⟨z^L_c φ(h^L_μ)⟩,
+
+and Δ = −P∂𝓛/∂f only from the loss object (`MSE`, `CrossEntropy`). The flow's endpoint
+predictor and read-out are implicit in Δ (eq:mo_predictor): the linear solve for MSE, Newton
+steps with the Jacobian of the loss's error signal otherwise; GD is explicit. ``ntk`` and
+``g_L{l}`` are the output averages (1/C) Σ_c of the diagonal blocks; C = 1 is the code path of
+one output, with the shapes of conventions §5.
+
 **Algorithm: causal time-marching with common random numbers.** All standard-normal draws ε are
 fixed up front. Everything at t_k depends only on rows ≤ k of the kernels, so one forward
 `lax.scan` over k computes, at each step: the forward pass ℓ = 1..L (new Cholesky row of Φ^{ℓ-1},
@@ -69,7 +85,8 @@ exact lazy flow rather than its O(1/√S) Monte Carlo estimate.
 **Cost and memory.** Per step and layer: O(S·T·Q²) for sampling, kernel rows, Stein moments and
 the memory sums, O(Q·(TQ)²) for the Cholesky/response rows; in total O(L·T²Q²·(S + TQ)) flops.
 Memory (float64 words): per-sample state ≈ (4L − 2)·S·T·Q (φ and g histories, the draws), plus
-2(L − 1)·(TQ)² for the inverse Cholesky factors — O(S·T·Q + (TQ)²), never O(S·T²Q²).
+2(L − 1)·(TQ)² for the inverse Cholesky factors — O(S·T·Q + (TQ)²), never O(S·T²Q²). With C
+outputs the backward ones span T·Q·C: (2L − 1)(1 + C)·S·T·Q and (L − 1)(1 + C²)·(TQ)².
 
 **Standard errors.** The S samples are split into `num_batches` groups; kernels and read-outs are
 averaged per group at the final fixed point (batch means), with the linear response (1/P)∫K(Δ_b − Δ)
@@ -138,7 +155,8 @@ from ._solution import Solution, diagnostics, gauss_newton_sharpness
 @dataclasses.dataclass(frozen=True)
 class MonteCarloDMFT:
     """Self-consistent Monte Carlo DMFT for deep μP networks (any L >= 1, any φ), trained by
-    gradient flow, GD or SGD, with plain or residual (depth-μP) hidden layers.
+    gradient flow, GD or SGD, with plain or residual (depth-μP) hidden layers, one or C outputs
+    per point and the MSE or cross-entropy loss.
 
     See the module docstring for the equations and the algorithm (causal march with common
     random numbers, Stein responses, second-order time stepping).
