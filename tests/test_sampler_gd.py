@@ -48,7 +48,8 @@ def _spec(arch, times, **training):
 
 
 def _hand_forward(arch, width, weights, x):
-    """f(x) of a plain MLP from its weight list [(W, b or None), ...] (first, hidden..., readout)."""
+    """f(x) of a plain MLP from its weight list [(W, b or None), ...] (first, hidden..., readout):
+    (P,) for one output, (P, C) for a read-out of C rows."""
     D = x.shape[1]
     if arch.parameterization == "mup":
         scales = [1 / np.sqrt(D)] + [1 / np.sqrt(width)] * (len(weights) - 2) \
@@ -62,21 +63,27 @@ def _hand_forward(arch, width, weights, x):
     for index, ((W, b), scale) in enumerate(zip(weights, scales)):
         inputs = h if index == 0 else phi(h)
         h = scale * inputs @ W.T + (bias * b if b is not None else 0.0)
-    return h[:, 0]
+    return h[:, 0] if h.shape[1] == 1 else h
 
 
 def _weights(params, keys):
     return [(params[k]["W"], params[k].get("b")) for k in keys]
 
 
-def _hand_gd(arch, width, weights, x, y, eta0, steps, batches=None):
-    """θ_{k+1} = θ_k − η0 η ∇𝓛_k with 𝓛_k = (1/2|B|) Σ_B (f − y)² (all points if batches is None);
-    returns f_train at the steps in `steps` and the first step whose loss is non-finite or passes
-    the divergence threshold (−1 if none)."""
+def _mean_squared_error(f, y):
+    """(1/2|B|) Σ_B ‖f − y‖², one output or rows of C."""
+    squared = (f - y) ** 2
+    return 0.5 * jnp.mean(squared if squared.ndim == 1 else squared.sum(axis=-1))
+
+
+def _hand_gd(arch, width, weights, x, y, eta0, steps, batches=None, loss_of=_mean_squared_error):
+    """θ_{k+1} = θ_k − η0 η ∇𝓛_k with 𝓛_k = loss_of(f, y) on the batch (by default the MSE
+    (1/2|B|) Σ_B (f − y)²; all points if batches is None); returns f_train at the steps in `steps`
+    and the first step whose loss is non-finite or passes the divergence threshold (−1 if none)."""
     eta = arch.gamma0**2 * width if arch.parameterization == "mup" else 1.0
 
     def loss(w, xb, yb):
-        return 0.5 * jnp.mean((_hand_forward(arch, width, w, xb) - yb) ** 2)
+        return loss_of(_hand_forward(arch, width, w, xb), yb)
 
     grad = jax.jit(jax.value_and_grad(loss))
     reference = float(loss(weights, x, y))

@@ -119,8 +119,8 @@ class Dense:
     def kernel_functions(self) -> dict[str, Callable]:
         return {}
 
-    def out_width(self, fan_in: int, width: int, readout: bool) -> int:
-        return 1 if readout else (self.width or width)
+    def out_width(self, fan_in: int, width: int) -> int:
+        return self.width or width
 
     def init(self, key: PRNGKeyArray, fan_in: int, fan_out: int) -> Params:
         k_w, k_b = jax.random.split(key)
@@ -175,7 +175,7 @@ class Elementwise:
         act = self._activation
         return {"K_phi": act.dual, "Kdot_phi": act.dual_derivative}
 
-    def out_width(self, fan_in: int, width: int, readout: bool) -> int:
+    def out_width(self, fan_in: int, width: int) -> int:
         return fan_in
 
     def init(self, key: PRNGKeyArray, fan_in: int, fan_out: int) -> Params:
@@ -222,7 +222,7 @@ class Residual:
     def kernel_functions(self) -> dict[str, Callable]:
         return {name: fn for layer in self.branch for name, fn in layer.kernel_functions().items()}
 
-    def out_width(self, fan_in: int, width: int, readout: bool) -> int:
+    def out_width(self, fan_in: int, width: int) -> int:
         return fan_in
 
     def init(self, key: PRNGKeyArray, fan_in: int, fan_out: int) -> Params:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax.numpy as jnp
 from jax.nn import logsumexp, softmax
 from jaxtyping import Array, Float
 
@@ -33,6 +34,14 @@ class MSE:
                      ) -> Float[Array, "... P"]:
         return y - f
 
+    def sharpness(self, ntk: Float[Array, "... P P"], f=None) -> Float[Array, "..."]:
+        """The Gauss–Newton sharpness λ_max(K)/P in time units of the kernel K over the P training
+        points: the output Hessian is the identity, so it is also λ_max(K ⊗ I_C)/P for C outputs
+        and needs no f. Cost O(P³) per kernel."""
+        ntk = jnp.asarray(ntk)
+        symmetric = 0.5 * (ntk + jnp.swapaxes(ntk, -1, -2))
+        return jnp.linalg.eigvalsh(symmetric)[..., -1] / ntk.shape[-1]
+
 
 @dataclasses.dataclass(frozen=True)
 class CrossEntropy:
@@ -52,6 +61,23 @@ class CrossEntropy:
     def error_signal(self, f: Float[Array, "... P C"], y: Float[Array, "... P C"],
                      rows: bool = True) -> Float[Array, "... P C"]:
         return y - softmax(f, axis=-1)
+
+    def sharpness(self, ntk: Float[Array, "... P P"], f: Float[Array, "... P C"]
+                  ) -> Float[Array, "..."]:
+        """The Gauss–Newton sharpness λ_max(H^{1/2} (K ⊗ I_C) H^{1/2})/P at logits f, with the
+        softmax Hessians H = blockdiag(H_μ), H_μ = diag(p_μ) − p_μ p_μᵀ, p = softmax(f): the
+        Gauss–Newton matrix of 𝓛 in time units. Cost O((PC)³) per kernel."""
+        ntk, p = jnp.asarray(ntk), softmax(jnp.asarray(f), axis=-1)
+        hessian = p[..., :, None] * jnp.eye(p.shape[-1]) - p[..., :, None] * p[..., None, :]
+        values, vectors = jnp.linalg.eigh(hessian)  # (..., P, C), (..., P, C, C)
+        root = (vectors * jnp.sqrt(jnp.clip(values, 0.0, None))[..., None, :]) @ jnp.swapaxes(
+            vectors, -1, -2)  # H_μ^{1/2}, symmetric
+        # M[μc, αd] = Σ_e H_μ^{1/2}[c, e] K_μα H_α^{1/2}[e, d]
+        matrix = jnp.einsum("...mce,...ma,...aed->...mcad", root, ntk, root)
+        num_train, size = ntk.shape[-1], ntk.shape[-1] * p.shape[-1]
+        matrix = matrix.reshape(*matrix.shape[:-4], size, size)
+        matrix = 0.5 * (matrix + jnp.swapaxes(matrix, -1, -2))
+        return jnp.linalg.eigvalsh(matrix)[..., -1] / num_train
 
 
 Loss = MSE | CrossEntropy

@@ -82,37 +82,41 @@ class Network:
     def backward_scale(self, width: int) -> float:
         return self.parameterization.backward_scale(width)
 
-    def _widths(self, input_dim: int, width: int) -> list[tuple[int, int]]:
-        """(fan_in, fan_out) of every layer."""
+    def _widths(self, input_dim: int, width: int, outputs: int) -> list[tuple[int, int]]:
+        """(fan_in, fan_out) of every layer; the read-out has `outputs` rows."""
         shapes, fan_in = [], input_dim
+        last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
-            fan_out = layer.out_width(fan_in, width, index == len(self.layers) - 1)
+            fan_out = outputs if index == last else layer.out_width(fan_in, width)
             shapes.append((fan_in, fan_out))
             fan_in = fan_out
         return shapes
 
-    def init(self, key: PRNGKeyArray, input_dim: int, width: int) -> dict[int, Any]:
+    def init(self, key: PRNGKeyArray, input_dim: int, width: int, outputs: int = 1
+             ) -> dict[int, Any]:
         """Every weight and bias i.i.d. N(0, 1): {layer index: its parameters} for the layers
-        that have any."""
+        that have any; the read-out maps to `outputs` outputs (C of docs/conventions.md §2b)."""
         keys = jax.random.split(key, len(self.layers))
+        shapes = self._widths(input_dim, width, outputs)
         params = {index: layer.init(k, *shape) for index, (layer, k, shape)
-                  in enumerate(zip(self.layers, keys, self._widths(input_dim, width)))}
+                  in enumerate(zip(self.layers, keys, shapes))}
         return {index: p for index, p in params.items() if jax.tree.leaves(p)}
 
-    def num_params(self, input_dim: int, width: int) -> int:
+    def num_params(self, input_dim: int, width: int, outputs: int = 1) -> int:
         return sum(layer.num_params(*shape)
-                   for layer, shape in zip(self.layers, self._widths(input_dim, width)))
+                   for layer, shape in zip(self.layers, self._widths(input_dim, width, outputs)))
 
     def apply(
         self,
         params: dict[int, Any],
         x: Float[Array, "P D"],
         shifts: tuple[Float[Array, "P N"], ...] | None = None,
-    ) -> tuple[Float[Array, " P"], tuple[Float[Array, "P N"], ...]]:
-        """f(x) (P,) and the hidden pre-activations h^1..h^L (each (P, N)).
+    ) -> tuple[Float[Array, " P"] | Float[Array, "P C"], tuple[Float[Array, "P N"], ...]]:
+        """f(x) and the hidden pre-activations h^1..h^L (each (P, N)); f is (P,) for a read-out
+        with one output (the shapes of docs/conventions.md §5), else (P, C).
 
         ``shifts`` (one (P, N) array per hidden layer) are added to h^1..h^L; differentiating
-        Σ_μ f_μ with respect to them at zero gives ∂f_μ/∂h^l_μ.
+        Σ_μ f_μc with respect to them at zero gives ∂f_μc/∂h^l_μ.
         """
         h, hidden, index = x, [], 0
         last = len(self.layers) - 1
@@ -123,7 +127,7 @@ class Network:
                     h = h + shifts[index]
                 hidden.append(h)
                 index += 1
-        return h[..., 0], tuple(hidden)
+        return (h[..., 0] if h.shape[-1] == 1 else h), tuple(hidden)
 
     def ntk(self, features, gradients):
         """K = Σ_{l=0}^{L} (term of the dense map out of layer l) for features Φ^0..Φ^L and

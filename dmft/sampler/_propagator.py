@@ -156,10 +156,15 @@ def predict_training_fluctuations(spec: Spec, options: TangentPropagator = Tange
     μP, one hidden layer, gradient flow: N·Var f(t) and N·Var 𝓛(t) by tangent propagation
     (eq:propagator). NTK parameterization, any depth (residual blocks included) and any training
     rule: the lazy-limit Var f(t) (eq:lazy-variance, with `lazy_response`). Other specs raise
-    InputError (no prediction is implemented for deep μP networks or discrete μP rules).
+    InputError (no prediction is implemented for deep μP networks, discrete μP rules, several
+    outputs or cross-entropy).
     """
     arch, data = spec.architecture, spec.data
     P = data.num_train
+    if spec.training.loss != "mse" or data.num_outputs != 1:
+        raise InputError(
+            "the O(1/N) training-fluctuation prediction covers one output under the MSE; got "
+            f"training.loss = {spec.training.loss!r} with {data.num_outputs} outputs")
     if arch.parameterization == "ntk":
         return _lazy_fluctuations(spec)
     if spec.training.optimizer != "flow":

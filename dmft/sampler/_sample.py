@@ -37,11 +37,14 @@ GIB = 2.0**30
 class Samples:
     """Observables of trained finite-width ensembles at the saved times.
 
-    ``members[N]`` holds, for width N, arrays with leading axes (seeds, T): ``f_train`` (P),
-    ``loss_train``, ``ntk`` (P, P), ``phi`` and ``g`` (L, P, P: Φ^ℓ(t,t), G^ℓ(t,t) for
-    ℓ = 1..L), ``sharpness`` (λ_max(K)/P) and ``hessian_sharpness`` (λ_max(η∇²𝓛), unless
-    switched off), and with test inputs ``f_test``, ``ntk_test_train`` and (with targets)
-    ``loss_test``; plus ``num_steps`` and ``diverged_step`` (seeds,; −1: did not diverge).
+    ``members[N]`` holds, for width N, arrays with leading axes (seeds, T): ``f_train`` (P) or
+    (P, C) for C outputs, ``loss_train``, ``ntk`` (P, P), ``phi`` and ``g`` (L, P, P: Φ^ℓ(t,t),
+    G^ℓ(t,t) for ℓ = 1..L; with C outputs G and the NTK are the output averages of their diagonal
+    blocks, as in the limit), ``sharpness`` (the loss's Gauss–Newton sharpness, λ_max(K)/P for
+    MSE) and ``hessian_sharpness`` (λ_max(η∇²𝓛), unless switched off), ``accuracy_train`` /
+    ``accuracy_test`` where the data have class labels, and with test inputs ``f_test``,
+    ``ntk_test_train`` and (with targets) ``loss_test``; plus ``num_steps`` and
+    ``diverged_step`` (seeds,; −1: did not diverge).
     ``diagnostics["diverged"][N]`` maps each diverged seed to its first divergent step (discrete
     rules only; docs/conventions.md §2a, `dmft._divergence`).
     """
@@ -141,7 +144,9 @@ def member_bytes(net: FiniteNetwork, method: Method, num_points: int, num_train:
     L, N = net.hidden_layers, net.width
     words = net.num_params * method.memory_copies
     words += 8 * L * num_points * N  # h, φ(h), φ'(h), g and their tangents
-    words += num_times * (num_points * num_train + 2 * L * num_train**2 + num_points + 2)
+    C = net.outputs
+    words += 4 * (C - 1) * L * num_points * N  # the backward fields g_c of the other outputs
+    words += num_times * (num_points * num_train + 2 * L * num_train**2 + C * num_points + 2)
     return 8.0 * words
 
 
@@ -185,7 +190,7 @@ def plan_batches(spec: Spec, widths, seeds, method: Method, max_memory_gib: floa
         budget = 0.6 * available_memory_bytes()  # headroom for XLA temporaries and the host copies
     plan = {}
     for width in widths:
-        net = FiniteNetwork(spec.architecture, width, data.input_dim)
+        net = FiniteNetwork.for_spec(spec, width)
         per_member = member_bytes(net, method, data.num_train + data.num_test, data.num_train,
                                   len(spec.training.times))
         per_device = int(budget // per_member)
@@ -201,6 +206,21 @@ def plan_batches(spec: Spec, widths, seeds, method: Method, max_memory_gib: floa
         ceiling = -(-len(seeds) // devices) * devices
         plan[width] = int(min(size, ceiling))
     return plan
+
+
+def _losses_and_accuracies(net: FiniteNetwork, data, member: dict[str, np.ndarray]
+                           ) -> dict[str, np.ndarray]:
+    """``loss_train`` (seeds, T), ``loss_test`` where there are test targets, and
+    ``accuracy_train`` / ``accuracy_test`` where the data have class labels."""
+    rows = net.outputs > 1
+    out = {"loss_train": np.asarray(net.loss.value(member["f_train"], data.y_train, rows=rows))}
+    if data.y_test is not None and data.num_test > 0:
+        out["loss_test"] = np.asarray(net.loss.value(member["f_test"], data.y_test, rows=rows))
+    if data.labels is not None:
+        out["accuracy_train"] = data.accuracy(member["f_train"])
+    if data.labels_test is not None and data.num_test > 0:
+        out["accuracy_test"] = data.accuracy(member["f_test"], test=True)
+    return out
 
 
 def _warn_if_adaptive_steps_crawl(spec: Spec, method: Method) -> None:
@@ -274,7 +294,7 @@ def sample(
     wall: dict[int, float] = {}
     try:
         for width in widths:
-            net = FiniteNetwork(spec.architecture, width, data.input_dim)
+            net = FiniteNetwork.for_spec(spec, width)
             size = plan[width]
             start = time.perf_counter()
             pieces = []
@@ -285,9 +305,7 @@ def sample(
                                              centered=centered, hessian_steps=hessian_steps))
                 bar.update(1)
             merged = {key: np.concatenate([piece[key] for piece in pieces]) for key in pieces[0]}
-            merged["loss_train"] = net.loss.value(merged["f_train"], data.y_train)
-            if data.y_test is not None and data.num_test > 0:
-                merged["loss_test"] = net.loss.value(merged["f_test"], data.y_test)
+            merged.update(_losses_and_accuracies(net, data, merged))
             members[width] = merged
             wall[width] = time.perf_counter() - start
     finally:

@@ -31,6 +31,8 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 
+from ..network import MSE
+
 #: a Lanczos step whose new β is below this fraction of the largest |α| + β so far ends the
 #: recursion (an invariant Krylov subspace, up to round-off)
 BREAKDOWN = 1e-12
@@ -68,20 +70,23 @@ def lanczos_top_eigenvalue(matvec, start: Float[Array, " n"], steps: int) -> Arr
 
 
 def ntk_sharpness(ntk: Float[Array, "P P"]) -> Array:
-    """λ_max(K)/P of an empirical NTK over the P training points (the Gauss–Newton sharpness)."""
-    return jnp.linalg.eigvalsh(0.5 * (ntk + ntk.T))[-1] / ntk.shape[-1]
+    """λ_max(K)/P of an empirical NTK over the P training points (the Gauss–Newton sharpness of
+    the MSE, `MSE.sharpness`)."""
+    return MSE().sharpness(ntk)
 
 
-def hessian_matvec(net, params, x, y):
-    """v ↦ η ∇²𝓛(θ) v on flattened parameters, 𝓛 the full-batch loss of `net` on (x, y)."""
+def hessian_matvec(net, params, x, y, offset=0.0):
+    """v ↦ η ∇²𝓛(θ) v on flattened parameters, 𝓛 the full-batch loss of `net` on (x, y) (of
+    f − offset in centred training)."""
     flat, unravel = ravel_pytree(params)
-    grad = jax.grad(lambda p: net.loss_value(unravel(p), x, y))
+    grad = jax.grad(lambda p: net.loss_value(unravel(p), x, y, offset))
     eta = net.learning_rate
     return lambda v: eta * jax.jvp(grad, (flat,), (v,))[1], flat
 
 
 def gauss_newton_matvec(net, params, x):
-    """v ↦ η JᵀJ v / P on flattened parameters (the Gauss–Newton part of η ∇²𝓛 for the MSE)."""
+    """v ↦ η JᵀJ v / P on flattened parameters (the Gauss–Newton part of η ∇²𝓛 for the MSE; for
+    C outputs J is the (PC × #params) Jacobian)."""
     flat, unravel = ravel_pytree(params)
     predict = lambda p: net.predict(unravel(p), x)  # noqa: E731
     eta, P = net.learning_rate, x.shape[0]
@@ -99,10 +104,10 @@ def start_vector(key, size: int, dtype) -> Array:
     return jax.random.normal(key, (size,), dtype)
 
 
-def hessian_sharpness(net, params, x, y, key, steps: int) -> Array:
-    """λ_max(η ∇²𝓛(θ)) of `net` at `params` on (x, y) by `steps` Lanczos steps from a random start
-    drawn from `key`."""
-    matvec, flat = hessian_matvec(net, params, x, y)
+def hessian_sharpness(net, params, x, y, key, steps: int, offset=0.0) -> Array:
+    """λ_max(η ∇²𝓛(θ)) of `net` at `params` on (x, y) (of f − offset in centred training) by
+    `steps` Lanczos steps from a random start drawn from `key`."""
+    matvec, flat = hessian_matvec(net, params, x, y, offset)
     return lanczos_top_eigenvalue(matvec, start_vector(key, flat.size, flat.dtype), steps)
 
 

@@ -40,7 +40,7 @@ from .._ode import integrate_flow
 from .._options import check_ode_options, options_from_table
 from ..network import SGD, GradientDescent
 from ._network import FiniteNetwork
-from ._sharpness import hessian_sharpness, ntk_sharpness
+from ._sharpness import hessian_sharpness
 
 #: Lanczos steps of the Hessian sharpness per member and saved time (0: not computed)
 HESSIAN_STEPS = 40
@@ -68,6 +68,9 @@ class AdaptiveSteps:
     def from_table(cls, table: Mapping[str, Any]) -> AdaptiveSteps:
         return options_from_table(cls, table, "flow", "sampler")
 
+    losses = ("mse", "cross_entropy")
+    multi_output = True
+
     #: parameter-sized arrays alive during one step (Tsit5: 7 stages, y0, y1, error, gradient work,
     #: XLA temporaries); calibrated on the sampler benchmark
     memory_copies = 18
@@ -91,6 +94,9 @@ class FixedSteps:
     def from_table(cls, table: Mapping[str, Any]) -> FixedSteps:
         return options_from_table(cls, table, "gd", "sampler")
 
+    losses = ("mse", "cross_entropy")
+    multi_output = True
+
     memory_copies = 5
 
     def steps(self, times: np.ndarray) -> np.ndarray:
@@ -110,7 +116,7 @@ class RuleSteps:
     """Train by the discrete rule itself: θ_{k+1} = θ_k − η0 η ∇𝓛_k (``training.optimizer`` "gd"
     or "sgd", docs/conventions.md §2a), with η0 = ``rule.learning_rate``, η the
     parameterization's learning rate (1 for NTK, γ0² N for μP) and 𝓛_k the full-batch loss (GD) or
-    the loss (1/2B) Σ_{μ∈batch k} (f_μ − y_μ)² of step k's batch (SGD, `rule.batches`). Step k is
+    the loss of step k's batch (SGD, `rule.batches`; for the MSE (1/2B) Σ_{μ∈batch k} ‖f_μ − y_μ‖²). Step k is
     saved at t = k·η0, so the save times must be multiples of η0. No numerical option: nothing
     here discretises anything, and the flow-only options (dt, rtol, atol, max_steps) do not apply.
     """
@@ -118,6 +124,8 @@ class RuleSteps:
     rule: GradientDescent | SGD
 
     optimizers = ("gd", "sgd")
+    losses = ("mse", "cross_entropy")
+    multi_output = True
     #: θ, ∇𝓛 and its temporaries, and the three Lanczos vectors with the Hessian–vector product's
     #: forward-over-reverse work
     memory_copies = 9
@@ -159,40 +167,43 @@ def _sharpness_key(key: jax.Array) -> jax.Array:
 
 
 def _observe(net: FiniteNetwork, params, x_all, x_train, y_train, offset, key, hessian_steps: int):
-    """The recorded observables at one saved time; y_train are the effective targets (centred:
-    y + f(θ0)), whose full-batch loss the Hessian sharpness differentiates."""
+    """The recorded observables at one saved time; `offset` is f(θ0) on all inputs for centred
+    training (0 otherwise), and the Hessian sharpness differentiates the full-batch loss of
+    f − offset."""
     out = net.kernels(params, x_all)
     P = x_train.shape[0]
     ntk = out["ntk"][:, :P]  # (P_all, P): train rows then test rows
+    f = out["f"] - offset
     observed = {
-        "f": out["f"] - offset,
+        "f": f,
         "ntk": ntk,
         "phi": out["phi"][:, :P, :P],
         "g": out["g"][:, :P, :P],
-        "sharpness": ntk_sharpness(ntk[:P]),
+        "sharpness": net.loss.sharpness(ntk[:P], f[:P]),
     }
     if hessian_steps:
         observed["hessian_sharpness"] = hessian_sharpness(net, params, x_train, y_train,
-                                                          _sharpness_key(key), hessian_steps)
+                                                          _sharpness_key(key), hessian_steps,
+                                                          _rows(offset, slice(0, P)))
     return observed
 
 
-def _start(net: FiniteNetwork, centered: bool, x_train, y_train, x_all, key):
-    """θ(0), the offset subtracted from f and the effective targets.
+def _rows(offset, index):
+    """The rows `index` (a slice or an index array) of a centring offset; a scalar 0 stays 0."""
+    return offset[index] if jnp.ndim(offset) else offset
 
-    Centred training uses f(θ) − f(θ0) (a frozen copy of the initial network): its loss
-    (1/2P)|f − f0 − y|² is the plain loss with targets y + f0 on the training inputs.
-    """
+
+def _start(net: FiniteNetwork, centered: bool, x_all, key):
+    """θ(0) and the offset subtracted from f: f(θ0) on all inputs for centred training (a frozen
+    copy of the initial network, so f(0) = 0, as in the limit), else 0."""
     params = net.init(key)
-    if not centered:
-        return params, 0.0, y_train
-    offset = net.predict(params, x_all)
-    return params, offset, y_train + offset[: x_train.shape[0]]
+    return params, (net.predict(params, x_all) if centered else 0.0)
 
 
-def _train_member_flow(net: FiniteNetwork, method: AdaptiveSteps, centered: bool, hessian_steps: int,
-                       times, x_train, y_train, x_all, key):
-    params, offset, y_train = _start(net, centered, x_train, y_train, x_all, key)
+def _train_member_flow(net: FiniteNetwork, method: AdaptiveSteps, centered: bool,
+                       hessian_steps: int, times, x_train, y_train, x_all, key):
+    params, offset = _start(net, centered, x_all, key)
+    offset_train = _rows(offset, slice(0, x_train.shape[0]))
     # Diffrax integrates the list of parameter arrays: the empty parameter tuples of activation
     # layers (inside residual branches) are no state, and equinox's buffers refuse them
     leaves, tree = jax.tree.flatten(params)
@@ -202,7 +213,7 @@ def _train_member_flow(net: FiniteNetwork, method: AdaptiveSteps, centered: bool
         return _observe(net, unflatten(state), x_all, x_train, y_train, offset, key, hessian_steps)
 
     def velocity(t, state, args):
-        return jax.tree.leaves(net.flow(unflatten(state), x_train, y_train))
+        return jax.tree.leaves(net.flow(unflatten(state), x_train, y_train, offset_train))
 
     solution = integrate_flow(
         velocity, leaves, times,
@@ -218,10 +229,12 @@ def _train_member_euler(net: FiniteNetwork, centered: bool, hessian_steps: int, 
                         y_train, x_all, key):
     """Euler steps θ ← θ + dt·dθ/dt of the gradient flow (`FixedSteps`)."""
     steps, step_size = schedule
-    params, offset, y_train = _start(net, centered, x_train, y_train, x_all, key)
+    params, offset = _start(net, centered, x_all, key)
+    offset_train = _rows(offset, slice(0, x_train.shape[0]))
 
     def euler_step(_, state):
-        return jax.tree.map(lambda p, v: p + step_size * v, state, net.flow(state, x_train, y_train))
+        velocity = net.flow(state, x_train, y_train, offset_train)
+        return jax.tree.map(lambda p, v: p + step_size * v, state, velocity)
 
     def advance(carry, target):
         state, done = carry
@@ -238,19 +251,22 @@ def _train_member_rule(net: FiniteNetwork, centered: bool, hessian_steps: int, s
     """The discrete rule (`RuleSteps`): θ_{k+1} = θ_k − (η0 η) ∇𝓛_k, 𝓛_k on step k's batch
     (all points when ``batches`` is None), observed at the saved steps."""
     steps, step_size, batches = schedule
-    params, offset, y_train = _start(net, centered, x_train, y_train, x_all, key)
-    reference = net.loss_value(params, x_train, y_train)
-    reference = jnp.where(reference > 0, reference, 0.5 * jnp.mean(y_train**2))
+    params, offset = _start(net, centered, x_all, key)
+    offset_train = _rows(offset, slice(0, x_train.shape[0]))
+    reference = net.loss_value(params, x_train, y_train, offset_train)
+    at_zero = net.loss.value(jnp.zeros_like(y_train), y_train, rows=net.outputs > 1)
+    reference = jnp.where(reference > 0, reference, at_zero)
     threshold = DIVERGENCE_FACTOR * jnp.maximum(reference, 1e-300)
     value_and_grad = jax.value_and_grad(net.loss_value)
 
     def rule_step(k, carry):
         state, first_bad = carry
         if batches is None:
-            loss, grads = value_and_grad(state, x_train, y_train)
+            loss, grads = value_and_grad(state, x_train, y_train, offset_train)
         else:
             batch = batches[k]
-            loss, grads = value_and_grad(state, x_train[batch], y_train[batch])
+            loss, grads = value_and_grad(state, x_train[batch], y_train[batch],
+                                         _rows(offset_train, batch))
         bad = ~jnp.isfinite(loss) | (loss > threshold)
         first_bad = jnp.where((first_bad < 0) & bad, k, first_bad)
         # GradientDescent.update with the step η0·η traced (one compile serves every η0)
@@ -266,16 +282,16 @@ def _train_member_rule(net: FiniteNetwork, centered: bool, hessian_steps: int, s
     start = (params, jnp.asarray(-1, steps.dtype), jnp.asarray(0, steps.dtype))
     (state, first_bad, total), ys = jax.lax.scan(advance, start, steps)
     # the state after the last step: a loss that became non-finite or passed the threshold there
-    last = net.loss_value(state, x_train, y_train)
+    last = net.loss_value(state, x_train, y_train, offset_train)
     first_bad = jnp.where((first_bad < 0) & (~jnp.isfinite(last) | (last > threshold)), total,
                           first_bad)
     return ys, total, jnp.asarray(True), first_bad
 
 
-def _init_member(net: FiniteNetwork, centered: bool, hessian_steps: int, x_train, y_train, x_all,
-                 key):
-    params, offset, y_eff = _start(net, centered, x_train, y_train, x_all, key)
-    obs = _observe(net, params, x_all, x_train, y_eff, offset, key, hessian_steps)
+def _init_member(net: FiniteNetwork, centered: bool, hessian_steps: int, schedule, x_train,
+                 y_train, x_all, key):
+    params, offset = _start(net, centered, x_all, key)
+    obs = _observe(net, params, x_all, x_train, y_train, offset, key, hessian_steps)
     return jax.tree.map(lambda a: a[None], obs), jnp.asarray(0), jnp.asarray(True), jnp.asarray(-1)
 
 
@@ -285,13 +301,13 @@ def _train_batch(net: FiniteNetwork, method, centered: bool, hessian_steps: int,
     if method is None:  # only t = 0 is saved: no training at all
         member = functools.partial(_init_member, net, centered, hessian_steps)
     elif isinstance(method, AdaptiveSteps):
-        member = functools.partial(_train_member_flow, net, method, centered, hessian_steps,
-                                   schedule)
+        member = functools.partial(_train_member_flow, net, method, centered, hessian_steps)
     elif method == "rule":  # η0 and the batches are traced: one compile serves every η0
-        member = functools.partial(_train_member_rule, net, centered, hessian_steps, schedule)
+        member = functools.partial(_train_member_rule, net, centered, hessian_steps)
     else:  # the step size is traced: one compile serves every dt
-        member = functools.partial(_train_member_euler, net, centered, hessian_steps, schedule)
-    return jax.vmap(member, in_axes=(None, None, None, 0))(x_train, y_train, x_all, keys)
+        member = functools.partial(_train_member_euler, net, centered, hessian_steps)
+    batched = jax.vmap(member, in_axes=(None, None, None, None, 0))
+    return batched(schedule, x_train, y_train, x_all, keys)
 
 
 def seed_mesh() -> jax.sharding.Mesh:
@@ -356,10 +372,11 @@ def train_ensemble(
                          f"{method!r}")
 
     mesh = seed_mesh() if mesh is None else mesh
-    if hessian_steps and mesh.devices.size > 1:
-        # The Lanczos loop of the Hessian sharpness deadlocks XLA's CPU runtime when its members are
-        # sharded over several devices (seen with 4 host devices); until that is understood the
-        # members of such a run share one device (same numbers, no device parallelism).
+    if hessian_steps and mesh.devices.size > 1 and mesh.devices.flat[0].platform == "cpu":
+        # Several host devices (--xla_force_host_platform_device_count) share one multi-threaded
+        # Eigen pool; with two or more members per device the Lanczos loop deadlocks in it (the
+        # same run returns with --xla_cpu_multi_thread_eigen=false, and with one member each).
+        # Such runs keep their members on one host device: same numbers, no device parallelism.
         mesh = jax.sharding.Mesh(mesh.devices.reshape(-1)[:1], ("seeds",),
                                  axis_types=(jax.sharding.AxisType.Auto,))
     devices = mesh.devices.size
@@ -383,7 +400,7 @@ def train_ensemble(
             f"within max_steps = {method.max_steps} (raise sampler.max_steps or loosen rtol/atol)"
         )
     out = {
-        "f_train": ys["f"][..., :P],
+        "f_train": ys["f"][:, :, :P],
         "ntk": ys["ntk"][..., :P, :],
         "phi": ys["phi"],
         "g": ys["g"],
@@ -394,7 +411,7 @@ def train_ensemble(
     if hessian_steps:
         out["hessian_sharpness"] = ys["hessian_sharpness"]
     if x_test is not None:
-        out["f_test"] = ys["f"][..., P:]
+        out["f_test"] = ys["f"][:, :, P:]
         out["ntk_test_train"] = ys["ntk"][..., P:, :]
     if not isinstance(method, RuleSteps):
         for key, value in out.items():
