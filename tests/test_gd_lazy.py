@@ -94,7 +94,9 @@ def test_sgd_recursion_equals_batch_loop(problem, batch_size, seed):
         jnp.asarray(rule.batch_weights(y.size, num_steps)), jnp.asarray(steps), eta)
     reference = sgd_loop(ntk, y, eta, rule.batches(y.size, num_steps), steps)
     if int(bad) >= 0:  # a small batch can blow up where GD would not: then it must really grow
-        assert not np.all(np.abs(reference) < 1e3 * (1 + np.abs(y).max()))
+        # the criterion's loss above 10⁶ 𝓛(0) is an rms of f − y above 10³ rms(y); the saved
+        # steps may end before the flagged one grows fully, so ask for a tenth of that
+        assert np.abs(reference).max() > 100 * np.sqrt(np.mean(y**2)), (reference, y)
         return
     # Same recursion, different summation order: round-off of O(steps) ulps of the f scale.
     np.testing.assert_allclose(np.asarray(f_train), reference,
