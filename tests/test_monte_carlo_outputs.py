@@ -156,8 +156,8 @@ def test_a_rotation_of_the_outputs_commutes_with_the_solve(rule, monkeypatch):
     # the source covariances rotate with them): the same solve in a rotated basis, round-off
     # only. With unrotated draws the two would agree only to the Monte Carlo error (~1e-2 at
     # S = 128). GD: 1e-10. Flow: the smooth-in-time sources have near-singular conditional
-    # covariances whose inverse roots 𝐋⁻¹ amplify round-off (by up to 1/√rcond = 1e3 per
-    # layer, twice), so 1e-7 — still five orders below the Monte Carlo error.
+    # covariances (eigenvalues down to the rcond cutoff), whose inverse roots in 𝐋⁻¹ amplify
+    # round-off, so 1e-7 — still five orders below the Monte Carlo error.
     tolerance = 1e-10 if rule == "gd" else 1e-7
     np.testing.assert_allclose(turned.f_train, plain.f_train @ rotation, rtol=0, atol=tolerance)
     np.testing.assert_allclose(turned.f_test, plain.f_test @ rotation, rtol=0, atol=tolerance)
@@ -181,7 +181,8 @@ def test_identical_columns_are_the_scalar_problem_at_a_richer_gamma0():
     richer = method.solve(make_spec(x, y, gamma0=2.0 * np.sqrt(2.0), **kwargs))
     plain = method.solve(make_spec(x, y, gamma0=2.0, **kwargs))
     sigma = np.hypot(many.stderr["f_train"][..., 0], richer.stderr["f_train"])
-    # independent draws (C = 2 and C = 1 draw different r): 4σ of the batch-mean errors
+    # the r-draws differ (C = 2 and C = 1 draw different shapes), so the two errors are taken
+    # as independent: 4σ of the batch-mean errors
     for c in range(2):
         assert np.all(np.abs(many.f_train[..., c] - richer.f_train) <= 4 * sigma + 1e-12)
     # and the effect is resolved: the scalar problem at γ0 itself lies outside that band
