@@ -4,8 +4,9 @@ multi_output_dmft.md).
 Checked here: an L = 1 march without kernel control variates is exactly a width-S network with
 C read-outs trained by GD / SGD (MSE and cross-entropy, random inputs); a rotation of the outputs
 commutes with the solve to round-off when the draws are rotated with it; C identical columns at
-γ0 are the scalar problem at γ0√C (eq:mo_identical); L = 1 against the two-layer particle DMFT;
-small γ0 against the lazy limit.
+γ0 are the scalar problem at γ0√C (eq:mo_identical; to round-off at L = 1 with aligned draws, to
+Monte Carlo precision at L = 2), not C copies of it; L = 1 against the two-layer particle DMFT;
+small γ0 against the lazy limit; the cross-entropy flow march is its own Picard fixed point.
 """
 
 import jax
@@ -187,6 +188,42 @@ def test_identical_columns_are_the_scalar_problem_at_a_richer_gamma0():
         assert np.all(np.abs(many.f_train[..., c] - richer.f_train) <= 4 * sigma + 1e-12)
     # and the effect is resolved: the scalar problem at γ0 itself lies outside that band
     assert np.max(np.abs(plain.f_train - richer.f_train) / (sigma + 1e-12)) > 6
+
+
+def _aligned_draws(outputs):
+    """`_draw` whose read-out draws are all the scalar draw R over √C, r_c = R/√C: the draws of
+    the identical-column solution of eq:mo_identical with no orthogonal components."""
+    original = _deep_nonlinear._draw
+
+    def draw(*args, num_outputs=1, **kwargs):
+        out = original(*args, num_outputs=num_outputs, **kwargs)
+        if num_outputs == 1:
+            return out
+        scalar = original(*args, num_outputs=1, **kwargs)["r_last"]
+        return {**out, "r_last": jnp.repeat(scalar[:, None] / np.sqrt(outputs), outputs, 1)}
+
+    return draw
+
+
+@pytest.mark.parametrize("rule", ["gd", "flow"])
+def test_identical_columns_with_aligned_draws_are_the_richer_scalar_march_exactly(rule,
+                                                                                  monkeypatch):
+    # L = 1 with r_c = R/√C: the C-output march with identical columns at γ0 performs the scalar
+    # march at γ0√C with the draw R (eq:mo_identical: z_c = z'/√C, g_c = g'/√C, Σ_c Δ g_c =
+    # √C Δ g', Σ_d K_{μc,αd} = K'_{μα}), so round-off only. No kernel control variates: their
+    # exact lazy kernels assume independent outputs, which these draws are not.
+    x, y, x_test, _ = regression(13, outputs=1)
+    y, outputs, gamma0 = y[:, 0], 3, 0.8
+    method = MonteCarloDMFT(num_samples=64, num_batches=2, kernel_control_variates=False)
+    kwargs = dict(rule=rule, eta=0.5, steps=4, x_test=x_test)
+    scalar = method.solve(make_spec(x, y, gamma0=gamma0 * np.sqrt(outputs), **kwargs))
+    monkeypatch.setattr(_deep_nonlinear, "_draw", _aligned_draws(outputs))
+    many = method.solve(make_spec(x, np.repeat(y[:, None], outputs, 1), gamma0=gamma0,
+                                  **kwargs))
+    for c in range(outputs):
+        np.testing.assert_allclose(many.f_train[..., c], scalar.f_train, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(many.f_test[..., c], scalar.f_test, rtol=0, atol=1e-10)
+    assert np.max(np.abs(scalar.f_train[-1])) > 0.1  # it trained
 
 
 # ----------------------------------------------------------------------------------------------
