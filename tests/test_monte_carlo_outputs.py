@@ -306,3 +306,21 @@ def test_cross_entropy_flow_march_is_the_fixed_point_of_its_picard_map():
     sol = MonteCarloDMFT(num_samples=128, num_batches=4, check_sweeps=1).solve(spec)
     assert sol.diagnostics["residuals"][0] < 1e-10
     assert np.max(np.abs(sol.f_train[-1])) > 0.05  # it trained
+
+
+def test_residual_cross_entropy_at_small_gamma0_is_the_lazy_limit():
+    # a residual (depth-μP) ReLU network with 3 classes: the output index runs through the
+    # residual stream g^ℓ_c = g^{ℓ+1}_c + βφ'(h^ℓ)z^ℓ_c; at γ0 = 1e-4 the O(γ0²) = 1e-8 deviation
+    # of the exact GD process from the lazy step map, as in test_small_gamma0_is_the_lazy_limit
+    x, y, x_test, y_test = classification(9, classes=3)
+    spec = Spec(Architecture(hidden_layers=2, activation="relu", parameterization="mup",
+                             gamma0=1e-4, residual_scale=1.0),
+                Data(x, y, x_test=x_test, y_test=y_test),
+                Training(tuple(0.5 * k for k in range(7)), optimizer="gd", learning_rate=0.5,
+                         loss="cross_entropy"))
+    sol = MonteCarloDMFT(num_samples=256, num_batches=4).solve(spec)
+    lazy = solve_lazy(spec)
+    np.testing.assert_allclose(sol.f_train, lazy.f_train, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(sol.f_test, lazy.f_test, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(sol.ntk, lazy.ntk, rtol=0, atol=1e-7)
+    assert np.max(np.abs(lazy.f_train[-1])) > 0.1  # it trained
