@@ -83,3 +83,27 @@ def test_stage_times_approach_the_saxe_sigmoid_as_gamma0_grows():
     assert errors[-1] < 0.01, errors  # the corrections are O(1/(γ0 s)) relative, ~0.5 % here
     # modes are learnt in order of their singular values
     assert _half_time_exact(1.5, 32.0) < _half_time_exact(0.5, 32.0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_each_singular_mode_of_several_outputs_follows_the_exact_mode_law(seed):
+    """C outputs on whitened inputs: M = U diag(m_α) Vᵀ with every m_α on its own mode law
+    (derivations/saxe_stages.md, Modes). P > D makes Φ^0 singular; φ' = 1 is constant."""
+    rng = np.random.default_rng(100 + seed)
+    num_train, dim, outputs = int(rng.integers(10, 17)), int(rng.integers(3, 6)), 2 + seed % 2
+    q, _ = np.linalg.qr(rng.normal(size=(num_train, dim)))
+    x = np.sqrt(num_train * dim) * q
+    u, _ = np.linalg.qr(rng.normal(size=(outputs, outputs)))
+    v, _ = np.linalg.qr(rng.normal(size=(dim, outputs)))
+    s = np.sort(rng.uniform(0.2, 2.0, outputs))[::-1]
+    y = x @ (u @ np.diag(s) @ v.T).T / np.sqrt(dim)  # Σ_yx = U diag(s) Vᵀ
+    gamma0 = float(rng.uniform(0.5, 4.0))
+    times = np.linspace(0.0, 2.0, 9)
+    spec = Spec(Architecture(1, "linear", "mup", gamma0=gamma0), Data(x, y),
+                Training(times=tuple(times)), solver={"method": "two_layer"})
+    f = dmft.solve(spec).f_train  # (T, P, C)
+    modes = np.stack([mode_strength(times, sa, gamma0) for sa in s], axis=-1)  # (T, C)
+    exact = np.einsum("ca,ta,pa->tpc", u, modes, x @ v / np.sqrt(dim))
+    # moment-matched antithetic sources make the particle flow exact for φ = x: what is left is
+    # the adaptive ODE's tolerance on O(1) values
+    np.testing.assert_allclose(f, exact, atol=1e-7 * np.abs(exact).max())
