@@ -36,8 +36,10 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 
 from dmft import Architecture, Data, Spec, Training  # noqa: E402
-from dmft.sampler import ensemble_statistics, fit_inverse_width, sample  # noqa: E402
 from dmft.solvers import MonteCarloDMFT  # noqa: E402
+
+sys.path.append(_HERE)  # the package is imported: the shared helpers can be found now
+from _against_networks import criterion, networks_limit  # noqa: E402
 
 
 def residual_spec(activation: str, depth: int, gamma0: float, eta: float, steps: int,
@@ -50,21 +52,6 @@ def residual_spec(activation: str, depth: int, gamma0: float, eta: float, steps:
     return Spec(Architecture(depth, activation, "mup", gamma0=gamma0, residual_scale=1.0,
                              residual_exponent=exponent),
                 Data(x, y), Training(times, optimizer="gd", learning_rate=eta))
-
-
-def networks_limit(spec: Spec, widths: list[int], seeds: int):
-    """The 1/N-extrapolated training loss of the sampler's ensembles, its error, χ²/dof and the
-    number of diverged members."""
-    samples = sample(spec, widths, seeds, hessian_steps=0)
-    means, errors, diverged = [], [], 0
-    for width in widths:
-        stats = ensemble_statistics(samples[width]["loss_train"], width)  # over (seeds, T)
-        diverged += int(np.sum(np.asarray(samples[width]["diverged_step"]) >= 0))
-        means.append(stats["mean"])
-        errors.append(stats["stderr"])
-    fit = fit_inverse_width(widths, np.stack(means), np.stack(errors))
-    chi2 = float(np.max(fit.chi2 / fit.dof)) if fit.dof > 0 else float("nan")
-    return np.asarray(fit.limit), np.asarray(fit.limit_err), chi2, diverged
 
 
 def main() -> None:
@@ -96,12 +83,10 @@ def main() -> None:
                 nets, nets_err, chi2, diverged = networks_limit(spec, widths, args.seeds)
                 sol = MonteCarloDMFT(num_samples=args.samples, replicas=args.replicas).solve(spec)
                 loss = np.asarray(sol.losses(spec.data.y_train)["loss_train"])
-                sigma = np.hypot(nets_err, np.asarray(sol.stderr["loss_train"]))
-                gap = np.abs(loss - nets)
-                criterion = np.max(gap / (3 * sigma + 0.01 * loss[0]))
+                gap, worst = criterion(loss, sol.stderr["loss_train"], nets, nets_err)
                 fit_quality = "-" if np.isnan(chi2) else f"{chi2:.2f}"
                 print(f"{activation:>5} {depth:>3} {gamma0:>5g} | {loss[0]:7.4f} {loss[-1]:10.5f} "
-                      f"{nets[-1]:10.5f} | {100 * np.max(gap) / loss[0]:9.2f}% {criterion:9.2f} "
+                      f"{nets[-1]:10.5f} | {gap:9.2f}% {worst:9.2f} "
                       f"{fit_quality:>7} {diverged:>4} | {time.perf_counter() - start:6.0f}",
                       flush=True)
 
