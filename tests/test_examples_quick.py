@@ -1,7 +1,8 @@
 """Each example's ``--quick`` form runs in a subprocess, writes its figures (PDF and PNG) and
 data, and shows the sign of its physics: GD sharpens at η0·λ_max(K0)/P = 1.2, the catapult's
 loss rises then falls with η0·λ_max(K)/P ending below 2, μP's optimum sits where the limit puts
-it, and depth-μP branches keep more learning rates stable at depth than no depth scaling.
+it, depth-μP branches keep more learning rates stable at depth than no depth scaling, and in
+Saxe's stages the limit sits on the exact mode law while the networks approach it with width.
 
 They take minutes on a small CPU (JIT compilation of the solvers and of several widths), so
 they are marked slow: ``pytest -m slow tests/test_examples_quick.py``.
@@ -105,3 +106,18 @@ def test_depth_transfer_quick(tmp_path):
     # rate than the 1/sqrt(L) net of the same depth
     assert plain["4"]["largest_stable_eta0"] <= scaled["4"]["largest_stable_eta0"]
     assert re.search(r"beta = 0\.5", text)
+
+
+def test_saxe_stages_quick(tmp_path):
+    text = run_example("saxe_stages", tmp_path)
+    assert_figures(tmp_path, "saxe_stages")
+    report = last_json(text)
+    stages = report["stage_times"]
+    exact = [stages[f"mode{a}"]["exact"] for a in (1, 2, 3)]
+    assert exact[0] < exact[1] < exact[2]  # the stronger mode is learnt first
+    # the two-layer particle DMFT is exact for φ = x: only the ODE tolerance is left
+    assert report["limit_vs_exact"] < 1e-6
+    # the sigmoid's relative error is O(1/(γ0 s)): 1/40 for the strongest mode
+    assert abs(stages["mode1"]["saxe"] - exact[0]) < 0.05 * exact[0]
+    gaps = report["networks_vs_exact"]
+    assert gaps["N512"] < gaps["N128"]  # networks approach the limit with width
