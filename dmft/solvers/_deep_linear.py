@@ -87,6 +87,8 @@ class DeepLinearDMFT:
     max_memory_gb: float = 2.0
 
     optimizers = ("flow", "gd", "sgd")
+    losses = ("mse",)  # the closure is Gaussian only for an affine error signal
+    multi_output = True  # C outputs: backward fields over (time, output) pairs
     residual = True  # residual blocks (docs/conventions.md §2c): the joint-source march
 
     def __post_init__(self):
@@ -130,7 +132,8 @@ class DeepLinearDMFT:
         times = np.asarray(spec.training.times, dtype=np.float64)
         t_max = float(times[-1])
         kx_np = input_kernel(spec)
-        rank = input_basis(kx_np).shape[1]  # the march's point dimension (derivations §2)
+        # the march's point dimension (derivations §2), widened for the C-output arrays
+        rank = kernel_width(input_basis(kx_np).shape[1], data.num_outputs)
         if self.extrapolate is None:
             scale = lazy_time_scale(network_of(spec), kx_np[:num_train, :num_train])
             grid = graded_grid(times, self.dt, scale, max_points=self._max_points(rank, num_layers))
@@ -229,7 +232,8 @@ class DeepLinearDMFT:
         saved = np.asarray(training.steps, dtype=np.int64)
         num_grid = int(saved[-1]) + 1
         kx_np = input_kernel(spec)
-        self._check_cost(num_grid, input_basis(kx_np).shape[1], num_layers)
+        self._check_cost(num_grid, kernel_width(input_basis(kx_np).shape[1], data.num_outputs),
+                         num_layers)
         omega = np.zeros((num_grid, num_points))
         omega[:, :num_train] = training.dynamics.batch_weights(num_train, num_grid)
         bar = new_bar(num_grid, f"deep_linear DMFT ({training.optimizer} steps)")
@@ -238,11 +242,12 @@ class DeepLinearDMFT:
             f, ntk, phis, gs = _run(spec, kx_np, euler_weights(num_grid, eta), omega, ticker)
         finally:
             bar.close()
-        y = np.asarray(data.y_train, dtype=np.float64)
+        y = _target_rows(spec) if data.num_outputs > 1 else _target_rows(spec)[:, 0]
+        rows = data.num_outputs > 1
         with np.errstate(invalid="ignore", over="ignore"):  # a diverged run overflows here
-            losses = np.array([float(LOSS.value(f_k[:num_train], y)) for f_k in f])
+            losses = np.array([float(LOSS.value(f_k[:num_train], y, rows=rows)) for f_k in f])
             check_not_diverged(losses, eta * np.arange(num_grid),
-                               float(LOSS.value(np.zeros_like(y), y)),
+                               float(LOSS.value(np.zeros_like(y), y, rows=rows)),
                                "the deep_linear DMFT", steps=np.arange(num_grid))
         bad = first_bad_time(eta * np.arange(num_grid), f, ntk, phis, gs)
         if bad is not None:  # finite losses but overflowing kernels
@@ -313,6 +318,13 @@ class DeepLinearDMFT:
         return steps
 
 
+def kernel_width(rank: int, num_outputs: int) -> int:
+    """Entries per grid point of a (T·width)² array that bounds the march's memory: rank Φ^0 = R
+    for one output; R + 2C for C > 1, as (R + 2C)² >= R² + 4RC + 2C², the floats per layer and
+    grid point pair of Φ^ℓ, the couplings and responses (T·R × T·C) and G^ℓ, Zr (T·C)²."""
+    return rank if num_outputs == 1 else rank + 2 * num_outputs
+
+
 def _omega(num_grid: int, num_train: int, num_points: int) -> np.ndarray:
     """Error weights of gradient flow: 1 on the training points, 0 on test points."""
     omega = np.zeros((num_grid, num_points))
@@ -320,24 +332,42 @@ def _omega(num_grid: int, num_train: int, num_points: int) -> np.ndarray:
     return omega
 
 
+def _target_rows(spec: Spec) -> np.ndarray:
+    """y_train as rows of C outputs, (P, C), C = 1 too."""
+    data = spec.data
+    return np.asarray(data.y_train, dtype=np.float64).reshape(data.num_train, data.num_outputs)
+
+
+def _reported(spec: Spec, kx_np: np.ndarray, basis, f, phis, gs):
+    """The reported arrays of one march: f (T, Q) for one output, (T, Q, C) for C > 1;
+    Φ^ℓ = B Φ̂^ℓ Bᵀ (T, L, Q, Q); the output averages Ḡ^ℓ = (1/C) Σ_c G^ℓ_{cc} (T, L) and
+    K̄ = Σ_{ℓ=0}^{L} Ḡ^{ℓ+1} Φ^ℓ (T, Q, Q), Ḡ^{L+1} = 1: the average (1/C) Σ_c K_{μc,αc} of the
+    diagonal output blocks of the NTK over (point, output) pairs (eq:dl_mo_ntk)."""
+    num_layers = spec.architecture.hidden_layers
+    phis = np.einsum("qa,tlab,pb->tlqp", basis, phis, basis)
+    gs = np.trace(gs, axis1=-2, axis2=-1) / gs.shape[-1]
+    # K on this grid (before Richardson: K is bilinear)
+    ntk = layer_ntk(network_of(spec), kx_np[None], [phis[:, layer] for layer in range(num_layers)],
+                    [gs[:, layer, None, None] for layer in range(num_layers)])
+    if f.shape[-1] == 1:  # one output: the shapes of docs/conventions.md §5
+        f = f[..., 0]
+    return f, ntk, phis, gs
+
+
 def _run(spec: Spec, kx_np: np.ndarray, weights: np.ndarray, omega: np.ndarray, ticker):
-    """One march of the plain (non-residual) closure: f (T, Q), K (T, Q, Q), Φ (T, L, Q, Q),
-    G (T, L) as NumPy arrays."""
+    """One march of the plain (non-residual) closure: f (T, Q[, C]), K (T, Q, Q), Φ (T, L, Q, Q),
+    G (T, L) as NumPy arrays (`_reported`)."""
     arch = spec.architecture
     num_layers = arch.hidden_layers
     basis = input_basis(kx_np)
     if arch.residual_scale is not None and num_layers > 1:
         return _run_residual(spec, kx_np, basis, weights, omega, ticker)
     f, phis, gs = jax.tree_util.tree_map(np.asarray, _march(
-        jnp.asarray(basis), jnp.asarray(spec.data.y_train),
+        jnp.asarray(basis), jnp.asarray(_target_rows(spec)),
         jnp.asarray(spec.architecture.gamma0, jnp.float64),
         jnp.asarray(weights), jnp.asarray(omega), num_layers,
         _stages(weights.shape[0], basis.shape[1]), ticker))
-    phis = np.einsum("qa,tlab,pb->tlqp", basis, phis, basis)  # Φ^ℓ = B Φ̂^ℓ Bᵀ
-    # K = Σ_{ℓ=0}^{L} G^{ℓ+1} Φ^ℓ on this grid (before Richardson: K is bilinear)
-    ntk = layer_ntk(network_of(spec), kx_np[None], [phis[:, layer] for layer in range(num_layers)],
-                    [gs[:, layer, None, None] for layer in range(num_layers)])
-    return f, ntk, phis, gs
+    return _reported(spec, kx_np, basis, f, phis, gs)
 
 
 def residual_branch_scale(arch) -> float:
@@ -354,9 +384,9 @@ def _run_residual(spec, kx_np, basis, weights, omega, ticker, skip: float = 1.0,
     """One march of the residual closure (`_residual_march`); `skip` = 0 with `branch` = 1 is the
     plain network (a cross-check)."""
     arch = spec.architecture
-    L, T, R = arch.hidden_layers, weights.shape[0], basis.shape[1]
-    size = _source_layout(L, T, R)["size"]
-    need = 8.0 * (L * T * (R + 1) * size + size**2 + 2 * L * (T * R) ** 2)
+    L, T, R, C = arch.hidden_layers, weights.shape[0], basis.shape[1], spec.data.num_outputs
+    size = _source_layout(L, T, R, C)["size"]
+    need = 8.0 * (L * T * (R + C) * size + size**2 + 2 * L * (T * R) ** 2 + L * (T * C) ** 2)
     check_layers("deep_linear", L, f"≈ {gib(need)} for the residual closure")
     if need > RESIDUAL_MAX_BYTES:
         raise InputError(
@@ -365,13 +395,10 @@ def _run_residual(spec, kx_np, basis, weights, omega, ticker, skip: float = 1.0,
             "shorten training.times")
     a = residual_branch_scale(arch) if branch is None else branch
     f, phis, gs = jax.tree_util.tree_map(np.asarray, _residual_march(
-        jnp.asarray(basis), jnp.asarray(spec.data.y_train), jnp.asarray(arch.gamma0, jnp.float64),
+        jnp.asarray(basis), jnp.asarray(_target_rows(spec)), jnp.asarray(arch.gamma0, jnp.float64),
         jnp.asarray(a, jnp.float64), jnp.asarray(weights), jnp.asarray(omega), L, float(skip),
         ticker))
-    phis = np.einsum("qa,tlab,pb->tlqp", basis, phis, basis)
-    ntk = layer_ntk(network_of(spec), kx_np[None], [phis[:, layer] for layer in range(L)],
-                    [gs[:, layer, None, None] for layer in range(L)])
-    return f, ntk, phis, gs
+    return _reported(spec, kx_np, basis, f, phis, gs)
 
 
 def _stages(num_grid: int, num_points: int) -> int:
@@ -471,41 +498,66 @@ def _row(array, k):
     return jax.lax.dynamic_index_in_dim(array, k, 0, keepdims=False)
 
 
+def _rows(array, start, count):
+    """`count` rows of `array` from row `start` (a traced index): the C output rows of one time."""
+    return jax.lax.dynamic_slice_in_dim(array, start, count, axis=0)
+
+
 def _set_row(array, k, row):
     zero = jnp.zeros((), k.dtype)
     return jax.lax.dynamic_update_slice(array, row[None], (k,) + (zero,) * row.ndim)
 
 
+def _set_rows(array, start, rows):
+    """Rows start..start + len(rows) − 1 of `array` (the C output rows of one time)."""
+    zero = jnp.zeros((), start.dtype)
+    return jax.lax.dynamic_update_slice(array, rows, (start,) + (zero,) * (rows.ndim - 1))
+
+
 def _set_symmetric(array, k, row):
-    """Row and column k of a symmetric kernel: Φ (T, Q, T, Q) from row [μ, j, ν], or G (T, T)."""
+    """Row and column k of a symmetric kernel: Φ (T, Q, T, Q) from row [μ, j, ν]."""
     zero = jnp.zeros((), k.dtype)
     array = _set_row(array, k, row)
-    if array.ndim == 2:
-        return jax.lax.dynamic_update_slice(array, row[:, None], (zero, k))
     return jax.lax.dynamic_update_slice(
         array, jnp.transpose(row, (1, 2, 0))[:, :, None, :], (zero, zero, k, zero))
 
 
+def _set_block_symmetric(array, start, column):
+    """Columns start..start + C − 1 of a symmetric (TC, TC) kernel G and the matching rows, from
+    `column` (TC, C)."""
+    zero = jnp.zeros((), start.dtype)
+    array = jax.lax.dynamic_update_slice(array, column.T, (start, zero))
+    return jax.lax.dynamic_update_slice(array, column, (zero, start))
+
+
+def _pair_mask(past, num_outputs):
+    """The causal mask over (time, output) pairs, time-major: s < k for every output."""
+    return jnp.repeat(past, num_outputs)
+
+
 def _forward_layer(c, i, k, kx, dw, past, g_above):
-    """Row k of h^ℓ's coupling, response and of Φ^ℓ (eq:deep_linear_fields):
-    h^ℓ_k = u^ℓ_k + Σ_{s<k} C_{ks} z^ℓ_s, C_{ks} = ∂h^{ℓ-1}_k/∂r^{ℓ-1}_s + (γ0/P) w_{ks} Φ^{ℓ-1}_{ks} Δ̃_s
-    (`dw` = (γ0/P) w_{k·} Δ̃). Returns Y = ∂h^ℓ_k/∂u · Ψ, (Q, src), for the read-out."""
-    T, Q = dw.shape
+    """Row k of h^ℓ's coupling, response and of Φ^ℓ (eq:deep_linear_fields, eq:dl_mo_fields):
+    h^ℓ_k = u^ℓ_k + Σ_{s<k,d} C_{k,sd} z^ℓ_{sd},
+    C_{k,sd} = ∂h^{ℓ-1}_k/∂r^{ℓ-1}_{sd} + (γ0/P) w_{ks} Φ^{ℓ-1}_{ks} Δ̃_{sd}
+    (`dw` (T, Q, C) = (γ0/P) w_{k·} Δ̃; backward indices are (time, output) pairs, TC of them).
+    Returns Y = ∂h^ℓ_k/∂u · Ψ, (Q, src), for the read-out. Cost O(T²Q(Q + C)C) per step."""
+    T, Q, C = dw.shape
     if i == 0:  # Φ^0 is static and there is no r^0
-        coupling = kx @ dw.T  # (Q, T)
+        coupling = jnp.einsum("ma,sad->msd", kx, dw).reshape(Q, T * C)
         psi_row = kx  # Ψ_{k·} = Φ^0 for the static source
     else:
         phi_row = _row(c["phi"][i - 1], k)  # (Q, T, Q)
-        coupling = jnp.einsum("msa,sa->ms", phi_row, dw) + _row(c["hr"][i - 1], k) * past
+        coupling = (jnp.einsum("msa,sad->msd", phi_row, dw).reshape(Q, T * C)
+                    + _row(c["hr"][i - 1], k) * _pair_mask(past, C)[None, :])
         psi_row = phi_row.reshape(Q, T * Q)
         # the new column block k of Zu Ψ (rows s < k; Ψ is now known up to time k)
         c["vz"][i] = jax.lax.dynamic_update_slice(
             c["vz"][i], c["zu"][i] @ psi_row.T, (jnp.zeros((), k.dtype), k * Q))
     c["cf"][i] = _set_row(c["cf"][i], k, coupling)
-    hr_row = coupling @ c["zr"][i]  # (Q, T)
+    hr_row = coupling @ c["zr"][i]  # (Q, TC)
     c["hr"][i] = _set_row(c["hr"][i], k, hr_row)
     y = psi_row + coupling @ c["vz"][i]  # ∂h_k/∂u · Ψ = Ψ_{k·} + C_k Zu Ψ, (Q, src)
-    yz = y @ c["zu"][i].T  # (Q, T)
+    yz = y @ c["zu"][i].T  # (Q, TC)
     if i == 0:  # ∂h_{k'}/∂u = 1 + C_{k'} Zu for every k' <= k
         direct = jnp.broadcast_to(y[:, None, :], (Q, T, Q)) * (jnp.arange(T) <= k)[None, :, None]
     else:
@@ -518,33 +570,40 @@ def _forward_layer(c, i, k, kx, dw, past, g_above):
 
 
 def _backward_layer(c, i, k, kx, dw, past, g_above, num_layers):
-    """Row k of z^ℓ's responses and of G^ℓ:
-    z^ℓ_k = r^ℓ_k + Σ_{s<k} D_{ks}·h^ℓ_s, D_{ks} = ∂z^{ℓ+1}_k/∂u^{ℓ+1}_s + (γ0/P) w_{ks} G^{ℓ+1}_{ks} Δ̃_s."""
-    T, Q = dw.shape
-    coupling = _row(g_above, k)[:, None] * dw  # (T, Q)
+    """Rows (k, c), c = 1..C, of z^ℓ's responses and of G^ℓ:
+    z^ℓ_{kc} = r^ℓ_{kc} + Σ_{s<k} D_{kc,s}·h^ℓ_s,
+    D_{kc,s} = ∂z^{ℓ+1}_{kc}/∂u^{ℓ+1}_s + (γ0/P) w_{ks} Σ_d G^{ℓ+1}_{kc,sd} Δ̃_{sd}.
+    Cost O(T²C(Q² + QC + C²)) per step (O(T²Q²) per output at layer ℓ >= 2)."""
+    T, Q, C = dw.shape
+    start = k * C
+    g_rows = _rows(g_above, start, C).reshape(C, T, C)
+    coupling = jnp.einsum("csd,sad->csa", g_rows, dw)  # (C, T, Q)
     if i < num_layers - 1:  # the read-out weights have no source: no response above layer L
-        coupling = coupling + _row(c["zu"][i + 1], k).reshape(T, Q) * past[:, None]
-    zr_row = jax.nn.one_hot(k, T, dtype=kx.dtype) + jnp.einsum("sa,saj->j", coupling, c["hr"][i])
+        coupling = coupling + _rows(c["zu"][i + 1], start, C).reshape(C, T, Q) * past[None, :, None]
+    unit = jax.nn.one_hot(start + jnp.arange(C), T * C, dtype=kx.dtype)  # (C, TC)
+    zr_rows = unit + jnp.einsum("csa,saj->cj", coupling, c["hr"][i])
     # Zu_k = Σ_s D_ks·∂h_s/∂u = D̂_k + (Σ_s D_ks·C_s) Zu
-    through = jnp.einsum("sa,sab->b", coupling, c["cf"][i])  # (T,)
-    direct = coupling.sum(axis=0) if i == 0 else coupling.reshape(T * Q)
-    zu_row = direct + through @ c["zu"][i]
-    c["zr"][i] = _set_row(c["zr"][i], k, zr_row)
-    c["zu"][i] = _set_row(c["zu"][i], k, zu_row)
+    through = jnp.einsum("csa,sab->cb", coupling, c["cf"][i])  # (C, TC)
+    direct = coupling.sum(axis=1) if i == 0 else coupling.reshape(C, T * Q)
+    zu_rows = direct + through @ c["zu"][i]
+    c["zr"][i] = _set_rows(c["zr"][i], start, zr_rows)
+    c["zu"][i] = _set_rows(c["zu"][i], start, zu_rows)
     if i == 0:
-        v_row = kx @ zu_row
+        v_rows = (kx @ zu_rows.T).T
     else:
-        v_row = c["phi"][i - 1].reshape(T * Q, T * Q) @ zu_row
-    c["vz"][i] = _set_row(c["vz"][i], k, v_row)
-    # G^ℓ = Zu Ψ Zuᵀ + Zr G^{ℓ+1} Zrᵀ, row k
-    row = c["zu"][i] @ v_row + c["zr"][i] @ (zr_row @ g_above)
-    c["g"][i] = _set_symmetric(c["g"][i], k, row)
+        v_rows = (c["phi"][i - 1].reshape(T * Q, T * Q) @ zu_rows.T).T
+    c["vz"][i] = _set_rows(c["vz"][i], start, v_rows)
+    # G^ℓ = Zu Ψ Zuᵀ + Zr G^{ℓ+1} Zrᵀ, columns (k, c)
+    column = c["zu"][i] @ v_rows.T + c["zr"][i] @ (zr_rows @ g_above).T  # (TC, C)
+    c["g"][i] = _set_block_symmetric(c["g"][i], start, column)
 
 
 def _make_step(T, kx, basis, y_pad, omega, weights, gamma0, scale, num_layers, ticker):
     """The march step of a stage whose arrays span T grid points: forward sweep ℓ = 1..L,
-    backward sweep ℓ = L..1, then the read-out and Δ̃_k = ω_k ⊙ Δ_k."""
-    g_top = jnp.ones((T, T), kx.dtype)  # G^{L+1} = 1
+    backward sweep ℓ = L..1, then the read-out f_{kc} = γ0⁻¹ Cov(z^L_{kc}, h^L_k) and
+    Δ̃_k = ω_k ⊙ Δ_k with Δ_k from the loss (rows of C outputs)."""
+    C = y_pad.shape[1]
+    g_top = jnp.kron(jnp.ones((T, T), kx.dtype), jnp.eye(C, dtype=kx.dtype))  # G^{L+1} = 1 ⊗ I_C
 
     def g_of(c, i):  # G^{ℓ} for layer index i = ℓ − 1 (i = L: the read-out's G^{L+1})
         return g_top if i == num_layers else c["g"][i]
@@ -555,43 +614,45 @@ def _make_step(T, kx, basis, y_pad, omega, weights, gamma0, scale, num_layers, t
         c = {key: list(value) if isinstance(value, list) else value for key, value in carry.items()}
         past = (jnp.arange(T) < k).astype(kx.dtype)
         # (γ0/P) w_{ks} Δ̃_s: zero for s >= k (strict causality) and on test points
-        dw = scale * _row(weights, k)[:, None] * c["delta"]
+        dw = scale * _row(weights, k)[:, None, None] * c["delta"]
         ys = [None] * num_layers
         for i in range(num_layers):
             ys[i] = _forward_layer(c, i, k, kx, dw, past, g_of(c, i + 1))
         for i in reversed(range(num_layers)):
             _backward_layer(c, i, k, kx, dw, past, g_of(c, i + 1), num_layers)
         last = num_layers - 1
-        f_hat = (ys[last] @ _row(c["zu"][last], k)
-                 + (_row(c["hr"][last], k) @ g_top) @ _row(c["zr"][last], k)) / gamma0
-        f_k = basis @ f_hat  # back from the input basis to the Q points
-        c["delta"] = _set_row(c["delta"], k,
-                              basis.T @ (LOSS.error_signal(f_k, y_pad) * _row(omega, k)))
+        zu_rows, zr_rows = _rows(c["zu"][last], k * C, C), _rows(c["zr"][last], k * C, C)
+        f_hat = (ys[last] @ zu_rows.T + (_row(c["hr"][last], k) @ g_top) @ zr_rows.T) / gamma0
+        f_k = basis @ f_hat  # (Q, C): back from the input basis to the Q points
+        error = LOSS.error_signal(f_k, y_pad, rows=True) * _row(omega, k)[:, None]
+        c["delta"] = _set_row(c["delta"], k, basis.T @ error)
         c["f"] = _set_row(c["f"], k, f_k)
         return c
 
     return step
 
 
-def _initial_carry(num_layers, Q, num_points, dtype):
+def _initial_carry(num_layers, Q, num_points, num_outputs, dtype):
     """Zero arrays of one grid point, and per array {axis: entries per grid point} of its time
-    axes, along which the stages grow them (a dynamic source axis holds Q entries per point)."""
+    axes, along which the stages grow them (a dynamic source axis holds Q entries per point, a
+    backward axis C, one per output)."""
+    C = num_outputs
     carry = dict(
-        cf=[jnp.zeros((1, Q, 1), dtype) for _ in range(num_layers)],
-        hr=[jnp.zeros((1, Q, 1), dtype) for _ in range(num_layers)],
-        zr=[jnp.zeros((1, 1), dtype) for _ in range(num_layers)],
-        zu=[jnp.zeros((1, Q), dtype) for _ in range(num_layers)],
-        vz=[jnp.zeros((1, Q), dtype) for _ in range(num_layers)],
+        cf=[jnp.zeros((1, Q, C), dtype) for _ in range(num_layers)],
+        hr=[jnp.zeros((1, Q, C), dtype) for _ in range(num_layers)],
+        zr=[jnp.zeros((C, C), dtype) for _ in range(num_layers)],
+        zu=[jnp.zeros((C, Q), dtype) for _ in range(num_layers)],
+        vz=[jnp.zeros((C, Q), dtype) for _ in range(num_layers)],
         phi=[jnp.zeros((1, Q, 1, Q), dtype) for _ in range(num_layers)],
-        g=[jnp.zeros((1, 1), dtype) for _ in range(num_layers)],
-        delta=jnp.zeros((1, Q), dtype),
-        f=jnp.zeros((1, num_points), dtype),
+        g=[jnp.zeros((C, C), dtype) for _ in range(num_layers)],
+        delta=jnp.zeros((1, Q, C), dtype),
+        f=jnp.zeros((1, num_points, C), dtype),
     )
     dynamic = num_layers - 1
-    time_axes = dict(cf=[{0: 1, 2: 1}] * num_layers, hr=[{0: 1, 2: 1}] * num_layers,
-                     zr=[{0: 1, 1: 1}] * num_layers,
-                     zu=[{0: 1}] + [{0: 1, 1: Q}] * dynamic, vz=[{0: 1}] + [{0: 1, 1: Q}] * dynamic,
-                     phi=[{0: 1, 2: 1}] * num_layers, g=[{0: 1, 1: 1}] * num_layers,
+    time_axes = dict(cf=[{0: 1, 2: C}] * num_layers, hr=[{0: 1, 2: C}] * num_layers,
+                     zr=[{0: C, 1: C}] * num_layers,
+                     zu=[{0: C}] + [{0: C, 1: Q}] * dynamic, vz=[{0: C}] + [{0: C, 1: Q}] * dynamic,
+                     phi=[{0: 1, 2: 1}] * num_layers, g=[{0: C, 1: C}] * num_layers,
                      delta={0: 1}, f={0: 1})
     return carry, time_axes
 
@@ -609,7 +670,7 @@ def _grow(carry, time_axes, size):
 @functools.partial(jax.jit, static_argnames=("num_layers", "chunks", "ticker"))
 def _march(
     basis: Float[Array, "Q R"],
-    y: Float[Array, " P"],
+    y: Float[Array, "P C"],
     gamma0: Float[Array, ""],
     weights: Float[Array, "T T"],
     omega: Float[Array, "T Q"],
@@ -620,8 +681,11 @@ def _march(
     """One explicit march on the grid of `weights` (strictly lower triangular, w_{ks} for s < k)
     with error weights `omega` (ω_k on the training points, 0 on test points), in the input basis
     `basis` B (Φ^0 = B Bᵀ, R = rank Φ^0 <= Q): every field is linear in x, so Φ^ℓ = B Φ̂^ℓ Bᵀ and
-    the march runs on Φ̂ with Φ̂^0 = 1 and the error signal Bᵀ Δ̃ (derivations §2). Returns per
-    grid point: f (T, Q), Φ̂^ℓ(t,t) (T, L, R, R) and G^ℓ(t,t) (T, L). Memory: L (TR)² floats.
+    the march runs on Φ̂ with Φ̂^0 = 1 and the error signal Bᵀ Δ̃ (derivations §2). `y` holds
+    rows of C outputs (C = 1 too): the backward fields carry the output index, so G^ℓ is over
+    (time, output) pairs (derivations/multi_output_dmft.md §6). Returns per grid point:
+    f (T, Q, C), Φ̂^ℓ(t,t) (T, L, R, R) and G^ℓ_{cd}(t,t) (T, L, C, C). Memory: L T²(R² + 4RC + 2C²)
+    floats.
 
     At step k only the leading (k+1) time rows/columns are non-zero, so the march runs in
     `chunks` stages whose arrays are truncated to the stage's last step (static shapes): the
@@ -632,8 +696,9 @@ def _march(
     num_grid = weights.shape[0]
     dtype = basis.dtype
     kx = jnp.eye(R, dtype=dtype)
-    y_pad = jnp.zeros(Q, dtype).at[:P].set(y)
-    carry, time_axes = _initial_carry(num_layers, R, Q, dtype)
+    C = y.shape[1]
+    y_pad = jnp.zeros((Q, C), dtype).at[:P].set(y)
+    carry, time_axes = _initial_carry(num_layers, R, Q, C, dtype)
     bounds = sorted({max(1, -(-num_grid * stage // chunks)) for stage in range(1, chunks + 1)})
     start = 0
     for stop in bounds:
@@ -644,7 +709,8 @@ def _march(
         start = stop
     diag = jnp.arange(num_grid)
     phis = jnp.stack([p[diag, :, diag, :] for p in carry["phi"]], axis=1)  # (T, L, R, R)
-    gs = jnp.stack([g[diag, diag] for g in carry["g"]], axis=1)  # (T, L)
+    gs = jnp.stack([g.reshape(num_grid, C, num_grid, C)[diag, :, diag, :] for g in carry["g"]],
+                   axis=1)  # (T, L, C, C)
     return carry["f"], phis, gs
 
 
@@ -672,8 +738,9 @@ def input_basis(kx: np.ndarray) -> np.ndarray:
 # and filled causally. Cost O(L² T³ R³) time and O(L² (TR)²) memory: meant for moderate L·T.
 
 
-def _source_layout(num_layers: int, T: int, R: int) -> dict:
-    """Offsets of the source blocks in S: u^1 (R), u^ℓ (T·R, ℓ = 2..L), r^ℓ (T, ℓ = 1..L−1), r^L."""
+def _source_layout(num_layers: int, T: int, R: int, C: int = 1) -> dict:
+    """Offsets of the source blocks in S: u^1 (R), u^ℓ (T·R, ℓ = 2..L), r^ℓ (T·C, ℓ = 1..L−1,
+    time-major (time, output) pairs), r^L (C)."""
     u = {1: 0}
     offset = R
     for layer in range(2, num_layers + 1):
@@ -682,101 +749,131 @@ def _source_layout(num_layers: int, T: int, R: int) -> dict:
     r = {}
     for layer in range(1, num_layers):
         r[layer] = offset
-        offset += T
+        offset += T * C
     r[num_layers] = offset
-    return {"u": u, "r": r, "size": offset + 1}
+    return {"u": u, "r": r, "size": offset + C}
+
+
+def _put_block(sigma, offset, k, rows, width):
+    """Rows and columns of time k (`width` entries per time) of a source block of the joint
+    covariance at `offset`, from `rows` (width, T·width)."""
+    start = offset + k * width
+    at = jnp.asarray(offset, k.dtype)
+    sigma = jax.lax.dynamic_update_slice(sigma, rows, (start, at))
+    return jax.lax.dynamic_update_slice(sigma, rows.T, (at, start))
+
+
+def _residual_forward(c, i, k, lay, dw, sig, rows_below, branch, skip):
+    """Propagator row of h^ℓ_k (ℓ = i + 1) onto S, (R, NS), and the Φ^ℓ row:
+    h^1 = u^1 + Σ C^0 g^1, h^{ℓ+1} = σ h^ℓ + a (u^{ℓ+1} + Σ_{s<k,d} C^ℓ_{k,sd} g^{ℓ+1}_{sd}).
+    Cost O(T R² NS) per step."""
+    T, R, C = dw.shape
+    NS = lay["size"]
+    dtype = dw.dtype
+    if i == 0:
+        coupling = jnp.transpose(dw, (1, 0, 2)).reshape(R, T * C)  # C^0: Φ̂^0 = 1
+        row = jnp.zeros((R, NS), dtype).at[:, :R].set(jnp.eye(R, dtype=dtype))
+        row = row + coupling @ c["hg"][0]
+    else:
+        r_block = jax.lax.dynamic_slice_in_dim(rows_below, lay["r"][i], T * C, axis=1)  # ∂h^ℓ/∂r^ℓ
+        past = _pair_mask(jnp.arange(T) < k, C)
+        coupling = (r_block * past[None, :]
+                    + branch * jnp.einsum("msa,sad->msd", _row(c["phi"][i - 1], k),
+                                          dw).reshape(R, T * C))
+        source = jax.lax.dynamic_update_slice(
+            jnp.zeros((R, NS), dtype), jnp.eye(R, dtype=dtype),
+            (jnp.zeros((), k.dtype), lay["u"][i + 1] + k * R))
+        row = skip * rows_below + branch * (source + coupling @ c["hg"][i])
+    c["hh"][i] = _set_row(c["hh"][i], k, row)
+    phi_row = ((row @ sig) @ c["hh"][i].reshape(T * R, NS).T).reshape(R, T, R)
+    c["phi"][i] = _set_symmetric(c["phi"][i], k, phi_row)
+    return row, phi_row
+
+
+def _residual_backward(c, i, k, lay, dw, sig, rows_above, branch, skip, num_layers):
+    """Propagator rows of g^ℓ_{kc} (ℓ = i + 1, c = 1..C) onto S, (C, NS), and the G^ℓ columns:
+    g^L_c = r^L_c + Σ D^L_c·h^L, g^ℓ_c = σ g^{ℓ+1}_c + a (r^ℓ_c + Σ_{s<k} D^ℓ_{kc,s}·h^ℓ_s).
+    Cost O(T C (R + C) NS) per step."""
+    T, R, C = dw.shape
+    NS = lay["size"]
+    dtype = dw.dtype
+    start = k * C
+    if i == num_layers - 1:
+        coupling = jnp.transpose(dw, (2, 0, 1))  # D^L (C, T, R), G^{L+1} = 1 ⊗ I_C
+        row = jnp.zeros((C, NS), dtype).at[:, NS - C:].set(jnp.eye(C, dtype=dtype))
+        row = row + jnp.einsum("csa,san->cn", coupling, c["hh"][i])
+    else:
+        u_block = jax.lax.dynamic_slice_in_dim(rows_above, lay["u"][i + 2], T * R, axis=1)
+        g_rows = _rows(c["g"][i + 1], start, C).reshape(C, T, C)
+        coupling = (u_block.reshape(C, T, R) * (jnp.arange(T) < k)[None, :, None]
+                    + branch * jnp.einsum("csd,sad->csa", g_rows, dw))
+        source = jax.nn.one_hot(lay["r"][i + 1] + start + jnp.arange(C), NS, dtype=dtype)
+        row = skip * rows_above + branch * (source + jnp.einsum("csa,san->cn", coupling,
+                                                                 c["hh"][i]))
+    c["hg"][i] = _set_rows(c["hg"][i], start, row)
+    column = c["hg"][i] @ (sig @ row.T)  # (TC, C)
+    c["g"][i] = _set_block_symmetric(c["g"][i], start, column)
+    return row, column
 
 
 @functools.partial(jax.jit, static_argnames=("num_layers", "skip", "ticker"))
-def _residual_march(basis, y, gamma0, branch, weights, omega, num_layers: int, skip: float = 1.0,
-                    ticker: StepTicker | None = None):
-    """The joint-source march of the residual closure (block comment above). Returns f (T, Q),
-    Φ̂^ℓ(t,t) (T, L, R, R), G^ℓ(t,t) (T, L)."""
-    P = y.shape[0]
+def _residual_march(basis: Float[Array, "Q R"], y: Float[Array, "P C"], gamma0, branch,
+                    weights: Float[Array, "T T"], omega: Float[Array, "T Q"], num_layers: int,
+                    skip: float = 1.0, ticker: StepTicker | None = None):
+    """The joint-source march of the residual closure (block comment above), C outputs: the
+    backward fields g^ℓ_c and sources r^ℓ_c carry the output index. Returns f (T, Q, C),
+    Φ̂^ℓ(t,t) (T, L, R, R), G^ℓ_{cd}(t,t) (T, L, C, C). Cost O(L² T³ R (R + C)²) time."""
+    P, C = y.shape
     Q, R = basis.shape
     T = weights.shape[0]
     L = num_layers
     dtype = basis.dtype
-    lay = _source_layout(L, T, R)
+    lay = _source_layout(L, T, R, C)
     NS = lay["size"]
-    y_pad = jnp.zeros(Q, dtype).at[:P].set(y)
+    y_pad = jnp.zeros((Q, C), dtype).at[:P].set(y)
     sigma0 = jnp.zeros((NS, NS), dtype).at[:R, :R].set(jnp.eye(R, dtype=dtype))
-    sigma0 = sigma0.at[NS - 1, NS - 1].set(1.0)  # r^L ~ N(0, 1)
+    sigma0 = sigma0.at[NS - C:, NS - C:].set(jnp.eye(C, dtype=dtype))  # r^L ~ N(0, I_C)
     carry = dict(
         hh=[jnp.zeros((T, R, NS), dtype) for _ in range(L)],
-        hg=[jnp.zeros((T, NS), dtype) for _ in range(L)],
+        hg=[jnp.zeros((T * C, NS), dtype) for _ in range(L)],
         phi=[jnp.zeros((T, R, T, R), dtype) for _ in range(L)],
-        g=[jnp.zeros((T, T), dtype) for _ in range(L)],
-        sigma=sigma0, delta=jnp.zeros((T, R), dtype), f=jnp.zeros((T, Q), dtype),
+        g=[jnp.zeros((T * C, T * C), dtype) for _ in range(L)],
+        sigma=sigma0, delta=jnp.zeros((T, R, C), dtype), f=jnp.zeros((T, Q, C), dtype),
     )
     scale = gamma0 / P
-
-    def put_block(sigma, offset, k, row, width):
-        """Row and column of time k (width entries per time) of a source block at `offset`."""
-        start = offset + k * width
-        sigma = jax.lax.dynamic_update_slice(sigma, row, (start, jnp.asarray(offset, k.dtype)))
-        return jax.lax.dynamic_update_slice(sigma, row.T, (jnp.asarray(offset, k.dtype), start))
 
     def step(k, c):
         if ticker is not None:
             ticker.tick(k)
         c = {key: list(v) if isinstance(v, list) else v for key, v in c.items()}
-        dw = scale * _row(weights, k)[:, None] * c["delta"]  # (γ0/P) w_{ks} Δ̂_s, (T, R)
+        dw = scale * _row(weights, k)[:, None, None] * c["delta"]  # (γ0/P) w_{ks} Δ̂_s, (T, R, C)
         sig = c["sigma"]
         hh_rows = []
         for i in range(L):  # forward: layer ℓ = i + 1
-            if i == 0:
-                coupling = dw.T  # C^0 (R, T): Φ̂^0 = 1
-                row = jnp.zeros((R, NS), dtype).at[:, :R].set(jnp.eye(R, dtype=dtype))
-                row = row + coupling @ c["hg"][0]
-            else:
-                below = hh_rows[i - 1]
-                r_block = jax.lax.dynamic_slice_in_dim(below, lay["r"][i], T, axis=1)  # ∂h^ℓ/∂r^ℓ
-                coupling = (r_block * (jnp.arange(T) < k)[None, :]
-                            + branch * jnp.einsum("msa,sa->ms", _row(c["phi"][i - 1], k), dw))
-                source = jnp.zeros((R, NS), dtype)
-                source = jax.lax.dynamic_update_slice(
-                    source, jnp.eye(R, dtype=dtype), (jnp.zeros((), k.dtype), lay["u"][i + 1] + k * R))
-                row = skip * below + branch * (source + coupling @ c["hg"][i])
+            row, phi_row = _residual_forward(c, i, k, lay, dw, sig, hh_rows[-1] if i else None,
+                                             branch, skip)
             hh_rows.append(row)
-            c["hh"][i] = _set_row(c["hh"][i], k, row)
-            phi_row = ((row @ sig) @ c["hh"][i].reshape(T * R, NS).T).reshape(R, T, R)
-            c["phi"][i] = _set_symmetric(c["phi"][i], k, phi_row)
             if i + 2 <= L:  # Φ^ℓ is the covariance of u^{ℓ+1}
-                sig = put_block(sig, lay["u"][i + 2], k, phi_row.reshape(R, T * R), R)
-        g_above = jnp.ones((T, T), dtype)
+                sig = _put_block(sig, lay["u"][i + 2], k, phi_row.reshape(R, T * R), R)
         hg_rows = [None] * L
         for i in reversed(range(L)):  # backward: layer ℓ = i + 1
-            if i == L - 1:
-                coupling = dw  # D^L (T, R), G^{L+1} = 1
-                row = jnp.zeros(NS, dtype).at[NS - 1].set(1.0)
-                row = row + jnp.einsum("sa,san->n", coupling, c["hh"][i])
-            else:
-                above = hg_rows[i + 1]
-                u_block = jax.lax.dynamic_slice_in_dim(above, lay["u"][i + 2], T * R).reshape(T, R)
-                coupling = (u_block * (jnp.arange(T) < k)[:, None]
-                            + branch * _row(c["g"][i + 1], k)[:, None] * dw)
-                source = jnp.zeros(NS, dtype).at[lay["r"][i + 1] + k].set(1.0)
-                row = skip * above + branch * (source + jnp.einsum("sa,san->n", coupling, c["hh"][i]))
-            hg_rows[i] = row
-            c["hg"][i] = _set_row(c["hg"][i], k, row)
-            g_row = c["hg"][i] @ (sig @ row)
-            c["g"][i] = _set_symmetric(c["g"][i], k, g_row)
+            hg_rows[i], column = _residual_backward(c, i, k, lay, dw, sig,
+                                                    hg_rows[i + 1] if i < L - 1 else None,
+                                                    branch, skip, L)
             if i >= 1:  # G^ℓ is the covariance of r^{ℓ−1}
-                sig = put_block(sig, lay["r"][i], k, g_row[None, :], 1)
+                sig = _put_block(sig, lay["r"][i], k, column.T, C)
         c["sigma"] = sig
-        f_hat = hh_rows[L - 1] @ (sig @ hg_rows[L - 1]) / gamma0
+        f_hat = hh_rows[L - 1] @ (sig @ hg_rows[L - 1].T) / gamma0  # (R, C)
         f_k = basis @ f_hat
-        c["delta"] = _set_row(c["delta"], k,
-                              basis.T @ (LOSS.error_signal(f_k, y_pad) * _row(omega, k)))
+        error = LOSS.error_signal(f_k, y_pad, rows=True) * _row(omega, k)[:, None]
+        c["delta"] = _set_row(c["delta"], k, basis.T @ error)
         c["f"] = _set_row(c["f"], k, f_k)
-        del g_above
         return c
 
     carry = jax.lax.fori_loop(0, T, step, carry)
     diag = jnp.arange(T)
     phis = jnp.stack([p[diag, :, diag, :] for p in carry["phi"]], axis=1)
-    gs = jnp.stack([g[diag, diag] for g in carry["g"]], axis=1)
+    gs = jnp.stack([g.reshape(T, C, T, C)[diag, :, diag, :] for g in carry["g"]], axis=1)
     return carry["f"], phis, gs
 
 
