@@ -1,8 +1,9 @@
 """The symbolic layer: derive, print, lower and verify infinite-width equations.
 
-- `derive(arch)` → `Derivation`: NNGP/NTK layer recursions (`LayerMap`: printed IR equation plus
+- `derive(arch, training=..., outputs=C)` → `Derivation`: NNGP/NTK layer recursions (`LayerMap`: printed IR equation plus
   the scalar SymPy map), the μP DMFT single-site process (or the lazy dynamics for "ntk"),
-  ``.latex()`` (a standalone document) and ``str()`` (terminal text).
+  ``.latex()`` (a standalone document) and ``str()`` (terminal text); the loss of ``training``
+  and the number of outputs (`Outputs`) set the error signal Δ = y − f or y − softmax(f).
 - The IR node classes (`Field`, `Kernel`, `Response`, `ErrorSignal`, `Act`, `Expect`,
   `GaussianProcess`, `TimeIntegral`, `DataSum`, `Scalar`, `Equation`, …); for the discrete rules
   "gd" / "sgd" (`derive(arch, training=...)`) the step sum `StepSum` η0 Σ_{s<k}, the batch
@@ -17,6 +18,7 @@ from ._derive import (
     Derivation as Derivation,
     DMFTSystem as DMFTSystem,
     LayerMap as LayerMap,
+    Outputs as Outputs,
     derive as derive,
     program as program,
 )

@@ -225,6 +225,91 @@ class DMFTSystem:
         return tuple(eq for _, eqs in self.sections for eq in eqs)
 
 
+@dataclasses.dataclass(frozen=True)
+class Outputs:
+    """The loss and the number C of outputs the dynamics are printed for (docs/conventions.md
+    §2b): Δ = −P ∂𝓛/∂f is y − f for "mse" and y − softmax(f) for "cross_entropy".
+
+    ``count`` None means not known: one output for MSE, C ≥ 2 classes for cross-entropy. With
+    several outputs (or cross-entropy) f and Δ carry the output index c (`index`).
+    """
+
+    loss: str = "mse"
+    count: int | None = None
+
+    @property
+    def cross_entropy(self) -> bool:
+        return self.loss == "cross_entropy"
+
+    @property
+    def index(self) -> str | None:
+        """"c" when f and Δ carry an output index, None for one MSE output."""
+        return "c" if self.cross_entropy or (self.count or 1) > 1 else None
+
+    def size(self) -> str:
+        """"C = 3" when the count is known, else "C"."""
+        return "C" if self.count is None else f"C = {self.count}"
+
+
+def _error_rhs(outputs: Outputs, time: str, point: str = "mu") -> Node:
+    """y_μ − f_μ(k) (one MSE output), y_μc − f_μc(k), or y_μc − softmax(f_μ(k))_c."""
+    p_tex, p_text = ir._index_latex(point), ir._index_text(point)
+    if outputs.index is None:
+        return Notation(rf"y_{p_tex} - f_{p_tex}({time})", f"y_{p_text} − f_{p_text}({time})")
+    if not outputs.cross_entropy:
+        return Notation(rf"y_{{{p_tex} c}} - f_{{{p_tex} c}}({time})",
+                        f"y_{p_text}c − f_{p_text}c({time})")
+    return Notation(rf"y_{{{p_tex} c}} - \operatorname{{softmax}}\!\left(f_{{{p_tex}}}({time})"
+                    rf"\right)_c", f"y_{p_text}c − softmax(f_{p_text}({time}))_c")
+
+
+def loss_text(outputs: Outputs, batch: bool = False) -> str:
+    """The loss as printed: (1/2P) Σ_μ (f_μ − y_μ)² (Σ_c over several outputs), or
+    (1/P) Σ_μ [logsumexp(f_μ) − y_μ · f_μ]; over batch k with 1/B for SGD (``batch``)."""
+    over = "Σ_(μ ∈ batch k)" if batch else "Σ_μ"
+    size = "B" if batch else "P"
+    if outputs.cross_entropy:
+        return f"(1/{size}) {over} [logsumexp(f_μ) − y_μ · f_μ]"
+    if outputs.index is None:
+        return f"(1/2{size}) {over} (f_μ − y_μ)²"
+    return f"(1/2{size}) {over} Σ_c (f_μc − y_μc)²"
+
+
+def _error_equation(outputs: Outputs, time: str, point: str = "mu") -> Equation:
+    """Δ_μ(k) = y_μ − f_μ(k), or its output-indexed / cross-entropy form with the loss noted."""
+    note = ""
+    if outputs.index is not None:
+        note = (f"Δ = −P ∂𝓛/∂f, 𝓛 = {loss_text(outputs)}, {outputs.size()} outputs"
+                + (" (classes); softmax over c" if outputs.cross_entropy else ""))
+    return Equation(ErrorSignal(point, time, outputs.index), _error_rhs(outputs, time, point),
+                    "error_signal", note=note)
+
+
+def _output_structure(outputs: Outputs, time: str) -> Equation:
+    """The index structure of the μP process with C outputs (derivations/multi_output_dmft.md
+    eq:mo_process, eq:mo_ntk): the forward drive Δ_α g^ℓ_α is Σ_c Δ_αc g^ℓ_αc."""
+    lhs = Notation(rf"\Delta_{{\alpha}}({time})\,g^{{\ell}}_{{\alpha}}({time})",
+                   f"Δ_α({time}) g^ℓ_α({time})")
+    rhs = Notation(rf"\sum_{{c=1}}^{{C}} \Delta_{{\alpha c}}({time})\,g^{{\ell}}_{{\alpha c}}"
+                   rf"({time})", f"Σ_c Δ_αc({time}) g^ℓ_αc({time})")
+    note = (f"{outputs.size()} outputs (derivations/multi_output_dmft.md): the scalar equations "
+            "above hold over (point, output) pairs. Every backward field carries the output "
+            "index c: g^l_μc = φ'(h^l_μ) z^l_μc, z^l_μc, r^l_μc ~ GP(0, G^(l+1)) with "
+            "G^l(μc, αd) = ⟨ g^l_μc g^l_αd ⟩ and G^(L+1)(c, d) = δ_cd (r^L: C static N(0, 1) "
+            "per neuron, z^L_c = w^L_c), the responses A^l(μ, αd) and B^l(μc, α) and the memory "
+            "terms likewise; h^l is driven by Σ_c Δ_αc g^l_αc, z^l_μc by Σ_(α,d) "
+            "G^(l+1)(μc, αd) Δ_αd φ(h^l_α); K(μc, αd) = Σ_l G^(l+1)(μc, αd) Φ^l_μα, "
+            "K(0) = K_0 ⊗ I_C; f_μc = γ0⁻¹ ⟨ z^L_c φ(h^L_μ) ⟩")
+    return Equation(lhs, rhs, "outputs", note=note)
+
+
+def _output_kernel_sum(point: str, time: str) -> Node:
+    """Σ_d K_{μc,αd}(t) Δ_αd(t): the NTK over (point, output) pairs acting on Δ."""
+    p_tex, p_text = ir._index_latex(point), ir._index_text(point)
+    return Notation(rf"\sum_{{d=1}}^{{C}} K_{{{p_tex} c,\alpha d}}({time})\,\Delta_{{\alpha d}}"
+                    rf"({time})", f"Σ_d K_{p_text}c,αd({time}) Δ_αd({time})")
+
+
 def _phi_kernel(l: int, time=("t", "s")) -> Node:
     if l == 0:
         return Kernel("Kx", None, time=(None, None))
@@ -235,8 +320,12 @@ def _g_kernel(l: int, L: int, time=("t", "s")) -> Node:
     return Scalar(sp.Integer(1)) if l == L + 1 else Kernel("G", l, time=time)
 
 
-def _dmft_mup(arch: Architecture, ops: tuple[Dense, ...]) -> DMFTSystem:
+def _dmft_mup(arch: Architecture, ops: tuple[Dense, ...],
+              outputs: Outputs = Outputs()) -> DMFTSystem:
     """The μP single-site process, one Dense op at a time.
+
+    With several outputs or cross-entropy (``outputs.index``) the output dynamics carry the
+    output index c and one equation states the process's index structure (`_output_structure`).
 
     A residual block h^l = h^{l-1} + β W^{l-1} φ(h^{l-1})/√N (β = α/L^e) applies the same rules
     to its branch: the weight's update carries an extra β (∂f/∂W ∝ β), so the memory terms
@@ -343,6 +432,8 @@ def _dmft_mup(arch: Architecture, ops: tuple[Dense, ...]) -> DMFTSystem:
                  note="test points x_⋆ join the index set: u^1 ~ N(0, K^x) over train ∪ test; "
                       "every Σ_α runs over train only"),
     ]
+    if outputs.index is not None:
+        output, test = [ntk, *_flow_outputs(L, outputs)], [_flow_output_test(outputs)]
     if residual_ops:
         lazy = [
             Equation(Field("h", "l"), add(Field("h", "l-1"), mul(Scalar(beta), Field("u", "l"))),
@@ -373,7 +464,60 @@ def _dmft_mup(arch: Architecture, ops: tuple[Dense, ...]) -> DMFTSystem:
     return DMFTSystem(tuple((t, e) for t, e in sections if e), field_map, backward_map)
 
 
-def _lazy_ntk(arch: Architecture) -> DMFTSystem:
+def _flow_outputs(L: int, outputs: Outputs) -> tuple[Equation, ...]:
+    """f_μc(t) = γ0⁻¹⟨z^L_c(t) φ(h^L_μ(t))⟩, ∂_t f_μc = (1/P) Σ_α Σ_d K_{μc,αd} Δ_αd, the error
+    signal and the index structure (derivations/multi_output_dmft.md eq:mo_ntk)."""
+    readout = mul(Scalar(1 / ir.gamma0), Expect(mul(Field("z", L, None, output="c"),
+                                                    Act(Field("h", L, "mu", "t")))))
+    velocity = mul(Scalar(1 / ir.num_train), data_sum("alpha", _output_kernel_sum("mu", "t")))
+    return (
+        Equation(Field("f", None, "mu", "t", "c"), readout, "readout",
+                 note="the read-out, exact for every φ; the solvers take Δ from it"),
+        Equation(TimeDerivative(Field("f", None, "mu", "t", "c")), velocity, "output",
+                 note="f_μ(0) = 0; for kinked φ it over-counts the neurons that slide along a "
+                      "kink (derivations/dmft.md §2.1)"),
+        _error_equation(outputs, "t"),
+        _output_structure(outputs, "t"),
+    )
+
+
+def _flow_output_test(outputs: Outputs) -> Equation:
+    """∂_t f_⋆c = (1/P) Σ_α Σ_d K_{⋆c,αd}(t) Δ_αd(t) at the test points."""
+    velocity = mul(Scalar(1 / ir.num_train), data_sum("alpha", _output_kernel_sum("star", "t")))
+    return Equation(TimeDerivative(Field("f", None, "star", "t", "c")), velocity, "test",
+                    note="test points x_⋆ join the index set: u^1 ~ N(0, K^x) over train ∪ test; "
+                         "every Σ_α runs over train only")
+
+
+def _lazy_ntk_cross_entropy(arch: Architecture, outputs: Outputs) -> DMFTSystem:
+    """Kernel gradient flow under cross-entropy: no closed form, the kernel ODE
+    ∂_t f_μc = (1/P) Σ_α K_μα Δ_αc with Δ = y − softmax(f), test points through K_⋆X."""
+    L = arch.hidden_layers
+    theta = Notation(rf"\Theta^{{({L + 1})}}", f"Θ^({L + 1})")
+
+    def velocity(point):
+        kernel = Kernel("K", None, data=(point, "alpha"), time=(None, None))
+        return mul(Scalar(1 / ir.num_train), data_sum("alpha", mul(kernel, ErrorSignal(
+            "alpha", "t", "c"))))
+
+    eqs = (
+        Equation(Kernel("K", None, time=(None, None)), theta, "lazy_ntk",
+                 note="static NTK of the output layer, the same for every output (K ⊗ I_C)"),
+        _error_equation(outputs, "t"),
+        Equation(TimeDerivative(Field("f", None, "mu", "t", "c")), velocity("mu"), "lazy_flow",
+                 note="f(0) = 0; no closed form: softmax makes the kernel ODE nonlinear in f"),
+        Equation(TimeDerivative(Field("f", None, "star", "t", "c")), velocity("star"),
+                 "lazy_flow_test", note="test points through the same K_⋆X; every Σ_α runs "
+                                        "over the training points"),
+    )
+    return DMFTSystem((("Lazy (kernel gradient flow) dynamics", eqs),))
+
+
+def _lazy_ntk(arch: Architecture, outputs: Outputs = Outputs()) -> DMFTSystem:
+    """Kernel gradient flow: f = (I − e^{−Kt/P}) y for MSE (each output column alike), the kernel
+    ODE for cross-entropy (`_lazy_ntk_cross_entropy`)."""
+    if outputs.cross_entropy:
+        return _lazy_ntk_cross_entropy(arch, outputs)
     L = arch.hidden_layers
     theta = Notation(rf"\Theta^{{({L + 1})}}", f"Θ^({L + 1})")
     eqs = (
@@ -382,7 +526,7 @@ def _lazy_ntk(arch: Architecture) -> DMFTSystem:
         Equation(Field("f", None, "mu", "t"),
                  Notation(r"\left[\left(I - e^{-K t/P}\right) y\right]_\mu",
                           "[(I − exp(−K t/P)) y]_μ"),
-                 "lazy_f", note="f(0) = 0; ∂_t f = (1/P) K Δ, Δ = y − f"),
+                 "lazy_f", note="f(0) = 0; ∂_t f = (1/P) K Δ, Δ = y − f" + _columns(outputs)),
         Equation(Field("f", None, "star", "t"),
                  Notation(r"\left[K_{\star X} K^{-1}\left(I - e^{-K t/P}\right) y\right]_\star",
                           "[K_⋆X K⁻¹ (I − exp(−K t/P)) y]_⋆"),
@@ -402,10 +546,18 @@ def _lazy_ntk(arch: Architecture) -> DMFTSystem:
 DISCRETE_RULES = ("gd", "sgd")
 
 
-def _signal(sgd: bool, time: str = "s", data: str = "alpha") -> Node:
-    """The step's error signal: ω_α(s) Δ_α(s) for SGD, Δ_α(s) for GD (ω ≡ 1)."""
-    delta = ErrorSignal(data, time)
+def _signal(sgd: bool, time: str = "s", data: str = "alpha", output: str | None = None) -> Node:
+    """The step's error signal: ω_α(s) Δ_α(s) for SGD, Δ_α(s) for GD (ω ≡ 1); Δ_αc(s) with an
+    output index (ω acts on the point index, the same for every output)."""
+    delta = ErrorSignal(data, time, output)
     return mul(BatchWeight(data, time), delta) if sgd else delta
+
+
+def _columns(outputs: Outputs) -> str:
+    """The note of an MSE closed form with several outputs: y is (P, C), one column per output."""
+    if outputs.index is None:
+        return ""
+    return f"; y is (P, C), {outputs.size()}: every output column follows the same K (K ⊗ I_C)"
 
 
 def _lazy_gd_closed_form(test: bool = False) -> MatrixForm:
@@ -423,21 +575,28 @@ def _lazy_gd_closed_form(test: bool = False) -> MatrixForm:
     return MatrixForm(sp.MatMul(cross, sp.Inverse(kernel), train, evaluate=False), "star")
 
 
-def _lazy_step(sgd: bool, point: str = "mu") -> Equation:
-    """f_μ(k+1) = f_μ(k) + (η0/P) Σ_α K_μα [ω_α(k)] Δ_α(k): one step of the linearised model."""
+def _lazy_step(sgd: bool, point: str = "mu", outputs: Outputs = Outputs()) -> Equation:
+    """f_μ(k+1) = f_μ(k) + (η0/P) Σ_α K_μα [ω_α(k)] Δ_α(k): one step of the linearised model
+    (f_μc, Δ_αc with an output index; K acts on the point index, the same for every output)."""
     kernel = Kernel("K", None, data=(point, "alpha"), time=(None, None))
-    rhs = add(Field("f", None, point, "k"), mul(Scalar(ir.eta0 / ir.num_train), data_sum(
-        "alpha", mul(kernel, _signal(sgd, "k")))))
-    return Equation(Field("f", None, point, "k+1"), rhs, "lazy_step" if point == "mu"
-                    else "lazy_step_test",
-                    note="f(0) = 0; the step of the linearised model, exact in the lazy limit"
-                    if point == "mu" else "every Σ_α runs over the training points")
+    c = outputs.index
+    rhs = add(Field("f", None, point, "k", c), mul(Scalar(ir.eta0 / ir.num_train), data_sum(
+        "alpha", mul(kernel, _signal(sgd, "k", output=c)))))
+    if point != "mu":
+        note = "every Σ_α runs over the training points"
+    elif outputs.cross_entropy:
+        note = ("f(0) = 0; the step of the linearised model, exact in the lazy limit; no closed "
+                "form: Δ(k) = y − softmax(f(k)) is nonlinear in f")
+    else:
+        note = "f(0) = 0; the step of the linearised model, exact in the lazy limit"
+    return Equation(Field("f", None, point, "k+1", c), rhs, "lazy_step" if point == "mu"
+                    else "lazy_step_test", note=note)
 
 
-def _error_and_batches(sgd: bool, training) -> tuple[Equation, ...]:
-    """Δ_μ(k) = y_μ − f_μ(k), and for SGD the batch weights ω_μ(k) and how batches are drawn."""
-    eqs = [Equation(ErrorSignal("mu", "k"), Notation(r"y_\mu - f_\mu(k)", "y_μ − f_μ(k)"),
-                    "error_signal")]
+def _error_and_batches(sgd: bool, training, outputs: Outputs = Outputs()) -> tuple[Equation, ...]:
+    """Δ_μ(k) = y_μ − f_μ(k) (y_μc − softmax(f_μ(k))_c for cross-entropy), and for SGD the batch
+    weights ω_μ(k) and how batches are drawn."""
+    eqs = [_error_equation(outputs, "k")]
     if sgd:
         eqs.append(Equation(
             BatchWeight("mu", "k"),
@@ -450,20 +609,22 @@ def _error_and_batches(sgd: bool, training) -> tuple[Equation, ...]:
     return tuple(eqs)
 
 
-def _lazy_steps(arch: Architecture, training) -> DMFTSystem:
-    """The NTK parameterization under "gd" / "sgd": the lazy step recursion, and for GD its
-    closed form f_k = (I − (I − η0K/P)^k) y (test points through K_⋆X K⁻¹)."""
+def _lazy_steps(arch: Architecture, training, outputs: Outputs = Outputs()) -> DMFTSystem:
+    """The NTK parameterization under "gd" / "sgd": the lazy step recursion, and for GD with MSE
+    its closed form f_k = (I − (I − η0K/P)^k) y (test points through K_⋆X K⁻¹); cross-entropy
+    has none, f(k+1) = f(k) + (η0/P) K (ω ⊙ Δ(k)) with Δ = y − softmax(f) is the dynamics."""
     L = arch.hidden_layers
     sgd = training.optimizer == "sgd"
     theta = Notation(rf"\Theta^{{({L + 1})}}", f"Θ^({L + 1})")
     eqs = [Equation(Kernel("K", None, time=(None, None)), theta, "lazy_ntk",
                     note="static NTK of the output layer"),
-           *_error_and_batches(sgd, training), _lazy_step(sgd), _lazy_step(sgd, "star")]
-    if not sgd:
+           *_error_and_batches(sgd, training, outputs), _lazy_step(sgd, outputs=outputs),
+           _lazy_step(sgd, "star", outputs)]
+    if not sgd and not outputs.cross_entropy:
         eqs += [
             Equation(Field("f", None, "mu", "k"), _lazy_gd_closed_form(), "lazy_f",
                      note="the step recursion summed: f(0) = 0, Δ(k) = (I − η0K/P)^k y; it "
-                          "diverges once η0 λ_max(K)/P > 2"),
+                          "diverges once η0 λ_max(K)/P > 2" + _columns(outputs)),
             Equation(Field("f", None, "star", "k"), _lazy_gd_closed_form(test=True), "lazy_test",
                      note="K⁻¹(I − (I − η0K/P)^k) = (η0/P) Σ_{j<k} (I − η0K/P)^j, which also "
                           "holds for singular K"),
@@ -548,7 +709,8 @@ def _closure_and_responses(L: int, residual_ops, beta):
     return closure, responses
 
 
-def _dmft_mup_steps(arch: Architecture, ops: tuple[Dense, ...], training) -> DMFTSystem:
+def _dmft_mup_steps(arch: Architecture, ops: tuple[Dense, ...], training,
+                    outputs: Outputs = Outputs()) -> DMFTSystem:
     """The μP single-site process of "gd" / "sgd" (derivations/finite_step_dmft.md §2, §5):
     the flow's process of `_dmft_mup` with η0 Σ_{s<k} for ∫_0^t ds, ω ⊙ Δ for Δ, and the
     read-out f_μ(k) = γ0⁻¹⟨z^L(k) φ(h^L_μ(k))⟩ at every step in place of ∂_t f = KΔ/P."""
@@ -573,17 +735,19 @@ def _dmft_mup_steps(arch: Architecture, ops: tuple[Dense, ...], training) -> DMF
     ntk_terms = [mul(Scalar(beta**2) if (l + 1) in residual_ops else Scalar(sp.Integer(1)),
                      _g_kernel(l + 1, L, ("k", "k")), _phi_kernel(l, ("k", "k")))
                  for l in range(0, L + 1)]
-    readout = mul(Scalar(1 / ir.gamma0), Expect(mul(Field("z", L, None, "k"),
+    c = outputs.index
+    readout = mul(Scalar(1 / ir.gamma0), Expect(mul(Field("z", L, None, "k", c),
                                                     Act(Field("h", L, "mu", "k")))))
     output = [
         Equation(Kernel("K", None, time=("k", None)), add(*ntk_terms), "ntk"),
-        Equation(Field("f", None, "mu", "k"), readout, "readout",
+        Equation(Field("f", None, "mu", "k", c), readout, "readout",
                  note="the read-out identity at every step, f_μ(0) = 0; not an Euler step "
                       "f(k+1) = f(k) + (η0/P) K ω⊙Δ, which misses the O(η0²γ0²) curvature of "
                       "the step (derivations/finite_step_dmft.md §1)"),
-        *_error_and_batches(sgd, training),
+        *_error_and_batches(sgd, training, outputs),
+        *([] if c is None else [_output_structure(outputs, "s")]),
     ]
-    test = [Equation(Field("f", None, "star", "k"), ir.substitute(readout, {
+    test = [Equation(Field("f", None, "star", "k", c), ir.substitute(readout, {
         Field("h", L, "mu", "k"): Field("h", L, "star", "k")}), "test",
         note="test points x_⋆ join the index set: u^1 ~ N(0, K^x) over train ∪ test; every Σ_α "
              "runs over train only")]
@@ -596,11 +760,12 @@ def _dmft_mup_steps(arch: Architecture, ops: tuple[Dense, ...], training) -> DMF
         Equation(Kernel("K", None, time=("k", None)),
                  Notation(r"\Theta^{(L+1)}(x_\mu,x_\alpha)\big|_{\sigma_w=1,\sigma_b=0}",
                           "Θ^(L+1)(x_μ,x_α) at σ_w=1, σ_b=0"), "lazy_ntk", note="static"),
-        _lazy_step(sgd),
+        _lazy_step(sgd, outputs=outputs),
     ]
-    if not sgd:
+    if not sgd and not outputs.cross_entropy:
         lazy.append(Equation(Field("f", None, "mu", "k"), _lazy_gd_closed_form(), "lazy_f",
-                             note="γ0 → 0: the lazy step recursion summed, f(0) = 0"))
+                             note="γ0 → 0: the lazy step recursion summed, f(0) = 0"
+                                  + _columns(outputs)))
     sections = (
         ("Gaussian sources (independent across layers), on the step grid k = 0, 1, …",
          tuple(sources)),
@@ -635,6 +800,8 @@ class Derivation:
             (e = ``architecture.residual_exponent``).
         training: the `dmft.spec.Training` of a discrete rule ("gd" / "sgd"), whose equations
             `dmft` holds; None for gradient flow.
+        outputs: the loss ("mse" or "cross_entropy") and number of outputs the dynamics are
+            printed for (`Outputs`).
     """
 
     architecture: Architecture
@@ -649,6 +816,7 @@ class Derivation:
     parameters: Mapping[sp.Symbol, sp.Expr]
     residual_scale: float | None = None
     training: Training | None = None
+    outputs: Outputs = Outputs()
 
     def quantities(self) -> tuple[str, ...]:
         maps = self.nngp_recursion + self.ntk_recursion + self.nngp_derivative
@@ -684,8 +852,25 @@ def _discrete_rule(training: Training | None) -> Training | None:
     return training if training.optimizer in DISCRETE_RULES else None
 
 
+def _outputs(training: Training | None, outputs: int | None) -> Outputs:
+    """The loss of ``training`` ("mse" without one) and the number of outputs, checked."""
+    loss = "mse" if training is None else training.loss
+    if outputs is not None:
+        if isinstance(outputs, bool) or not isinstance(outputs, int) or outputs < 1:
+            raise InputError(f"derive's outputs must be an integer >= 1, got {outputs!r}")
+        if loss == "cross_entropy" and outputs < 2:
+            raise InputError(f'training.loss = "cross_entropy" needs at least 2 outputs '
+                             f"(classes), got outputs = {outputs}")
+    if loss == "cross_entropy" and training.num_classes is not None:
+        if outputs is not None and outputs != training.num_classes:
+            raise InputError(f"derive's outputs = {outputs} differs from training.num_classes "
+                             f"= {training.num_classes}")
+        outputs = training.num_classes
+    return Outputs(loss, outputs)
+
+
 def derive(arch: Architecture, *, residual_scale: float | None = None,
-           training: Training | None = None) -> Derivation:
+           training: Training | None = None, outputs: int | None = None) -> Derivation:
     """Derive the kernel recursions and the training dynamics of ``arch``.
 
     Args:
@@ -698,10 +883,18 @@ def derive(arch: Architecture, *, residual_scale: float | None = None,
             discrete process the solvers march: step sums η0 Σ_{s<k}, the error signal
             ω_k ⊙ Δ_k and the read-out f_k = γ0⁻¹⟨z^L_k φ(h^L_k)⟩ (μP), or the lazy step
             recursion and, for GD, f_k = (I − (I − η0K/P)^k) y (NTK parameterization).
+            Its ``loss`` sets the error signal Δ = −P ∂𝓛/∂f: y − f ("mse") or
+            y − softmax(f) ("cross_entropy", whose lazy limit has no closed form: the kernel ODE
+            or step recursion is printed).
+        outputs: the number C of outputs (columns of y, or classes); None: not known (one for
+            MSE, C ≥ 2 for cross-entropy, ``training.num_classes`` where given). With C > 1 or
+            cross-entropy f and Δ carry an output index c and the μP process states its index
+            structure (derivations/multi_output_dmft.md).
     """
     if not isinstance(arch, Architecture):
         raise InputError(f"derive needs a dmft.spec.Architecture, got {type(arch).__name__}")
     discrete = _discrete_rule(training)
+    out = _outputs(training, outputs)
     if residual_scale is None:  # forward compatible with an `Architecture.residual_scale` field
         residual_scale = getattr(arch, "residual_scale", None)
     if residual_scale is not None:
@@ -722,12 +915,12 @@ def derive(arch: Architecture, *, residual_scale: float | None = None,
     nngp, ntk, derivative = _recursions(arch, ops, dual, dual_derivative, parameters,
                                         residual_scale)
     if discrete is not None:
-        dmft = (_dmft_mup_steps(arch, ops, discrete) if arch.parameterization == "mup"
-                else _lazy_steps(arch, discrete))
+        dmft = (_dmft_mup_steps(arch, ops, discrete, out) if arch.parameterization == "mup"
+                else _lazy_steps(arch, discrete, out))
     elif arch.parameterization == "mup":
-        dmft = _dmft_mup(arch, ops)
+        dmft = _dmft_mup(arch, ops, out)
     else:
-        dmft = _lazy_ntk(arch)
+        dmft = _lazy_ntk(arch, out)
     return Derivation(
         architecture=arch,
         activation=activation.name,
@@ -741,4 +934,5 @@ def derive(arch: Architecture, *, residual_scale: float | None = None,
         parameters=parameters,
         residual_scale=float(residual_scale) if residual else None,
         training=discrete,
+        outputs=out,
     )

@@ -145,18 +145,31 @@ class Field(Node):
     layer: Layer | None
     data: str | None = "mu"
     time: str | None = "t"
+    output: str | None = None
 
     def latex(self) -> str:
         sup = f"^{{{_layer_latex(self.layer)}}}" if self.layer is not None else ""
-        sub = f"_{{{_index_latex(self.data)}}}" if self.data else ""
+        sub = _subscript_latex(self.data, self.output)
         arg = f"({self.time})" if self.time else ""
         return f"{self.name}{sup}{sub}{arg}"
 
     def text(self) -> str:
         sup = f"^{_layer_text(self.layer)}" if self.layer is not None else ""
-        sub = f"_{_index_text(self.data)}" if self.data else ""
+        sub = _subscript_text(self.data, self.output)
         arg = f"({self.time})" if self.time else ""
         return f"{self.name}{sup}{sub}{arg}"
+
+
+def _subscript_latex(data: str | None, output: str | None) -> str:
+    """``_{\\mu}``, or ``_{\\mu c}`` with an output index c (several outputs), or ``""``."""
+    parts = [_index_latex(i) for i in (data, output) if i]
+    return f"_{{{' '.join(parts)}}}" if parts else ""
+
+
+def _subscript_text(data: str | None, output: str | None) -> str:
+    """``_μ``, ``_μc`` with an output index c, or ``""``."""
+    parts = "".join(_index_text(i) for i in (data, output) if i)
+    return f"_{parts}" if parts else ""
 
 
 KernelName = Literal["Phi", "G", "Kx", "K", "Sigma", "Theta", "Sigmadot"]
@@ -221,18 +234,20 @@ class Response(Node):
 
 @dataclasses.dataclass(frozen=True)
 class ErrorSignal(Node):
-    """The error signal Δ_α(s) = y_α − f_α(s) on a training point."""
+    """The error signal Δ_α(s) = −P ∂𝓛/∂f_α(s) on a training point (y_α − f_α(s) for MSE);
+    ``output`` is the output index c of Δ_αc with several outputs (docs/conventions.md §2b)."""
 
     data: str = "alpha"
     time: str | None = "s"
+    output: str | None = None
 
     def latex(self) -> str:
         arg = f"({self.time})" if self.time else ""
-        return rf"\Delta_{{{_index_latex(self.data)}}}{arg}"
+        return rf"\Delta{_subscript_latex(self.data, self.output)}{arg}"
 
     def text(self) -> str:
         arg = f"({self.time})" if self.time else ""
-        return f"Δ_{_index_text(self.data)}{arg}"
+        return f"Δ{_subscript_text(self.data, self.output)}{arg}"
 
 
 @dataclasses.dataclass(frozen=True)

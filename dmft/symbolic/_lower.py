@@ -198,12 +198,12 @@ def _raw_axes(node: ir.Node) -> tuple[str, ...]:
     """Like `_free_axes`, but a leaf's repeated index (K(t,t)) is kept: its array has both axes."""
     if isinstance(node, ir.Scalar):
         return ()
-    if isinstance(node, ir.Field):
-        return tuple(a for a in (node.data, node.time) if a is not None)
+    if isinstance(node, (ir.Field, ir.ErrorSignal)):  # an output index sits after the point's
+        return tuple(a for a in (node.data, node.output, node.time) if a is not None)
     if isinstance(node, (ir.Kernel, ir.Response)):
         (d0, d1), (t0, t1) = node.data, node.time
         return tuple(a for a in (d0, t0, d1, t1) if a is not None)
-    if isinstance(node, (ir.ErrorSignal, ir.BatchWeight)):
+    if isinstance(node, ir.BatchWeight):
         return tuple(a for a in (node.data, node.time) if a is not None)
     if isinstance(node, ir.Act):
         return _free_axes(node.arg)

@@ -6,6 +6,7 @@ import re
 
 import sympy as sp
 
+from ._derive import loss_text
 from ._ir import sympy_latex, sympy_text
 
 
@@ -24,12 +25,43 @@ def _header_lines(d) -> list[str]:
     if d.residual_scale is not None:
         lines.append(f"residual blocks h^(l+1) = h^l + (α/L^e)·branch, α = {d.residual_scale:g}, "
                      f"e = {d.architecture.residual_exponent:g}")
-    if d.training is None:
+    if d.training is None and d.outputs.index is None:
         lines.append("conventions: loss (1/2P) Σ_μ (f_μ − y_μ)², Δ = y − f, gradient-flow time t; "
                      "(u,v) ~ N(0, [[q1, c], [c, q2]])")
-    else:
+    elif d.training is None:
+        lines.append(f"conventions: loss 𝓛 = {loss_text(d.outputs)}, Δ = −P ∂𝓛/∂f = "
+                     f"{_delta_text(d.outputs)}, {_outputs_text(d.outputs)}, gradient-flow "
+                     "time t; (u,v) ~ N(0, [[q1, c], [c, q2]])")
+    elif d.outputs.index is None:
         lines += _rule_lines(d.training)
+    else:
+        lines += _rule_lines_outputs(d.training, d.outputs)
     return lines
+
+
+def _delta_text(outputs) -> str:
+    """Δ = y − f, or y − softmax(f) (row-wise) for cross-entropy."""
+    return "y − softmax(f) (row-wise)" if outputs.cross_entropy else "y − f"
+
+
+def _outputs_text(outputs) -> str:
+    """"C = 3 outputs c = 1..C" (classes for cross-entropy)."""
+    return f"{outputs.size()} {'classes' if outputs.cross_entropy else 'outputs'} c = 1..C"
+
+
+def _rule_lines_outputs(training, outputs) -> list[str]:
+    """The header of a discrete rule with several outputs or cross-entropy (`_rule_lines`)."""
+    rule = (f"training: {training.optimizer}, learning rate η0 = {training.learning_rate:g}: "
+            "θ_(k+1) = θ_k − η0 η ∇_θ 𝓛_k(θ_k), step k at t = k·η0")
+    if training.optimizer == "sgd":
+        batch = (f"𝓛_k = {loss_text(outputs, batch=True)}, B = {training.batch_size}, "
+                 f"batches from seed {training.seed}; error signal ω_k ⊙ Δ_k with "
+                 "ω_kμ = P/B on the batch, 0 elsewhere")
+    else:
+        batch = f"𝓛_k = {loss_text(outputs)} (full batch, ω ≡ 1)"
+    return [rule, batch, f"conventions: Δ = −P ∂𝓛/∂f = {_delta_text(outputs)}, "
+                         f"{_outputs_text(outputs)}; sums over past steps η0 Σ_(s<k) replace "
+                         "the flow's ∫_0^t ds; (u,v) ~ N(0, [[q1, c], [c, q2]])"]
 
 
 def _rule_lines(training) -> list[str]:
@@ -124,7 +156,7 @@ def _ascii_chars(note: str) -> str:
              "K̇": r"$\dot K$", "§": r"\S{}", "'": "'",
              "θ": r"$\theta$", "ω": r"$\omega$", "𝓛": r"$\mathcal{L}$", "∇": r"$\nabla$",
              "∈": r"$\in$", "∫": r"$\int$", "⊙": r"$\odot$", "⌊": r"$\lfloor$",
-             "⌋": r"$\rfloor$", "≡": r"$\equiv$", "λ": r"$\lambda$",
+             "⌋": r"$\rfloor$", "≡": r"$\equiv$", "λ": r"$\lambda$", "⊗": r"$\otimes$", "Φ": r"$\Phi$",
              # OT1 text fonts print < > | as ¡ ¿ —: set them as maths
              "<": "$<$", ">": "$>$", "|": "$|$"}
     out = []
