@@ -18,10 +18,17 @@ weights (second order) on a graded grid whose nodes include every spec time; ``e
 False`` is the Euler (GD-with-step-dt) march, first order; ``extrapolate = True`` its Richardson
 combination of dt and dt/2, second order, on a uniform grid with 4-point Lagrange interpolation.
 
+Several outputs (MSE, y_train (P, C); derivations/multi_output_dmft.md §6): the backward fields
+z^ℓ_c carry the output index, so C, D, the responses and G^ℓ run over (time, output) pairs,
+G^{L+1}_{kc,sd} = δ_cd, the forward drive is Σ_d Δ̃_d z_d and Δ (P, C) comes from the loss object.
+`f_train` is then (T, P, C); `ntk` and `g_L{l}` are the output averages of the diagonal blocks.
+
 Cost: the march never forms ∂h/∂u and runs in the input basis (Φ^ℓ = B Φ̂^ℓ Bᵀ, R = rank Φ^0 <=
 Q points): O(L T³ R²) time and L (TR)² memory for T grid points (derivations §2). Residual
 blocks (``architecture.residual_scale``) use a joint-source march over all layers of a neuron,
-O(L² T³ R³) time and O(L² (TR)²) memory (derivations §4).
+O(L² T³ R³) time and O(L² (TR)²) memory (derivations §4). With C outputs a plain step costs
+O(T²C(R² + C²)) per layer (linear in C for C ≲ R, cubic for C ≫ R); the residual march's joint
+covariance grows with R + C, its work as (R + C)³.
 """
 
 from __future__ import annotations
@@ -87,7 +94,7 @@ class DeepLinearDMFT:
     max_memory_gb: float = 2.0
 
     optimizers = ("flow", "gd", "sgd")
-    losses = ("mse",)  # the closure is Gaussian only for an affine error signal
+    losses = ("mse",)  # the tested loss; cross-entropy is refused (derivations/multi_output_dmft.md §6)
     multi_output = True  # C outputs: backward fields over (time, output) pairs
     residual = True  # residual blocks (docs/conventions.md §2c): the joint-source march
 
