@@ -102,9 +102,9 @@ def test_one_layer_flow_converges_to_the_two_layer_dmft_at_second_order(seed):
     # dt divides the error by ≈ 4 (0.3 leaves room for the O(dt³) term) ...
     assert errors[1] < 0.3 * errors[0], errors
     # ... and the Richardson combination removes the dt² term: what is left is O(dt³) plus the
-    # particle ODE's tolerance (1e-10 relative), far below the unextrapolated error
+    # particle ODE's tolerance (1e-10 relative), measured ≈ 0.09 of the dt/2 error
     richardson = (4 * fine.f_train - coarse.f_train) / 3
-    assert np.max(np.abs(richardson - particles.f_train)) < 0.1 * errors[1], errors
+    assert np.max(np.abs(richardson - particles.f_train)) < 0.25 * errors[1], errors
 
 
 # ----------------------------------------------------------------------------------------------
