@@ -63,6 +63,18 @@ def test_shapes_and_the_output_averaged_kernels():
     assert single.f_train.shape == (4, 4)
 
 
+def test_accuracy_of_one_hot_mse_targets_comes_from_the_solution():
+    x, _, _ = regression(2, num_train=6, num_test=0)
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    spec = Spec(Architecture(2, "linear", "mup", gamma0=1.0),
+                Data(x, np.eye(3)[labels], labels=labels), Training(times=(0.0, 1.0, 4.0)))
+    solution = dmft.solve(spec)
+    arrays = solution.arrays(spec.data.y_train)  # the solution's own loss and data
+    expected = np.mean(np.argmax(solution.f_train, axis=-1) == labels, axis=-1)
+    np.testing.assert_array_equal(arrays["accuracy_train"], expected)
+    assert solution.diagnostics["method"] == "deep_linear" and expected[-1] > expected[0]
+
+
 def test_cross_entropy_is_refused_in_one_line():
     x, y, _ = regression(1, outputs=2)
     labels = np.array([0.0, 1.0, 1.0, 0.0])

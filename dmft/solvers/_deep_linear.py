@@ -121,7 +121,13 @@ class DeepLinearDMFT:
 
     def solve(self, spec: Spec) -> Solution:
         """March the closure to the last spec time; interpolate to the spec times (flow) or read
-        the saved steps (gd, sgd)."""
+        the saved steps (gd, sgd). The solution carries the loss and the data, so its losses,
+        sharpness and accuracies are those of `Solution`, as for the other solvers."""
+        solution = self._solve(spec)
+        return dataclasses.replace(solution, loss=LOSS, data=spec.data)
+
+    def _solve(self, spec: Spec) -> Solution:
+        """`solve` without the loss and data attached."""
         require_float64("the deep_linear DMFT")
         check_mup(spec, self)
         if not is_identity_activation(spec.architecture.activation):
