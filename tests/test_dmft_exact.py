@@ -7,6 +7,8 @@ K_∞ table (notes V4), the γ0² approach to the lazy limit and the discretisat
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy.optimize import brentq
@@ -323,6 +325,16 @@ def test_auto_method_picks_the_exact_solver():
     assert auto_method_name(small_problem(1.0, hidden_layers=1, activation="relu")) == "monte_carlo"
     method = method_from_spec(small_problem(1.0, solver={"dt": 0.02}))
     assert isinstance(method, DeepLinearDMFT) and method.dt == 0.02
+
+
+@pytest.mark.parametrize("depth, expected", [(1, "two_layer"), (3, "monte_carlo")])
+def test_auto_method_sends_linear_cross_entropy_to_a_solver_that_takes_it(depth, expected):
+    base = small_problem(1.0, hidden_layers=depth)
+    spec = dataclasses.replace(base, data=Data(base.data.x_train, np.array([0.0, 1.0, 2.0])),
+                               training=Training(base.training.times, loss="cross_entropy"))
+    name = auto_method_name(spec)
+    assert name == expected
+    assert "cross_entropy" in type(method_from_spec(spec)).losses
 
 
 def test_solve_dmft_reads_the_solver_table():

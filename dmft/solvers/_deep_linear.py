@@ -930,12 +930,11 @@ def infinite_depth_limit(spec: Spec, depths, method: DeepLinearDMFT | None = Non
         raise InputError(f"infinite_depth_limit: depths must be at least two increasing integers "
                          f">= 2, got {depths}")
     method = method or DeepLinearDMFT()
-    y = np.asarray(spec.data.y_train, dtype=np.float64)
     losses = []
     for depth in depths:
         arch = dataclasses.replace(spec.architecture, hidden_layers=depth)
         solution = method.solve(dataclasses.replace(spec, architecture=arch))
-        losses.append(0.5 * np.mean((solution.f_train - y) ** 2, axis=1))
+        losses.append(solution.losses(spec.data.y_train)["loss_train"])  # (T,), any C
     losses = np.array(losses)
 
     def extrapolate(i, j):

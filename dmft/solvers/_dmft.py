@@ -4,7 +4,7 @@ Every method (lazy and DMFT) is a small immutable object with a ``solve(spec) ->
 method and a ``from_table(table)`` classmethod that reads the spec's ``[solver]`` table (its
 ``method`` key ignored); options are checked by `dmft._options`. `solve_dmft` dispatches:
 
-    method = "auto"          deep_linear if φ is the identity, two_layer if L = 1 and φ is smooth,
+    method = "auto"          deep_linear if φ is the identity (MSE), two_layer if L = 1 and φ is smooth,
                              else monte_carlo
     method = "two_layer"     exact McKean–Vlasov particle dynamics (L = 1, any φ)
     method = "two_layer_moments"  exact moment closure (L = 1, φ = identity)
@@ -58,11 +58,12 @@ def _method_class(name: str) -> type:
 
 
 def auto_method_name(spec: Spec) -> str:
-    """The method "auto" resolves to: deep_linear for φ = id, two_layer for L = 1 with a smooth φ,
-    else monte_carlo (whose fixed time step also suits kinked φ at L = 1: an adaptive solver
-    crawls there, since the flow is non-smooth on the neurons that slide along a kink)."""
+    """The method "auto" resolves to: deep_linear for φ = id under the MSE, two_layer for L = 1
+    with a smooth φ, else monte_carlo (so φ = id under cross-entropy goes to those two; its fixed time
+    step also suits kinked φ at L = 1: an adaptive solver crawls there, since the flow is
+    non-smooth on the neurons that slide along a kink)."""
     activation = spec.architecture.activation
-    if is_identity_activation(activation):
+    if is_identity_activation(activation) and spec.training.loss == "mse":
         return "deep_linear"
     if spec.architecture.hidden_layers == 1 and not is_piecewise_activation(activation):
         return "two_layer"
