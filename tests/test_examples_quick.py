@@ -2,7 +2,8 @@
 data, and shows the sign of its physics: GD sharpens at η0·λ_max(K0)/P = 1.2, the catapult's
 loss rises then falls with η0·λ_max(K)/P ending below 2, μP's optimum sits where the limit puts
 it, depth-μP branches keep more learning rates stable at depth than no depth scaling, and in
-Saxe's stages the limit sits on the exact mode law while the networks approach it with width.
+Saxe's stages the limit sits on the exact mode law while the networks approach it with width;
+on the digits (the [data] extra) the L = 3 DMFT meets the extrapolated networks.
 
 They take minutes on a small CPU (JIT compilation of the solvers and of several widths), so
 they are marked slow: ``pytest -m slow tests/test_examples_quick.py``.
@@ -121,3 +122,14 @@ def test_saxe_stages_quick(tmp_path):
     assert abs(stages["mode1"]["saxe"] - exact[0]) < 0.05 * exact[0]
     gaps = report["networks_vs_exact"]
     assert gaps["N512"] < gaps["N128"]  # networks approach the limit with width
+
+
+def test_digits_depth_quick(tmp_path):
+    pytest.importorskip("sklearn")  # the [data] extra: the digits ship inside scikit-learn
+    text = run_example("digits_depth", tmp_path)
+    assert_figures(tmp_path, "digits_depth")
+    case = last_json(text)["gamma0=1"]
+    assert case["limit"]["loss_train"] < 0.1  # it learns (𝓛(0) = 1/2 for ±1 targets)
+    assert case["limit"]["accuracy_test"] > 0.8
+    # issue 13's criterion on the tiny ensembles (4 seeds, S = 2048): max|Δ| ≤ 3σ + 1 % 𝓛(0)
+    assert case["loss_train_criterion"] <= 1 and case["loss_test_criterion"] <= 1
