@@ -164,8 +164,7 @@ class FiniteNetwork:
         def flat(a):
             return a.reshape(*a.shape[:rows], -1)
 
-        leaves = [jnp.einsum("...k,...k->...", flat(a)[(...,) + (None,) * rows + (slice(None),)],
-                             flat(b)[(None,) * rows])
+        leaves = [jnp.tensordot(flat(a), flat(b), axes=(-1, -1))
                   for a, b in zip(jax.tree.leaves(j1), jax.tree.leaves(j2))]
         return self.learning_rate * sum(leaves)
 
