@@ -167,6 +167,6 @@ def lazy_solution(spec: Spec, kernel: SharedKernel) -> Solution:
     )
     # Solution.sharpness (a cached property) decomposes K at every saved time; the kernel is
     # frozen, so one call of the same routine gives the same numbers
-    sharpness = np.linalg.eigvalsh(ntk[None])[:, -1] / ntk.shape[-1]
+    sharpness = np.asarray(_LOSS.sharpness(ntk[None]))
     solution.__dict__.setdefault("sharpness", np.repeat(sharpness, num_times))
     return solution
