@@ -160,7 +160,7 @@ def test_gd_equals_finite_width_residual_networks_extrapolated_in_one_over_n(hid
 
 
 def test_infinite_depth_extrapolation_in_one_over_depth():
-    from dmft.solvers._deep_linear import infinite_depth_limit
+    from dmft.solvers import infinite_depth_limit
 
     spec = problem(2, gamma0=1.0, alpha=1.0, eta=0.1, steps=10)
     result = infinite_depth_limit(spec, (4, 8, 16))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .._precision import require_float64
 from ..spec import Spec
-from ._deep_linear import DeepLinearDMFT
+from ._deep_linear import DeepLinearDMFT, DepthLimit, infinite_depth_limit
 from ._deep_nonlinear import MonteCarloDMFT
 from ._dmft import auto_method_name, dmft_methods, method_from_spec, solve_dmft
 from ._lazy import ClosedForm, KernelODE, lazy_closed_form, lazy_method_from_table, solve_lazy
@@ -28,6 +28,7 @@ def solve(spec: Spec) -> Solution:
 __all__ = [
     "ClosedForm",
     "DeepLinearDMFT",
+    "DepthLimit",
     "KernelODE",
     "MonteCarloDMFT",
     "Solution",
@@ -35,6 +36,7 @@ __all__ = [
     "TwoLayerMoments",
     "auto_method_name",
     "dmft_methods",
+    "infinite_depth_limit",
     "lazy_closed_form",
     "lazy_method_from_table",
     "method_from_spec",
