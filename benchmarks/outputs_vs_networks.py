@@ -6,7 +6,8 @@ linear teacher (``ce3``, cross-entropy), or 2 outputs tanh(x A) (``mse2``, MSE).
 `--depths` hidden layers are trained by gradient descent at η0 for `--steps` steps, and every
 step is saved. For each (task, φ, L, γ0) the sampler's ensembles at `--widths` (`--seeds` members
 each) give the training loss mean(N) ± its standard error, fitted by mean(N) = limit + b/N. The
-DMFT gives the limit directly: the two-layer particle solver for L = 1, Monte Carlo for L ≥ 2.
+DMFT gives the limit directly: the exact deep-linear closure for φ = x under the MSE, else the
+two-layer particle solver for L = 1 and Monte Carlo for L ≥ 2.
 Printed per case, over the saved steps:
 
 - ``max|Δ|/𝓛0``: the largest |DMFT − extrapolated networks|, in % of the initial loss;
@@ -37,7 +38,7 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 
 from dmft import Architecture, Data, DmftError, Spec, Training  # noqa: E402
-from dmft.solvers import MonteCarloDMFT, TwoLayerDMFT  # noqa: E402
+from dmft.solvers import DeepLinearDMFT, MonteCarloDMFT, TwoLayerDMFT  # noqa: E402
 
 sys.path.append(_HERE)  # the package is imported: the shared helpers can be found now
 from _against_networks import criterion, networks_limit  # noqa: E402
@@ -64,8 +65,12 @@ def task_spec(task: str, activation: str, depth: int, gamma0: float, eta: float,
 
 
 def dmft_loss(spec: Spec, samples: int, replicas: int):
-    """The DMFT training loss and its standard error: two-layer particles for L = 1, Monte Carlo
-    otherwise."""
+    """The DMFT training loss and its standard error: the exact deep-linear closure for φ = x under
+    the MSE (error 0), two-layer particles for L = 1, Monte Carlo otherwise."""
+    if spec.architecture.activation == "linear" and spec.training.loss == "mse":
+        solution = DeepLinearDMFT().solve(spec)
+        loss = np.asarray(solution.losses(spec.data.y_train)["loss_train"])
+        return loss, np.zeros_like(loss)
     if spec.architecture.hidden_layers == 1:
         solution = TwoLayerDMFT(particles=samples, batches=8).solve(spec)
     else:
