@@ -353,13 +353,17 @@ def test_interrupt_while_writing_keeps_the_earlier_result(spec_file, tmp_path, m
 
 
 def test_ctrl_c_during_a_solve_exits_130_with_one_line_and_no_files(tmp_path):
-    """A real SIGINT to `python -m dmft run` while it solves (the Monte Carlo DMFT example takes
-    ~20 s here): exit 130, one line on stderr, no result files, no crash (rc -11 before)."""
+    """A real SIGINT to `python -m dmft run` while it solves: exit 130, one line on stderr, no
+    result files, no crash (rc -11 before). The Monte Carlo DMFT example runs with 16× its
+    default samples, so that the solve outlasts the signal on any machine (the example alone
+    had become fast enough to finish first, now and then)."""
     out = tmp_path / "out"
+    spec = tmp_path / "slow.toml"
+    spec.write_text((REPO / "examples" / "mup_deep_relu.toml").read_text()
+                    + '\n[solver]\nmethod = "monte_carlo"\nnum_samples = 65536\n')
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
-        [sys.executable, "-m", "dmft", "run", str(REPO / "examples" / "mup_deep_relu.toml"),
-         "--out", str(out), "--quiet"],
+        [sys.executable, "-m", "dmft", "run", str(spec), "--out", str(out), "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:
         header = process.stdout.readline()  # printed right before the solve starts
