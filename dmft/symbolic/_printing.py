@@ -32,10 +32,8 @@ def _header_lines(d) -> list[str]:
         lines.append(f"conventions: loss 𝓛 = {loss_text(d.outputs)}, Δ = −P ∂𝓛/∂f = "
                      f"{_delta_text(d.outputs)}, {_outputs_text(d.outputs)}, gradient-flow "
                      "time t; (u,v) ~ N(0, [[q1, c], [c, q2]])")
-    elif d.outputs.index is None:
-        lines += _rule_lines(d.training)
     else:
-        lines += _rule_lines_outputs(d.training, d.outputs)
+        lines += _rule_lines(d.training, d.outputs)
     return lines
 
 
@@ -49,8 +47,9 @@ def _outputs_text(outputs) -> str:
     return f"{outputs.size()} {'classes' if outputs.cross_entropy else 'outputs'} c = 1..C"
 
 
-def _rule_lines_outputs(training, outputs) -> list[str]:
-    """The header of a discrete rule with several outputs or cross-entropy (`_rule_lines`)."""
+def _rule_lines(training, outputs) -> list[str]:
+    """The header of a discrete rule: θ_{k+1} = θ_k − η0 η ∇𝓛_k, step k at t = kη0, its loss
+    (one MSE output, several outputs or cross-entropy) and the error signal."""
     rule = (f"training: {training.optimizer}, learning rate η0 = {training.learning_rate:g}: "
             "θ_(k+1) = θ_k − η0 η ∇_θ 𝓛_k(θ_k), step k at t = k·η0")
     if training.optimizer == "sgd":
@@ -59,22 +58,9 @@ def _rule_lines_outputs(training, outputs) -> list[str]:
                  "ω_kμ = P/B on the batch, 0 elsewhere")
     else:
         batch = f"𝓛_k = {loss_text(outputs)} (full batch, ω ≡ 1)"
-    return [rule, batch, f"conventions: Δ = −P ∂𝓛/∂f = {_delta_text(outputs)}, "
-                         f"{_outputs_text(outputs)}; sums over past steps η0 Σ_(s<k) replace "
-                         "the flow's ∫_0^t ds; (u,v) ~ N(0, [[q1, c], [c, q2]])"]
-
-
-def _rule_lines(training) -> list[str]:
-    """The header of a discrete rule: θ_{k+1} = θ_k − η0 η ∇𝓛_k, step k at t = kη0."""
-    rule = (f"training: {training.optimizer}, learning rate η0 = {training.learning_rate:g}: "
-            "θ_(k+1) = θ_k − η0 η ∇_θ 𝓛_k(θ_k), step k at t = k·η0")
-    if training.optimizer == "sgd":
-        batch = (f"𝓛_k = (1/2B) Σ_(μ ∈ batch k) (f_μ − y_μ)², B = {training.batch_size}, "
-                 f"batches from seed {training.seed}; error signal ω_k ⊙ Δ_k with "
-                 "ω_kμ = P/B on the batch, 0 elsewhere")
-    else:
-        batch = "𝓛_k = (1/2P) Σ_μ (f_μ − y_μ)² (full batch, ω ≡ 1)"
-    return [rule, batch, "conventions: Δ = y − f; sums over past steps η0 Σ_(s<k) replace the "
+    delta = ("Δ = y − f" if outputs.index is None else
+             f"Δ = −P ∂𝓛/∂f = {_delta_text(outputs)}, {_outputs_text(outputs)}")
+    return [rule, batch, f"conventions: {delta}; sums over past steps η0 Σ_(s<k) replace the "
                          "flow's ∫_0^t ds; (u,v) ~ N(0, [[q1, c], [c, q2]])"]
 
 
