@@ -50,6 +50,13 @@ def classification(seed, num_train=6, num_test=2, dim=3, classes=3):
                                                                               num_test) * 1.0
 
 
+def task_of(loss, seed):
+    """The 2-output regression (MSE) or the 3-class task (cross-entropy), 6 training points."""
+    if loss == "mse":
+        return regression(seed, num_train=6, outputs=2)
+    return classification(seed, classes=3)
+
+
 # ----------------------------------------------------------------------------------------------
 # Exact: L = 1 is a width-S network with C read-outs
 
@@ -233,10 +240,7 @@ def test_identical_columns_with_aligned_draws_are_the_richer_scalar_march_exactl
 @pytest.mark.parametrize("rule", ["gd", "flow"])
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 def test_two_layer_monte_carlo_matches_the_particle_dmft(loss, rule):
-    if loss == "mse":
-        x, y, x_test, y_test = regression(5, num_train=6, outputs=2)
-    else:
-        x, y, x_test, y_test = classification(5, classes=3)
+    x, y, x_test, y_test = task_of(loss, 5)
     spec = make_spec(x, y, rule=rule, eta=0.5, steps=4, loss=loss, x_test=x_test,
                      y_test=y_test)
     mc = MonteCarloDMFT(num_samples=1024, num_batches=8,
@@ -269,10 +273,7 @@ def test_two_layer_monte_carlo_matches_the_particle_dmft(loss, rule):
 @pytest.mark.parametrize("rule", ["gd", "flow"])
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 def test_small_gamma0_is_the_lazy_limit(loss, rule):
-    if loss == "mse":
-        x, y, x_test, y_test = regression(9, num_train=6, outputs=2)
-    else:
-        x, y, x_test, y_test = classification(9, classes=3)
+    x, y, x_test, y_test = task_of(loss, 9)
     eta, steps, dt = 0.5, 6, 0.05
     spec = make_spec(x, y, hidden_layers=2, gamma0=1e-4, rule=rule, eta=eta, steps=steps,
                      loss=loss, x_test=x_test, y_test=y_test)

@@ -361,7 +361,7 @@ def _particle_system(activation, kx, y, gamma0, sources, loss=LOSS):
             phi_k = act.T @ act[:, :num_train] / s + phi_shift[:, :num_train]  # (Q, P)
             weight = jnp.mean(z**2, axis=1)  # (1/C) ‖z‖²
             # an einsum, not (dact·w)ᵀ @ dact: XLA's CPU backend returns NaN for that vmapped
-            # product when φ' is constant (φ = x) and C > 1 (tests/test_multi_output.py)
+            # product when φ' is constant (φ = x) and C > 1 (tests/test_saxe_closed_form.py)
             g_k = jnp.einsum("sq,s,sp->qp", dact, weight, dact[:, :num_train]) / s + g_shift
             return phi_k, g_k, f
 
