@@ -4,19 +4,24 @@ signal Δ = y − softmax(f), the loss, the kernel ODE / step recursion in place
 forms and the output-index structure of the μP process; the printed cross-entropy step
 recursion, lowered, is the lazy solver's GD / SGD; MSE output is unchanged."""
 
-import hashlib
 import re
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import sympy as sp
 
 from dmft import Architecture, Data, InputError, Spec, Training, solve_lazy
 from dmft.symbolic import braces_balanced, derive, eta0, lower_expression, num_train
 
 from conftest import one_line_error, run_dmft
-from test_derive_discrete import FLOW_CASES, FLOW_SHA256, _equations, _gd, _lazy_kernels
+from test_derive_discrete import (
+    FLOW_CASES,
+    FLOW_SHA256,
+    _equations,
+    _gd,
+    _lazy_kernels,
+    assert_digests,
+)
 
 CE = "cross_entropy"
 SOFTMAX_TEXT = "softmax(f_μ("
@@ -81,10 +86,7 @@ def test_cross_entropy_without_a_class_count_prints_c_classes():
 def test_mse_with_one_output_is_byte_identical(name):
     arch, residual = FLOW_CASES[name]
     d = derive(arch, residual_scale=residual, training=Training(loss="mse"), outputs=1)
-    if sp.__version__ != "1.14.0":
-        pytest.skip(f"the recorded digests are SymPy 1.14.0's printing, this is {sp.__version__}")
-    digests = tuple(hashlib.sha256(t.encode()).hexdigest() for t in (str(d), d.latex()))
-    assert digests == FLOW_SHA256[name]
+    assert_digests(d, FLOW_SHA256[name])
 
 
 # SHA-256 of str(derive(...)) and derive(...).latex() at commit a038e1c (before the loss entered
@@ -114,10 +116,7 @@ def test_mse_discrete_rules_are_byte_identical(name):
     d = derive(arch, residual_scale=residual, training=training)
     assert str(d) == str(derive(arch, residual_scale=residual, training=training, outputs=1))
     assert "softmax" not in str(d) and "outputs" not in _equations(d)
-    if sp.__version__ != "1.14.0":
-        pytest.skip(f"the recorded digests are SymPy 1.14.0's printing, this is {sp.__version__}")
-    digests = tuple(hashlib.sha256(t.encode()).hexdigest() for t in (str(d), d.latex()))
-    assert digests == DISCRETE_SHA256[name]
+    assert_digests(d, DISCRETE_SHA256[name])
 
 
 @pytest.mark.parametrize("parameterization", ["ntk", "mup"])
