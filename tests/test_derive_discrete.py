@@ -5,7 +5,6 @@ moment solvers (φ = identity, moment-matched samples) and against a width-S net
 GD with autodiff (tanh, the samples being its neurons). Plus: the flow output is unchanged, text
 and LaTeX print the step sum, and ``dmft derive`` reads the spec's training rule."""
 
-import dataclasses
 import hashlib
 
 import jax
@@ -14,31 +13,19 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from dmft import Architecture, Data, InputError, Spec, Training, solve_lazy
+from dmft import Architecture, InputError, Spec, Training, solve_lazy
 from dmft.activations import get_activation
 from dmft.solvers import DeepLinearDMFT, TwoLayerMoments
 from dmft.symbolic import (
-    ErrorSignal, Expect, MatrixForm, Mul, Scalar, StepSum, braces_balanced, derive, eta0, gamma0,
+    ErrorSignal, MatrixForm, Mul, Scalar, StepSum, braces_balanced, derive, eta0, gamma0,
     lower_expression, lower_matrix_form, lower_recursion, num_train, step_k,
 )
 
+from _derive_helpers import (
+    at_step, equations, gd_training, lower_on_steps, march_printed_deep_linear, printed_average,
+    small_data,
+)
 from conftest import one_line_error, run_dmft
-
-
-def _equations(derivation) -> dict:
-    return {eq.label: eq for eq in derivation.dmft.equations()}
-
-
-def _gd(eta, steps=0, **rule):
-    rule = {"optimizer": "gd", **rule}
-    return Training(tuple(eta * k for k in range(steps + 1)), learning_rate=eta, **rule)
-
-
-def _data(seed, num_train=5, num_test=2, input_dim=8):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((num_train + num_test, input_dim))
-    y = np.sin(x @ rng.standard_normal(input_dim) / np.sqrt(input_dim)) + 0.3
-    return Data(x[:num_train], y[:num_train], x_test=x[num_train:], y_test=y[num_train:])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -94,8 +81,8 @@ def test_flow_output_is_byte_identical(name):
 @pytest.mark.parametrize("optimizer", ["gd", "sgd"])
 def test_text_and_latex_print_the_discrete_rule(parameterization, optimizer):
     rule = {"batch_size": 2, "seed": 7} if optimizer == "sgd" else {}
-    d = derive(Architecture(2, "tanh", parameterization), training=_gd(0.25, optimizer=optimizer,
-                                                                         **rule))
+    d = derive(Architecture(2, "tanh", parameterization),
+               training=gd_training(0.25, optimizer=optimizer, **rule))
     text, latex = str(d), d.latex()
     assert f"training: {optimizer}, learning rate η0 = 0.25" in text
     assert "∫" not in text.split("## Dual activation")[1]  # no time integral left
@@ -142,13 +129,13 @@ def _lazy_kernels(arch, data):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_printed_lazy_gd_closed_form_equals_the_lazy_solver(seed):
     arch = Architecture(2, "relu", "ntk", sigma_w=1.5, sigma_b=0.1)
-    data = _data(seed)
+    data = small_data(seed)
     kernel, cross = _lazy_kernels(arch, data)
     p = kernel.shape[0]
     eta = 1.7 * p / np.linalg.eigvalsh(kernel)[-1]  # near the edge of stability
     steps = 12
-    solution = solve_lazy(Spec(arch, data, _gd(eta, steps)))
-    eqs = _equations(derive(arch, training=_gd(eta)))
+    solution = solve_lazy(Spec(arch, data, gd_training(eta, steps)))
+    eqs = equations(derive(arch, training=gd_training(eta)))
     assert isinstance(eqs["lazy_f"].rhs, MatrixForm) and isinstance(eqs["lazy_test"].rhs,
                                                                    MatrixForm)
     env = {"K": kernel, "y": data.y_train[:, None], "K_starX": cross}
@@ -182,15 +169,15 @@ def _march_lazy_steps(eqs, kernel, cross, y, omega, eta):
 @pytest.mark.parametrize("optimizer,seed", [("gd", 3), ("sgd", 4), ("sgd", 5)])
 def test_printed_lazy_step_recursion_equals_the_lazy_solver(optimizer, seed):
     arch = Architecture(2, "erf", "ntk", sigma_w=1.3)
-    data = _data(seed, num_train=6)
+    data = small_data(seed, num_train=6)
     kernel, cross = _lazy_kernels(arch, data)
     eta, steps = 1.2 * 6 / np.linalg.eigvalsh(kernel)[-1], 10
     rule = {"optimizer": optimizer, **({"batch_size": 2, "seed": seed} if optimizer == "sgd"
                                        else {})}
-    training = _gd(eta, steps, **rule)
+    training = gd_training(eta, steps, **rule)
     solution = solve_lazy(Spec(arch, data, training))
     omega = training.dynamics.batch_weights(6, steps)
-    f, f_test = _march_lazy_steps(_equations(derive(arch, training=training)), kernel, cross,
+    f, f_test = _march_lazy_steps(equations(derive(arch, training=training)), kernel, cross,
                                   data.y_train, np.asarray(omega), eta)
     np.testing.assert_allclose(f, solution.f_train, atol=1e-10, rtol=0)
     np.testing.assert_allclose(f_test, solution.f_test, atol=1e-10, rtol=0)
@@ -198,29 +185,6 @@ def test_printed_lazy_step_recursion_equals_the_lazy_solver(optimizer, seed):
 
 # ----------------------------------------------------------------------------------------------
 # μP, two-layer family: the printed step sums evaluated on samples of the single-site process.
-
-
-def _lower(node, num_steps, scalars, activation):
-    return lower_expression(node, times=jnp.zeros(num_steps + 1), scalars=scalars,
-                            activation=activation)
-
-
-def _expectation(rhs, num_steps, scalars, activation):
-    """A printed ``c ⟨body⟩``: the body lowered, vmapped over the samples and averaged."""
-    coefficient, expect = (rhs.factors if isinstance(rhs, Mul) else (Scalar(sp.Integer(1)), rhs))
-    assert isinstance(coefficient, Scalar) and isinstance(expect, Expect), rhs.text()
-    coefficient = float(coefficient.value.xreplace(scalars))
-    body = _lower(expect.body, num_steps, scalars, activation)
-    fn = lambda shared, per_sample: coefficient * jnp.mean(  # noqa: E731
-        jax.vmap(lambda fields: body({**shared, **fields}))(per_sample), axis=0)
-    return dataclasses.replace(body, fn=fn)
-
-
-def _at(lowered, k):
-    """Evaluate ``lowered`` and take step k of its axis "k" (the other axes keep their order)."""
-    axis = lowered.axes.index("k")
-    return lambda *env: jnp.take(lowered(*env) if len(env) == 1 else lowered.fn(*env), k,
-                                 axis=axis)
 
 
 def march_printed_two_layer(derivation, kx, y, omega, eta, u, r, num_steps):
@@ -235,10 +199,10 @@ def march_printed_two_layer(derivation, kx, y, omega, eta, u, r, num_steps):
     p, q, samples = y.size, kx.shape[0], u.shape[0]
     activation = get_activation(arch.activation)
     scalars = {gamma0: arch.gamma0, eta0: eta, num_train: p}
-    eqs = _equations(derivation)
-    h_fn, z_fn, g_fn = (_lower(eqs[n].rhs, num_steps, scalars, activation)
+    eqs = equations(derivation)
+    h_fn, z_fn, g_fn = (lower_on_steps(eqs[n].rhs, num_steps, scalars, activation)
                         for n in ("h1", "z1", "g1"))
-    readout = _expectation(eqs["readout"].rhs, num_steps, scalars, activation)
+    readout = printed_average(eqs["readout"].rhs, num_steps, scalars, activation)
     junk = np.random.default_rng(99)
     h, z, g, delta = (jnp.asarray(1e3 * junk.standard_normal(shape)) for shape in (
         (samples, q, num_steps + 1), (samples, num_steps + 1), (samples, q, num_steps + 1),
@@ -247,19 +211,19 @@ def march_printed_two_layer(derivation, kx, y, omega, eta, u, r, num_steps):
     f = []
     for k in range(num_steps + 1):
         env = {**shared, "Delta": delta}
-        h_k = jax.vmap(lambda u_i, g_i: _at(h_fn, k)({**env, "u1": u_i, "g1": g_i[:p]}))(u, g)
+        h_k = jax.vmap(lambda u_i, g_i: at_step(h_fn, k)({**env, "u1": u_i, "g1": g_i[:p]}))(u, g)
         h = h.at[:, :, k].set(h_k)
-        z_k = jax.vmap(lambda r_i, h_i: _at(z_fn, k)({**env, "r1": r_i, "h1": h_i[:p]}))(r, h)
+        z_k = jax.vmap(lambda r_i, h_i: at_step(z_fn, k)({**env, "r1": r_i, "h1": h_i[:p]}))(r, h)
         z = z.at[:, k].set(z_k)
-        g_k = jax.vmap(lambda h_i, z_i: _at(g_fn, k)({"h1": h_i, "z1": z_i}))(h, z)
+        g_k = jax.vmap(lambda h_i, z_i: at_step(g_fn, k)({"h1": h_i, "z1": z_i}))(h, z)
         g = g.at[:, :, k].set(g_k)
-        f_k = _at(readout, k)(env, {"z1": z, "h1": h})
+        f_k = at_step(readout, k)(env, {"z1": z, "h1": h})
         f.append(f_k)
         delta = delta.at[:, k].set(y - f_k[:p])
-    phi = _expectation(eqs["Phi1"].rhs, num_steps, scalars, activation)
-    gg = _expectation(eqs["G1"].rhs, num_steps, scalars, activation)
+    phi = printed_average(eqs["Phi1"].rhs, num_steps, scalars, activation)
+    gg = printed_average(eqs["G1"].rhs, num_steps, scalars, activation)
     assert phi.axes == gg.axes == ("mu", "k", "alpha", "s")
-    ntk = _lower(eqs["ntk"].rhs, num_steps, scalars, activation)
+    ntk = lower_on_steps(eqs["ntk"].rhs, num_steps, scalars, activation)
     values = ntk({"Phi1": phi.fn({}, {"h1": h[:, :p]}), "G1": gg.fn({}, {"g1": g[:, :p]}),
                   "Kx": kx[:p, :p]})
     order = [ntk.axes.index(a) for a in ("k", "mu", "alpha")]
@@ -275,14 +239,14 @@ def moment_matched_sources(kx, samples, seed):
 
 
 def _two_layer_problem(seed, optimizer, ratio=1.5, steps=8, gamma0_value=1.3):
-    data = _data(seed, num_train=5, num_test=2, input_dim=8)
+    data = small_data(seed, num_train=5, num_test=2, input_dim=8)
     x = np.concatenate([data.x_train, data.x_test])
     kx = x @ x.T / x.shape[1]
     k0 = 2 * kx[:5, :5]  # the lazy NTK of a linear two-layer network: K = Φ^0 + Φ^0
     eta = ratio * 5 / np.linalg.eigvalsh(k0)[-1]
     rule = {"optimizer": optimizer, **({"batch_size": 2, "seed": seed} if optimizer == "sgd"
                                        else {})}
-    training = _gd(eta, steps, **rule)
+    training = gd_training(eta, steps, **rule)
     arch = Architecture(1, "linear", "mup", gamma0=gamma0_value)
     return Spec(arch, data, training), kx
 
@@ -375,7 +339,7 @@ def test_cli_derive_latex_of_a_gd_spec_contains_the_step_sum(tmp_path):
     text = run_dmft("derive", spec)
     assert text.returncode == 0 and "h^2_μ(k) = u^2_μ(k) + γ0 η0 Σ_{s<k}" in text.stdout
     assert text.stdout == str(derive(Architecture(2, "tanh", "mup", gamma0=1.0),
-                                     training=_gd(0.25)))
+                                     training=gd_training(0.25)))
 
 
 def test_cli_derive_of_a_flow_spec_prints_the_flow_equations(tmp_path):
@@ -391,7 +355,7 @@ def test_cli_derive_overrides_the_training_rule(tmp_path):
                       "--batch-size", "3")
     assert result.returncode == 0, result.stderr
     assert result.stdout == str(derive(Architecture(2, "tanh", "ntk"),
-                                       training=_gd(0.5, optimizer="sgd", batch_size=3)))
+                                       training=gd_training(0.5, optimizer="sgd", batch_size=3)))
     bad = run_dmft("derive", spec, "--optimizer", "adam", "--learning-rate", "0.5")
     assert bad.returncode == 2 and "training.optimizer must be one of" in bad.stderr
 
@@ -424,131 +388,24 @@ def test_derive_refuses_a_training_of_the_wrong_type():
 # μP, deep linear (L = 2): the printed step sums with their responses, on the Gaussian sources.
 
 
-class LinearSources:
-    """φ = identity makes every field linear in the sources: a field is its coefficient array
-    over the M source coordinates (u^1 (Q), r^1 (Q, T), u^2 (Q, T), r^2 (1)), whose covariance C
-    is block diagonal (K^x, G^2, Φ^1, 1); the blocks G^2 and Φ^1 are entered as they are built."""
-
-    def __init__(self, kx, num_steps):
-        q, t = kx.shape[0], num_steps + 1
-        self.q, self.t = q, t
-        self.offsets = {"u1": 0, "r1": q, "u2": q + q * t, "r2": q + 2 * q * t}
-        self.size = q + 2 * q * t + 1
-        self.cov = np.zeros((self.size, self.size))
-        self.cov[:q, :q] = kx
-        self.cov[-1, -1] = 1.0
-
-    def unit(self, name):
-        """The source itself: (M, Q) for u^1, (M, Q, T) for r^1 and u^2, (M,) for r^2."""
-        shape = {"u1": (self.q,), "r1": (self.q, self.t), "u2": (self.q, self.t), "r2": ()}[name]
-        count = int(np.prod(shape, dtype=int))
-        out = np.zeros((self.size, count))
-        out[self.offsets[name] + np.arange(count), np.arange(count)] = 1.0
-        return out.reshape((self.size, *shape))
-
-    def set_block(self, name, kernel):
-        """The covariance of u^2 (Φ^1) or r^1 (G^2): ``kernel`` (Q, T, Q, T), zero where unknown."""
-        start, n = self.offsets[name], self.q * self.t
-        self.cov[start:start + n, start:start + n] = kernel.reshape(n, n)
-
-    def expect(self, a, b):
-        """⟨a b⟩ = aᵀ C b for coefficient arrays a (M, ...), b (M, ...): shape a[1:] + b[1:]."""
-        left = np.tensordot(a, self.cov, axes=(0, 0))
-        return np.tensordot(left, b, axes=(left.ndim - 1, 0))
-
-    def derivative(self, field, name):
-        """∂field/∂source for a source of shape (Q, T): field.shape[1:] + (Q, T)."""
-        start, n = self.offsets[name], self.q * self.t
-        block = field[start:start + n].reshape(self.q, self.t, *field.shape[1:])
-        return np.moveaxis(block, (0, 1), (-2, -1))
-
-
-def _coefficient(rhs, scalars):
-    """``c ⟨…⟩`` → (c, the node inside ⟨⟩)."""
-    coefficient, expect = rhs.factors if isinstance(rhs, Mul) else (Scalar(sp.Integer(1)), rhs)
-    assert isinstance(expect, Expect), rhs.text()
-    return float(coefficient.value.xreplace(scalars)), expect.body
-
-
-def march_printed_deep_linear(derivation, kx, y, omega, eta, num_steps):
-    """f(k) (train ∪ test) and K(k) (train) of the printed L = 2 step equations for φ = identity.
-
-    Within step k, in the order the printed dependencies allow: h^1(k), Φ^1 row k, the responses
-    A^1(k, s) = ∂h^1(k)/∂r^1(s)/(γ0η0), h^2(k), z^2(k), g^2(k), G^2 row k, B^1(k, s) =
-    ∂g^2(k)/∂u^2(s)/(γ0η0) (s <= k), z^1(k), g^1(k), then the read-out f(k) and Δ(k). A
-    residual block (h^2 = h^1 + β[…], g^1 = g^2 + β φ'(h^1) z^1) keeps this order.
-    """
-    arch = derivation.architecture
-    p, q, t = y.size, kx.shape[0], num_steps + 1
-    scalars = {**derivation.parameters, gamma0: arch.gamma0, eta0: eta, num_train: p}
-    activation = get_activation("linear")
-    eqs = _equations(derivation)
-    fns = {n: _lower(eqs[n].rhs, num_steps, scalars, activation)
-           for n in ("h1", "h2", "z1", "z2", "g1", "g2", "ntk")}
-    src = LinearSources(kx, num_steps)
-    m = src.size
-    h1, g1, z1, h2, g2 = (np.zeros((m, q, t)) for _ in range(5))
-    z2 = np.zeros((m, t))
-    phi1, g2_kernel, a1, b1 = (np.zeros((q, t, q, t)) for _ in range(4))
-    delta, f = np.zeros((p, t)), []
-    a_scale, a_body = _coefficient(eqs["A1"].rhs, scalars)
-    b_scale, b_body = _coefficient(eqs["B1"].rhs, scalars)
-    assert a_body.num.arg.name == "h" and a_body.den.name == "r"  # ⟨δφ(h^1)/δr^1⟩
-    assert a_body.num.arg.layer == a_body.den.layer == 1
-    assert (b_body.num.name, b_body.num.layer, b_body.den.name, b_body.den.layer) == ("g", 2,
-                                                                                     "u", 2)
-
-    def step(name, k, fields):
-        fn = fns[name]
-        shared = {"Kx": kx[:, :p], "Delta": delta, "omega": omega[:t].T, "Phi1": phi1[:, :, :p],
-                  "G2": g2_kernel[:, :, :p], "A1": a1[:, :, :p], "B1": b1[:, :, :p]}
-        values = jax.vmap(lambda fl: fn({**shared, **fl}))(
-            {key: jnp.asarray(v) for key, v in fields.items()})
-        return np.take(np.asarray(values), k, axis=1 + fn.axes.index("k"))
-
-    for k in range(t):
-        h1[:, :, k] = step("h1", k, {"u1": src.unit("u1"), "g1": g1[:, :p]})
-        phi1[:, k, :, : k + 1] = src.expect(h1[:, :, k], h1[:, :, : k + 1])
-        phi1[:, : k + 1, :, k] = np.moveaxis(phi1[:, k, :, : k + 1], (0, 1, 2), (2, 0, 1))
-        src.set_block("u2", phi1)
-        a1[:, k] = a_scale * src.derivative(h1[:, :, k], "r1")
-        h2[:, :, k] = step("h2", k, {"u2": src.unit("u2"), "g2": g2[:, :p], "h1": h1})
-        z2[:, k] = step("z2", k, {"r2": src.unit("r2"), "h2": h2[:, :p]})
-        g2[:, :, k] = step("g2", k, {"h2": h2, "z2": z2})
-        g2_kernel[:, k, :, : k + 1] = src.expect(g2[:, :, k], g2[:, :, : k + 1])
-        g2_kernel[:, : k + 1, :, k] = np.moveaxis(g2_kernel[:, k, :, : k + 1], (0, 1, 2),
-                                                  (2, 0, 1))
-        src.set_block("r1", g2_kernel)
-        b1[:, k] = b_scale * src.derivative(g2[:, :, k], "u2")
-        z1[:, :, k] = step("z1", k, {"r1": src.unit("r1"), "h1": h1[:, :p]})
-        g1[:, :, k] = step("g1", k, {"h1": h1, "z1": z1, "g2": g2})
-        scale, _ = _coefficient(eqs["readout"].rhs, scalars)
-        f.append(scale * src.expect(z2[:, k], h2[:, :, k]))
-        delta[:, k] = y - f[-1][:p]
-    kernels = {"Phi1": phi1[:p, :, :p], "G2": g2_kernel[:p, :, :p], "Kx": kx[:p, :p],
-               "G1": src.expect(g1[:, :p], g1[:, :p]), "Phi2": src.expect(h2[:, :p], h2[:, :p])}
-    ntk = np.asarray(fns["ntk"](kernels))
-    return np.array(f), np.transpose(ntk, [fns["ntk"].axes.index(a) for a in ("k", "mu", "alpha")])
-
-
 @pytest.mark.parametrize("optimizer,seed,residual", [("gd", 0, None), ("gd", 1, None),
                                                      ("sgd", 2, None), ("gd", 3, 1.3),
                                                      ("sgd", 4, 0.8)])
 def test_printed_deep_linear_step_sums_equal_the_deep_linear_solver(optimizer, seed, residual):
     # residual: h^2 = h^1 + β[u^2 + …] with β = α/√L (derivations/finite_step_dmft.md
     # eq:res_process; DeepLinearDMFT's residual march, derivations/deep_linear_gd_residual.md §4)
-    data = _data(seed, num_train=4, num_test=1, input_dim=6)
+    data = small_data(seed, num_train=4, num_test=1, input_dim=6)
     x = np.concatenate([data.x_train, data.x_test])
     kx = x @ x.T / x.shape[1]
     eta = (1.2 if optimizer == "gd" else 0.5) * 4 / np.linalg.eigvalsh(3 * kx[:4, :4])[-1]
     rule = {"optimizer": optimizer, **({"batch_size": 2, "seed": seed} if optimizer == "sgd"
                                        else {})}
-    training, steps = _gd(eta, 6, **rule), 6
+    training, steps = gd_training(eta, 6, **rule), 6
     spec = Spec(Architecture(2, "linear", "mup", gamma0=1.2, residual_scale=residual), data,
                 training)
     omega = np.asarray(training.dynamics.batch_weights(4, steps + 1))
     f, ntk = march_printed_deep_linear(derive(spec.architecture, training=training), kx,
-                                       data.y_train, omega, eta, steps)
+                                       data.y_train, steps, eta=eta, omega=omega)
     solution = DeepLinearDMFT().solve(spec)
     reference = np.concatenate([solution.f_train, solution.f_test], axis=1)
     np.testing.assert_allclose(f, reference, atol=1e-10, rtol=0)
