@@ -6,7 +6,8 @@
   round-off, and lowered with the package's left rule (Richardson-combined: second order) they
   converge to the solver's default answer at second order;
 - GD / SGD, φ = tanh: the printed step sums, evaluated on the Monte Carlo solver's own draws with
-  its Stein response rows, are its march sample by sample (f, Φ^ℓ, G^ℓ and K to round-off).
+  its Stein response rows, are its march sample by sample (f, Φ^ℓ, G^ℓ and K to round-off);
+- ``dmft derive`` of a residual spec prints these derivations (residual_exponent read from it).
 
 The GD / SGD step sums of φ = identity are held equal to the deep-linear solver in
 tests/test_derive_discrete.py (test_printed_deep_linear_step_sums_equal_the_deep_linear_solver).
@@ -27,6 +28,7 @@ from _derive_helpers import (
     equations, gd_training, lower_on_steps, march_printed_deep_linear, printed_average,
     printed_coefficient, small_data,
 )
+from conftest import run_dmft
 
 ALPHA = 1.3  # residual_scale α: β = α/L^e is 0.92 (L = 2, e = 1/2) down to 0.43 (L = 3, e = 1)
 
@@ -298,3 +300,28 @@ def test_printed_residual_tanh_step_sums_on_the_monte_carlo_draws_are_its_march(
         np.testing.assert_allclose(np.where(mask, kernels[name], 0), np.where(mask, rows, 0),
                                    atol=1e-10, rtol=0)
     assert np.abs(f[-1] - f[0]).max() > 0.3  # the run moved (≈ 0.5): the check has content
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line: `dmft derive` of a residual spec prints the derivations held equal above.
+
+
+@pytest.mark.parametrize("optimizer", ["flow", "gd"])
+def test_cli_derive_of_a_residual_spec_prints_the_equations_the_solvers_march(tmp_path,
+                                                                             optimizer):
+    rule = 'optimizer = "gd"\nlearning_rate = 0.5\n' if optimizer == "gd" else ""
+    spec = tmp_path / "spec.toml"
+    spec.write_text('[architecture]\nhidden_layers = 3\nactivation = "tanh"\n'
+                    'parameterization = "mup"\ngamma0 = 1.1\nresidual_scale = 1.3\n'
+                    f'residual_exponent = 1.0\n[training]\ntimes = [0.0, 0.5]\n{rule}')
+    result = run_dmft("derive", spec)
+    assert result.returncode == 0, result.stderr
+    training = gd_training(0.5) if optimizer == "gd" else None
+    arch = residual_arch(3, 1.0, activation="tanh", gamma0_value=1.1)
+    assert result.stdout == str(derive(arch, training=training))
+    # β = α/L^e with e = 1 from the spec, in the stream and in its memory term
+    memory = "η0 Σ_{s<k}" if optimizer == "gd" else "∫_0^t ds"
+    now = "k" if optimizer == "gd" else "t"
+    assert (f"h^2_μ({now}) = h^1_μ({now}) + (α/L) [u^2_μ({now}) + (α*γ0/L) {memory}"
+            in result.stdout)
+    assert f"g^1_μ({now}) = g^2_μ({now}) + (α/L) φ'(h^1_μ({now})) z^1_μ({now})" in result.stdout
