@@ -90,6 +90,29 @@ def test_small_gamma0_gd_is_the_lazy_closed_form_even_at_a_large_step(hidden_lay
     np.testing.assert_allclose(sol.f_test, f_test, rtol=0, atol=1e-7)
 
 
+def test_without_the_readout_control_variate_small_gamma0_gd_is_the_sampled_kernels_gd():
+    """readout_control_variate = false leaves f the plain read-out γ0⁻¹⟨z^L φ(h^L)⟩: at γ0 → 0
+    it is the lazy GD of the sampled NTK K̂(0), not of the exact K(0), while the reported kernels
+    keep their control variates (K(0) exact)."""
+    x, y = pd4_data()
+    x_test = np.random.default_rng(4).standard_normal((2, 4))
+    spec = make_spec(x, y, gamma0=1e-4, learning_rate=0.5, steps=8, x_test=x_test)
+    plain = MonteCarloDMFT(num_samples=256, num_batches=4,
+                           readout_control_variate=False).solve(spec)
+    raw = MonteCarloDMFT(num_samples=256, num_batches=4,
+                         kernel_control_variates=False).solve(spec)
+    ntk, _ = lazy_ntk(spec)
+    np.testing.assert_allclose(plain.ntk[0], ntk, rtol=0, atol=1e-12)  # the kernels keep the CVs
+    # the same march, and a read-out with no F: the f of the solve without any kernel CV
+    np.testing.assert_allclose(plain.f_train, raw.f_train, rtol=0, atol=1e-12)
+    sampled = np.asarray(raw.ntk[0])  # K̂(0), S = 256: a few % off K(0)
+    step = np.eye(4) - 0.5 * sampled / 4
+    f = np.stack([(np.eye(4) - np.linalg.matrix_power(step, k)) @ y for k in range(9)])
+    # O(γ0²) = 1e-8 deviations and round-off, as in the exact-K case above
+    np.testing.assert_allclose(plain.f_train, f, rtol=0, atol=1e-7)
+    assert np.abs(sampled - ntk).max() > 1e-3  # so the test tells K̂ from K
+
+
 def test_sgd_with_full_batches_is_gd_and_small_batches_follow_the_lazy_sgd_recursion():
     x, y = pd4_data()
     method = MonteCarloDMFT(num_samples=256, num_batches=4)

@@ -285,7 +285,7 @@ def test_small_gamma0_is_the_lazy_limit(loss, rule):
     # pairs); the kernel control variates make the lazy NTK exact, so no Monte Carlo error at
     # this order: 1e-7 for GD (both are the exact step map), as in test_monte_carlo_gd. (At
     # γ0 = 1e-3 the O(γ0²) conditional variances of the nearly static sources sit at the
-    # rcond = 1e-6 cutoff and their Stein responses add noise.) Flow: the march's trapezoid rule
+    # rcond cutoff and their Stein responses add noise.) Flow: the march's trapezoid rule
     # (Crank–Nicolson on the lazy part) has global error <= t·dt²·max|∂t³f|/12 with
     # |∂t³f| <= λ³·max|Δ| (λ = λ_max(K0)/P; the softmax Hessian only shrinks it)
     bound = 1e-7 + (steps * eta) * dt**2 * lam**3 * np.max(np.abs(y)) / 12

@@ -22,7 +22,9 @@ where b is a control variate with ⟨b εᵀ⟩ = 0 exactly (b = φ(u^ℓ) for �
 for ℬ^ℓ: the lazy values of F, independent of ε); F − b = O(γ0 t) so the estimator's noise is
 O(γ0 t / √S) instead of O(1/√S). Near-singular directions of the conditional covariances
 (smooth-in-time sources, singular Φ^0 or G^{L+1} = 1) are dropped below a relative eigenvalue
-cutoff `rcond`: a direction the sources do not span carries no response. Entries known to vanish
+cutoff `rcond` (of the mean source variance): a direction the sources do not span carries no
+response, and each kept direction adds its own Stein noise, so the kernels' noise bias grows with
+the number kept over S (derivations/dmft.md, "Why rcond = 1e-3"). Entries known to vanish
 (e.g. ℬ off the diagonal at equal times, responses to test-point sources) are *not* zeroed: in
 the original coordinates 𝐋⁻¹ has huge entries whose cancellations against the smooth histories
 keep the noise O(1/√S) per whitened direction, and zeroing single entries destroys them.
@@ -80,7 +82,9 @@ its Stein responses are exact for it and the scheme is consistent of order 2 for
 **Read-out with a lazy control variate.** f = γ0⁻¹⟨r^L(φ(h^L) − φ(u^L)) + (z^L − r^L)φ(h^L)⟩ + F,
 F = (1/P)∫(K − K̂)Δ (trapezoid; one P×P solve per step), with K − K̂ the shift of the kernel
 control variates below (exact minus sampled lazy NTK): f(0) = 0 exactly and, as γ0 → 0, f is the
-exact lazy flow rather than its O(1/√S) Monte Carlo estimate.
+exact lazy flow rather than its O(1/√S) Monte Carlo estimate. F has a bias of order 1/S that grows
+with feature learning (F multiplies Δ from the same samples); `readout_control_variate = false`
+drops it, for late-time losses of long rich runs of deep networks.
 
 **Cost and memory.** Per step and layer: O(S·T·Q²) for sampling, kernel rows, Stein moments and
 the memory sums, O(Q·(TQ)²) for the Cholesky/response rows; in total O(L·T²Q²·(S + TQ)) flops.
@@ -168,13 +172,20 @@ class MonteCarloDMFT:
             the last spec time. GD and SGD step by ``training.learning_rate`` (dt must be None).
         max_dt: largest default time step (flow).
         seed: PRNG seed of the draws (the answer is independent of the number of devices).
-        rcond: relative eigenvalue cutoff of the conditional source covariances (Stein inverse).
+        rcond: eigenvalue cutoff of the conditional source covariances (Stein inverse), relative
+            to the mean source variance of the step.
         antithetic: draw the r-sources in ± pairs (exact γ0 → −γ0 symmetry, f(0) = 0).
         control_variates: subtract the lazy values in the Stein estimators (less noise).
         kernel_control_variates: estimate the reported equal-time kernels as ⟨F⟩ − ⟨F_lazy⟩ +
             E[F_lazy], with E[F_lazy] the exact dual kernels of `dmft.activations` (exact at
             t = 0, noise O(γ0 t/√S) instead of O(1/√S)), and use the same shift of the NTK as a
-            control variate of the read-out f.
+            control variate of the read-out f (see `readout_control_variate`).
+        readout_control_variate: add F = (1/P)∫(K − K̂)Δ, the kernel control variates' shift
+            of the NTK, to the read-out (needs `kernel_control_variates`). It makes f exactly
+            the lazy limit as γ0 → 0 and cuts the noise of f at small γ0 t, but it adds a bias of
+            order 1/S that grows with feature learning: late in a long rich run of a deep network
+            the loss can come out well below the networks' (examples/digits_depth/README.md).
+            Switch it off there, and check the answer at two values of S.
         schedule: "march" (default): the Gauss–Seidel causal march, which lands on the fixed
             point in one pass; "picard": the reference algorithm's Jacobi iteration (with common
             random numbers) from the lazy kernels, up to `max_iter` sweeps until the residual
@@ -213,10 +224,11 @@ class MonteCarloDMFT:
     dt: float | None = None
     max_dt: float = 0.1
     seed: int = 0
-    rcond: float = 1e-6
+    rcond: float = 1e-3
     antithetic: bool = True
     control_variates: bool = True
     kernel_control_variates: bool = True
+    readout_control_variate: bool = True
     schedule: str = "march"
     check_sweeps: int = 0
     tol: float = 1e-8
@@ -246,6 +258,7 @@ class MonteCarloDMFT:
                              "solver.antithetic = true")
         check_bool("control_variates", self.control_variates)
         check_bool("kernel_control_variates", self.kernel_control_variates)
+        check_bool("readout_control_variate", self.readout_control_variate)
         check_choice("schedule", self.schedule, ("march", "picard"))
         object.__setattr__(self, "check_sweeps", check_int("check_sweeps", self.check_sweeps, 0))
         object.__setattr__(self, "tol", check_tolerance("tol", self.tol))
@@ -264,6 +277,11 @@ class MonteCarloDMFT:
         if self.check_sweeps > self.max_iter:
             raise InputError(f"solver.check_sweeps = {self.check_sweeps} exceeds "
                              f"solver.max_iter = {self.max_iter}")
+
+    @property
+    def _readout_cv(self) -> bool:
+        """Whether the read-out carries F (it is the kernel control variates' shift)."""
+        return self.readout_control_variate and self.kernel_control_variates
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> MonteCarloDMFT:
@@ -343,6 +361,7 @@ class MonteCarloDMFT:
             mesh=mesh, phase_ends=_phase_ends(num_grid, phases),
             keep_rows=self.check_sweeps > 0 or self.schedule == "picard",
             kernel_control_variates=self.kernel_control_variates,
+            readout_control_variate=self._readout_cv,
             network=network, ticker=None, rule=grid.rule, branch=_branch_scale(network),
             num_outputs=spec.data.num_outputs, loss=loss_from_name(spec.training.loss),
         )
@@ -480,7 +499,7 @@ class MonteCarloDMFT:
         flow = _ntk_flow(ntk_pairs[..., :num_train * outputs], delta, grid._replace(omega=omega))
         stderr = {}
         if self.num_batches > 1:
-            per_batch = _per_batch(spec, grid, kx, out, flow)
+            per_batch = _per_batch(spec, grid, kx, out, flow, self._readout_cv)
             stderr = {key: at_times(np.std(value, axis=1, ddof=1) / np.sqrt(self.num_batches))
                       for key, value in per_batch.items()}
         return Solution(
@@ -511,7 +530,8 @@ class MonteCarloDMFT:
         )
 
 
-def _per_batch(spec: Spec, grid: _Grid, kx, out, flow) -> dict[str, np.ndarray]:
+def _per_batch(spec: Spec, grid: _Grid, kx, out, flow, readout_cv: bool
+               ) -> dict[str, np.ndarray]:
     """Per-batch estimates (Tg, B, ...) of every reported array, for the standard errors
     (eq:mc_stderr): independent fixed points, or batch means of one fixed point whose read-out
     per batch includes its linear response to its own error signal."""
@@ -529,12 +549,13 @@ def _per_batch(spec: Spec, grid: _Grid, kx, out, flow) -> dict[str, np.ndarray]:
                              list(np.moveaxis(g, 1, 0)), outputs, np)
 
         ntk_b = batch_ntk(phi_b, g_b)
-        ntk_raw_b = batch_ntk(out["phi_raw_batches"], out["g_raw_batches"])
+        shift_b = (ntk_b - batch_ntk(out["phi_raw_batches"], out["g_raw_batches"])
+                   if readout_cv else np.zeros_like(ntk_b))
         # f_b = f_id,b + (1/P)∫(K_b − K̂_b)Δ_b + (1/P)∫K(Δ_b − Δ): the last term is the linear
         # response of the batch's read-out had it been driven by its own Δ_b
         y_pairs = np.asarray(data.y_train).reshape(-1)
         _, f_b = (np.asarray(x) for x in _readout_error(
-            out["f_identity_batches"] - flow[:, None], ntk_b - ntk_raw_b + out["ntk"][:, None],
+            out["f_identity_batches"] - flow[:, None], shift_b + out["ntk"][:, None],
             y_pairs, grid.dt, _expand(grid.omega, outputs, 1), grid.rule, loss, outputs))
     f_b = _by_point(f_b, outputs)  # (Tg, B, Q[, C])
     f_train_b = f_b[:, :, :num_train]
@@ -581,6 +602,7 @@ class _Config:
     keep_rows: bool = False
     phase_ends: tuple[int, ...] = ()
     kernel_control_variates: bool = True
+    readout_control_variate: bool = True  # F = (1/P)∫(K − K̂)Δ in the read-out
     network: Any = None  # the NTK sum (`_march_network`)
     ticker: StepTicker | None = None  # the solve's progress bar; None when bars are off
     rule: str = "flow"  # "flow" (trapezoid march of gradient flow) or "gd" (exact GD / SGD)
@@ -766,7 +788,7 @@ def _cholesky_row(linv, row, k, width, rcond):
 
     `row` = 𝐂[k, :] (width × T·width, zero beyond block k). With 𝐋_{k,<k} = 𝐂_{k,<k} 𝐋_{<k}^{-T}
     and the conditional covariance 𝐒 = 𝐂_kk − 𝐋_{k,<k}𝐋_{k,<k}ᵀ = V λ Vᵀ, we take the symmetric
-    root 𝐋_kk = V √λ Vᵀ, dropping λ <= rcond·max diag 𝐂_kk (pseudo-inverse), and
+    root 𝐋_kk = V √λ Vᵀ, dropping λ <= rcond·tr 𝐂_kk/width (pseudo-inverse), and
     𝐋⁻¹_{k,:} = [−𝐋_kk⁺ 𝐋_{k,<k} 𝐋⁻¹_{<k}, 𝐋_kk⁺]. Returns (𝐋⁻¹, 𝐋_{k,:<k}, 𝐋_kk, rank).
     """
     l_row = row @ linv.T  # rows >= k of linv are still zero
@@ -774,7 +796,7 @@ def _cholesky_row(linv, row, k, width, rcond):
     schur = ckk - l_row @ l_row.T
     schur = 0.5 * (schur + schur.T)
     lam, vec = jnp.linalg.eigh(schur)
-    keep = lam > rcond * jnp.max(jnp.diag(ckk))
+    keep = lam > rcond * jnp.trace(ckk) / width
     safe = jnp.where(keep, lam, 1.0)
     root = (vec * jnp.where(keep, jnp.sqrt(safe), 0.0)) @ vec.T
     root_pinv = (vec * jnp.where(keep, 1.0 / jnp.sqrt(safe), 0.0)) @ vec.T
@@ -1355,7 +1377,8 @@ def _read_out(config: _Config, st: _StepState, carry: _Carry, k, inputs: _Inputs
                         [st.g_raw[l] for l in layers], C)
     ntk = _pair_ntk(config.network, kx, [st.phi_cv[l] for l in layers],
                     [st.g_cv[l] for l in layers], C)
-    shift = ntk - ntk_raw  # the lazy control variate of the read-out (0 without it)
+    # the lazy control variate of the read-out (0 without it)
+    shift = ntk - ntk_raw if config.readout_control_variate else jnp.zeros_like(ntk)
     d_prev = carry.delta_h[jnp.maximum(k - 1, 0)]
     if config.rule == "gd":
         signal = inputs.omega[jnp.maximum(k - 1, 0)] * d_prev
