@@ -13,15 +13,9 @@ import pytest
 from dmft import Architecture, Data, InputError, Spec, Training, solve_lazy
 from dmft.symbolic import braces_balanced, derive, eta0, lower_expression, num_train
 
+from _derive_helpers import equations, gd_training
 from conftest import one_line_error, run_dmft
-from test_derive_discrete import (
-    FLOW_CASES,
-    FLOW_SHA256,
-    _equations,
-    _gd,
-    _lazy_kernels,
-    assert_digests,
-)
+from test_derive_discrete import FLOW_CASES, FLOW_SHA256, _lazy_kernels, assert_digests
 
 CE = "cross_entropy"
 SOFTMAX_TEXT = "softmax(f_μ("
@@ -37,7 +31,7 @@ def _rule(optimizer, loss=CE, eta=0.25, steps=1):
     if optimizer == "flow":
         return Training((0.0, 1.0), loss=loss)
     extra = {"batch_size": 2, "seed": 5} if optimizer == "sgd" else {}
-    return _gd(eta, steps, optimizer=optimizer, loss=loss, **extra)
+    return gd_training(eta, steps, optimizer=optimizer, loss=loss, **extra)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -50,7 +44,7 @@ def test_cross_entropy_prints_the_softmax_error_signal_and_no_mse_closed_form(pa
                                                                               optimizer):
     d = derive(Architecture(2, "tanh", parameterization), training=_rule(optimizer), outputs=3)
     text, latex = str(d), d.latex()
-    eqs = _equations(d)
+    eqs = equations(d)
     assert SOFTMAX_TEXT in eqs["error_signal"].text() and "y_μc −" in eqs["error_signal"].text()
     assert SOFTMAX_LATEX in eqs["error_signal"].latex()
     assert LOSS_TEXT.replace("(1/P)", "(1/B)").replace("Σ_μ", "Σ_(μ ∈ batch k)") in text \
@@ -91,7 +85,7 @@ def test_mse_with_one_output_is_byte_identical(name):
 
 # SHA-256 of str(derive(...)) and derive(...).latex() at commit a038e1c (before the loss entered
 # derive), SymPy 1.14.0.
-_GD, _SGD = _gd(0.25, 2), _gd(0.25, 2, optimizer="sgd", batch_size=2, seed=3)
+_GD, _SGD = gd_training(0.25, 2), gd_training(0.25, 2, optimizer="sgd", batch_size=2, seed=3)
 DISCRETE_CASES = {
     "ntk_relu_L2_gd": (Architecture(2, "relu", "ntk", sigma_w=1.5, sigma_b=0.05), None, _GD),
     "ntk_erf_L1_sgd": (Architecture(1, "erf", "ntk"), None, _SGD),
@@ -115,7 +109,7 @@ def test_mse_discrete_rules_are_byte_identical(name):
     arch, residual, training = DISCRETE_CASES[name]
     d = derive(arch, residual_scale=residual, training=training)
     assert str(d) == str(derive(arch, residual_scale=residual, training=training, outputs=1))
-    assert "softmax" not in str(d) and "outputs" not in _equations(d)
+    assert "softmax" not in str(d) and "outputs" not in equations(d)
     assert_digests(d, DISCRETE_SHA256[name])
 
 
@@ -125,7 +119,7 @@ def test_mse_with_several_outputs_keeps_the_closed_form_and_states_the_index(par
                                                                               optimizer):
     d = derive(Architecture(2, "erf", parameterization), training=_rule(optimizer, "mse"),
                outputs=2)
-    text, eqs = str(d), _equations(d)
+    text, eqs = str(d), equations(d)
     assert "softmax" not in text and "Σ_c (f_μc − y_μc)²" in text and "C = 2 outputs" in text
     if parameterization == "ntk" or optimizer == "gd":  # μP flow prints no lazy closed form
         assert "y is (P, C), C = 2" in eqs["lazy_f"].note
@@ -200,12 +194,12 @@ def test_printed_cross_entropy_step_recursion_equals_the_lazy_solver(optimizer, 
     omega = np.asarray(training.dynamics.batch_weights(6, steps))
     y = np.asarray(spec.data.y_train)  # one-hot rows (P, C)
     derivation = derive(arch, training=training, outputs=y.shape[1])
-    f, f_test = march_printed_cross_entropy(_equations(derivation), kernel, cross, y, omega, eta)
+    f, f_test = march_printed_cross_entropy(equations(derivation), kernel, cross, y, omega, eta)
     np.testing.assert_allclose(f, solution.f_train, atol=1e-10, rtol=0)
     np.testing.assert_allclose(f_test, solution.f_test, atol=1e-10, rtol=0)
     assert np.abs(f[-1]).max() > 0.5  # the run moved
     # the same printed step with the MSE error signal y − f is visibly off: the check sees Δ
-    wrong, _ = march_printed_cross_entropy(_equations(derivation), kernel, cross, y, omega, eta,
+    wrong, _ = march_printed_cross_entropy(equations(derivation), kernel, cross, y, omega, eta,
                                            error=lambda f_k: y - f_k)
     assert np.abs(wrong[3] - solution.f_train[3]).max() > 1e-2
 
@@ -234,7 +228,7 @@ def test_cli_derive_of_a_cross_entropy_spec_prints_the_softmax_line(tmp_path):
     assert "C = 3 classes" in result.stdout  # from the labels 0, 1, 2
     assert "(I − ((−η0/P) K + I)^k)" not in result.stdout
     assert result.stdout == str(derive(Architecture(1, "tanh", "ntk"),
-                                       training=_gd(0.25, loss=CE), outputs=3))
+                                       training=gd_training(0.25, loss=CE), outputs=3))
     latex = run_dmft("derive", spec, "--latex")
     assert latex.returncode == 0 and SOFTMAX_LATEX in latex.stdout
 
