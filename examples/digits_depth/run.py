@@ -144,7 +144,7 @@ def figure(results, widths, stem):
                 ax.set_title(label)
         for ax in axes[:2]:
             ax.set_yscale("log")
-        axes[0].legend(fontsize=5.5, loc="lower left")
+        axes[2].legend(fontsize=5.5, loc="lower right")  # the empty corner of the accuracy panel
         fig.suptitle(r"digits 3 vs 8, tanh $L = 3$ $\mu$P: DMFT limit (lines) and networks "
                      r"(markers)", fontsize=8)
         return save_figure(fig, stem)
