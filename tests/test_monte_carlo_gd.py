@@ -49,6 +49,13 @@ def make_spec(x, y, *, activation="tanh", hidden_layers=2, gamma0=1.0, optimizer
                 Data(x, y, x_test=x_test), rule)
 
 
+def lazy_gd(ntk, y, eta, steps):
+    """The lazy GD closed form f_k = (I − (I − η0K/P)^k) y for k = 0..steps, computed here."""
+    step = np.eye(len(y)) - eta * ntk / len(y)
+    return np.stack([(np.eye(len(y)) - np.linalg.matrix_power(step, k)) @ y
+                     for k in range(steps + 1)])
+
+
 def lazy_ntk(spec):
     """K0 over train ∪ test from the lazy solver (the dual-kernel NTK recursion)."""
     sol = solve_lazy(spec.replace(training=Training((0.0,))))
@@ -79,9 +86,7 @@ def test_small_gamma0_gd_is_the_lazy_closed_form_even_at_a_large_step(hidden_lay
                      learning_rate=eta, steps=8, x_test=x_test)
     sol = MonteCarloDMFT(num_samples=256, num_batches=4).solve(spec)
     ntk, ntk_test = lazy_ntk(spec)
-    # the closed form f_k = (I − (I − η0K/P)^k) y, f_* = K_*X K⁻¹ f_k, computed here
-    step = np.eye(4) - eta * ntk / 4
-    f = np.stack([(np.eye(4) - np.linalg.matrix_power(step, k)) @ y for k in range(9)])
+    f = lazy_gd(ntk, y, eta, 8)  # and f_* = K_*X K⁻¹ f_k
     f_test = f @ np.linalg.solve(ntk, ntk_test.T)
     # γ0 = 1e-4: the process deviates by O(γ0²) = 1e-8 (odd orders cancel exactly with the
     # antithetic pairs, eq:mc_parity); the kernel control variates make K0 exact, so no Monte
@@ -106,8 +111,7 @@ def test_without_the_readout_control_variate_small_gamma0_gd_is_the_sampled_kern
     # the same march, and a read-out with no F: the f of the solve without any kernel CV
     np.testing.assert_allclose(plain.f_train, raw.f_train, rtol=0, atol=1e-12)
     sampled = np.asarray(raw.ntk[0])  # K̂(0), S = 256: a few % off K(0)
-    step = np.eye(4) - 0.5 * sampled / 4
-    f = np.stack([(np.eye(4) - np.linalg.matrix_power(step, k)) @ y for k in range(9)])
+    f = lazy_gd(sampled, y, 0.5, 8)
     # O(γ0²) = 1e-8 deviations and round-off, as in the exact-K case above
     np.testing.assert_allclose(plain.f_train, f, rtol=0, atol=1e-7)
     assert np.abs(sampled - ntk).max() > 1e-3  # so the test tells K̂ from K

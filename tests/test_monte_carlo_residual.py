@@ -9,13 +9,15 @@ the first layer and the read-out (a width-S two-layer network trained by GD), ki
 import numpy as np
 import pytest
 from test_monte_carlo_gd import (
+    lazy_gd,
+    lazy_ntk,
     march_and_its_particle_network,
     network_ensemble,
     p8_data,
     pd4_data,
 )
 
-from dmft.solvers import MonteCarloDMFT, solve_lazy
+from dmft.solvers import MonteCarloDMFT
 from dmft.spec import Architecture, Data, Spec, Training
 
 
@@ -30,12 +32,6 @@ def residual_spec(x, y, *, activation="tanh", hidden_layers=3, gamma0=1.0, alpha
                 Data(x, y, x_test=x_test), rule)
 
 
-def lazy_ntk(spec):
-    sol = solve_lazy(spec.replace(training=Training((0.0,))))
-    return np.asarray(sol.ntk[0]), (None if sol.ntk_test_train is None
-                                    else np.asarray(sol.ntk_test_train[0]))
-
-
 @pytest.mark.parametrize("activation, exponent", [("tanh", 0.5), ("relu", 1.0)])
 def test_small_gamma0_residual_gd_is_the_lazy_closed_form(activation, exponent):
     x, y = pd4_data()
@@ -46,8 +42,7 @@ def test_small_gamma0_residual_gd_is_the_lazy_closed_form(activation, exponent):
     ntk, ntk_test = lazy_ntk(spec)
     # K(0) of the march is the residual NTK recursion (eq:res_kernel_cv), exactly
     np.testing.assert_allclose(sol.ntk[0], ntk, rtol=1e-12, atol=1e-12)
-    step = np.eye(4) - 0.5 * ntk / 4
-    f = np.stack([(np.eye(4) - np.linalg.matrix_power(step, k)) @ y for k in range(9)])
+    f = lazy_gd(ntk, y, 0.5, 8)
     # O(γ0²) = 1e-8 deviation (antithetic pairs cancel the odd orders); 1e-7 for round-off
     np.testing.assert_allclose(sol.f_train, f, rtol=0, atol=1e-7)
     np.testing.assert_allclose(sol.f_test, f @ np.linalg.solve(ntk, ntk_test.T), rtol=0,
